@@ -1,0 +1,5 @@
+import sys
+
+from vlaforge.cli import main
+
+sys.exit(main())
