@@ -1,0 +1,103 @@
+"""Action heads: one `HeadConfig`, one `build_head` factory, one ABC (`base.ActionHead`).
+
+| kind          | module        | readouts                      | output                                  |
+| ------------- | ------------- | ----------------------------- | --------------------------------------- |
+| `regression`  | regression.py | one per chunk position (H)    | whole chunk in one pass, L1 or MSE      |
+| `tokens`      | tokens.py     | one per chunk position (H)    | 256 bins per entry, cross-entropy       |
+| `diffusion`   | diffusion.py  | `num_readouts`, mean-pooled   | epsilon prediction, DDPM train / DDIM   |
+| `flow`        | flow.py       | `num_readouts`, mean-pooled   | pi0 flow matching, Euler sampling       |
+| `flow-expert` | flow.py       | `num_readouts` + trunk tokens | flow matching with a transformer expert |
+
+Every head receives normalized actions [B, H, A] and a bool `action_mask` [B, H, A] (True = real).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from vlaforge.errors import VlaforgeError, unknown
+from vlaforge.models.heads.base import ActionHead, TrunkOutput
+
+HeadKind = Literal["regression", "tokens", "diffusion", "flow", "flow-expert"]
+HEAD_KINDS: tuple[str, ...] = ("regression", "tokens", "diffusion", "flow", "flow-expert")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Every head's settings in one flat section; each head reads only the fields it needs."""
+
+    # Which head to build (see the table in the module docstring).
+    kind: HeadKind = "diffusion"
+
+    # --- shared by the MLP heads (regression, tokens, diffusion, flow) ---
+    # Width of the MLP-ResNet hidden layer (Octo's diffusion head: 256).
+    hidden_dim: int = 256
+    # Number of MLP-ResNet blocks (Octo: 3). Regression/tokens use the same trunk-to-output MLP.
+    num_blocks: int = 3
+    # Dropout inside MLP-ResNet blocks. Octo uses 0.1; we default to 0 (small datasets, fast overfit).
+    dropout: float = 0.0
+    # Readout tokens the trunk appends for the pooled heads (diffusion, flow, flow-expert); they are
+    # mean-pooled into one conditioning vector as in Octo. Regression and tokens ignore this field
+    # and ask for one readout per chunk position (num_readouts = horizon).
+    num_readouts: int = 1
+    # Width of the sinusoidal time embedding fed to the diffusion/flow networks (time in [0, 1]).
+    time_dim: int = 32
+
+    # --- regression (OpenVLA-OFT / ACT) ---
+    # Loss on the normalized chunk: "l1" (OFT, ACT) or "mse".
+    loss: Literal["l1", "mse"] = "l1"
+
+    # --- tokens (RT-2 / OpenVLA) ---
+    # Uniform bins over [-1, 1] per action entry (the policy maps q01/q99 to [-1, 1]).
+    num_bins: int = 256
+
+    # --- diffusion (Octo) ---
+    # T, the DDPM training steps of the cosine schedule (Octo: 20).
+    diffusion_train_steps: int = 20
+    # DDIM sampling steps (<= diffusion_train_steps; equal to it with ddim_eta=1 is DDPM sampling).
+    sample_steps: int = 10
+    # DDIM eta: 0 = deterministic given the initial noise, 1 = DDPM-like posterior noise.
+    ddim_eta: float = 0.0
+    # Clip of the predicted clean chunk during sampling, in normalized units (Octo: 5.0); 0 disables.
+    sample_clip: float = 5.0
+
+    # --- flow and flow-expert (pi0) ---
+    # Euler steps from t=1 (noise) to t=0 (actions) at sampling (pi0: 10).
+    flow_steps: int = 10
+    # Training time t ~ Beta(a, b) scaled to [time_min, 1] (pi0: Beta(1.5, 1), time_min 0.001).
+    time_beta_a: float = 1.5
+    time_beta_b: float = 1.0
+    time_min: float = 0.001
+
+    # --- flow-expert only (pi0's action expert, reduced) ---
+    # Width of the expert's action tokens (pi0's expert is a narrower Gemma; the trunk is projected).
+    expert_width: int = 128
+    # Number of expert transformer layers.
+    expert_depth: int = 2
+    # Attention heads in the expert (must divide expert_width).
+    expert_heads: int = 4
+    # Expert MLP hidden width = expert_mlp_ratio * expert_width.
+    expert_mlp_ratio: int = 4
+
+
+def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> ActionHead:
+    """The head `cfg.kind` for trunk width `embed_dim`, `action_dim` entries and chunk `horizon`."""
+    if cfg.kind not in HEAD_KINDS:
+        raise unknown("head kind", str(cfg.kind), HEAD_KINDS)
+    for name in ("hidden_dim", "num_blocks", "num_readouts", "num_bins", "diffusion_train_steps"):
+        if getattr(cfg, name) < 1:
+            raise VlaforgeError(f"head.{name} must be >= 1, got {getattr(cfg, name)}")
+    from vlaforge.models.heads import diffusion, flow, regression, tokens
+
+    builders = {
+        "regression": regression.RegressionHead.from_config,
+        "tokens": tokens.TokenHead.from_config,
+        "diffusion": diffusion.DiffusionHead.from_config,
+        "flow": flow.FlowHead.from_config,
+        "flow-expert": flow.ExpertFlowHead.from_config,
+    }
+    return builders[cfg.kind](cfg, embed_dim, action_dim, horizon)
+
+
+__all__ = ["HEAD_KINDS", "ActionHead", "HeadConfig", "HeadKind", "TrunkOutput", "build_head"]

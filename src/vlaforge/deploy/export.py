@@ -1,0 +1,156 @@
+"""ONNX export of a policy's whole observation -> actions graph (regression and token heads).
+
+The graph takes the language embedding as an input instead of the instruction string, so the ONNX
+file holds everything but the frozen text encoder; the embeddings of the checkpoint's known tasks
+(`metadata["tasks"]`, plus any given with `--task`) are computed once and saved beside it
+(`text_embeddings.safetensors`, key = instruction string, value float32 [E]).
+
+Inputs / output (B = `batch`, fixed at export; T = history; A, H, S from the config):
+    observation.images.<cam>   uint8   [B, T, image_size, image_size, 3]
+    observation.state          float32 [B, T, S]          (absent when state_dim = 0)
+    observation_is_pad         bool    [B, T]             True = padding before the episode start
+    text_embedding             float32 [B, E]
+    actions (output)           float32 [B, H, A]          robot units (dataset 0's statistics)
+
+Exporter: torch 2.13's default `dynamo=True` exporter needs `onnxscript` (not installed), so the
+TorchScript-based exporter (`dynamo=False`) is used; it traces, so data-dependent branches are fixed
+at export. The trunk skips its padding mask when no step is padded; we trace with a padded first
+step so the masked path, which is also exact when nothing is padded, is the one recorded. Diffusion
+and flow heads (sampling loops with noise) are not exported. The batch size is fixed (default 1,
+one robot); the encoder reuses the policy's own `encode` with the text embedder swapped for the
+input tensor, so there is no second copy of the model code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from vlaforge.errors import VlaforgeError
+
+EXPORTABLE_HEADS = ("regression", "tokens")
+ONNX_FILE, EMBED_FILE, INFO_FILE = "policy.onnx", "text_embeddings.safetensors", "onnx.json"
+
+
+class _FixedText:
+    """Stands in for the policy's `TextEmbedder`: returns the embedding given as a graph input."""
+
+    def __init__(self) -> None:
+        self.value: torch.Tensor | None = None
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        return self.value  # [B, E]
+
+
+class ObservationToActions(nn.Module):
+    """`forward(*images, [state], is_pad, text_embedding) -> actions [B, H, A]` around a VLAPolicy."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+        cfg = policy.config
+        self.keys = [f"observation.images.{cam}" for cam in cfg.cameras]
+        self.has_state = cfg.state_dim > 0
+
+    def input_names(self) -> list[str]:
+        return [*self.keys, *(["observation.state"] if self.has_state else []), "observation_is_pad", "text_embedding"]
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        named = dict(zip(self.input_names(), inputs, strict=True))
+        text = self.policy.task_encoder.text
+        shim = _FixedText()
+        shim.value = named.pop("text_embedding")
+        self.policy.task_encoder.text = shim
+        try:
+            batch = {**named, "task": [""] * shim.value.shape[0]}
+            trunk = self.policy.encode(batch)
+            normalized = self.policy.head.sample(trunk, 1, None)  # [B, H, A]
+            return self.policy.action_norm.unnormalize(normalized, None)  # [B, H, A]
+        finally:
+            self.policy.task_encoder.text = text
+
+
+def example_inputs(policy: nn.Module, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random inputs of the exported shapes (first history step padded, see the module doc)."""
+    cfg, g = policy.config, torch.Generator().manual_seed(seed)
+    side, t = cfg.image_size, cfg.history
+    out: dict[str, torch.Tensor] = {
+        f"observation.images.{cam}": torch.randint(0, 256, (batch, t, side, side, 3), generator=g, dtype=torch.uint8)
+        for cam in cfg.cameras
+    }
+    if cfg.state_dim > 0:
+        out["observation.state"] = torch.randn(batch, t, cfg.state_dim, generator=g)
+    out["observation_is_pad"] = (torch.arange(t) < min(1, t - 1)).expand(batch, t).clone()  # [B, T]
+    out["text_embedding"] = torch.nn.functional.normalize(torch.randn(batch, policy.task_encoder.text.dim, generator=g), dim=-1)
+    return out
+
+
+def export_onnx(policy: nn.Module, path: str | os.PathLike, *, batch: int = 1, opset: int = 17) -> Path:
+    """Write the ONNX graph of `policy` (regression or tokens head) to `path`."""
+    kind = policy.config.head.kind
+    if kind not in EXPORTABLE_HEADS:
+        raise VlaforgeError(f"ONNX export supports the {' and '.join(EXPORTABLE_HEADS)} heads, not {kind!r}")
+    graph = ObservationToActions(policy.eval()).eval()
+    inputs = example_inputs(policy, batch)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python ints; the shapes are fixed by design
+        torch.onnx.export(graph, tuple(inputs[n] for n in graph.input_names()), str(path), dynamo=False,
+                          input_names=graph.input_names(), output_names=["actions"], opset_version=opset)
+    return Path(path)
+
+
+def text_embeddings(policy: nn.Module, tasks: list[str]) -> dict[str, torch.Tensor]:
+    """Instruction -> pooled embedding [E] from the policy's frozen text encoder."""
+    if not tasks:
+        return {}
+    emb = policy.task_encoder.text(list(tasks))  # [n, E]
+    return {task: emb[i].contiguous() for i, task in enumerate(tasks)}
+
+
+def save_onnx_export(policy: nn.Module, out: str | os.PathLike, *, tasks: list[str] = (), batch: int = 1) -> Path:
+    """`out/` = policy.onnx + text_embeddings.safetensors + onnx.json (inputs, shapes, tasks), atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".onnx.tmp-", dir=out))
+    try:
+        export_onnx(policy, tmp / ONNX_FILE, batch=batch)
+        known = sorted({*(policy.metadata.get("tasks") or []), *tasks})
+        save_file(text_embeddings(policy, known), str(tmp / EMBED_FILE))
+        cfg = policy.config
+        info = {"inputs": {k: list(v.shape) for k, v in example_inputs(policy, batch).items()},
+                "output": {"actions": [batch, cfg.chunk, cfg.action_dim]}, "head": cfg.head.kind,
+                "tasks": known, "fps": policy.metadata.get("fps"), "exporter": "torch.onnx (dynamo=False)"}
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
+        for name in (ONNX_FILE, EMBED_FILE, INFO_FILE):
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out / ONNX_FILE
+
+
+class OnnxPolicy:
+    """Run an exported graph with onnxruntime: `sample_actions(inputs: dict[str, ndarray]) -> [B, H, A]`."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def sample_actions(self, inputs: dict[str, Any]) -> np.ndarray:
+        feed = {name: np.asarray(inputs[name].numpy() if isinstance(inputs[name], torch.Tensor) else inputs[name])
+                for name in self.input_names}
+        return self.session.run(["actions"], feed)[0]

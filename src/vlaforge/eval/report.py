@@ -1,0 +1,188 @@
+"""What an evaluation writes: `eval_info.json`, a terminal table and a self-contained HTML report.
+
+The HTML file needs nothing but a browser: CSS and the success chart (SVG) are inline; the videos are
+linked relatively (`videos/<task>/episode_000.mp4`), so the output directory can be moved or zipped as
+a whole. Everything is escaped; nothing is fetched from the network.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+GROUP_COLORS = {"easy": "#2e9d5b", "medium": "#d9a21b", "hard": "#d9642b", "very_hard": "#c0392b", "other": "#607d8b"}
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Atomic JSON write: a temporary file, then rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# -- terminal -----------------------------------------------------------------------------------------
+def format_table(info: dict) -> str:
+    """A plain-text table: one row per task, then the group means and the overall figures."""
+    rows = [("task", "group", "success", "episodes", "mean len")]
+    for task, m in info["per_task"].items():
+        rows.append((task, m["difficulty"], _pct(m["success_rate"]), str(m["episodes"]), _fmt_len(m["mean_length"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    line = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+    out = [line(rows[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in rows[1:]]
+    out.append("")
+    for group, g in info["per_group"].items():
+        out.append(f"{group:<10} {_pct(g['success_rate']):>7}  ({g['tasks']} tasks)")
+    o = info["overall"]
+    out.append(f"overall    {_pct(o['success_rate']):>7}  (mean of group means; mean over tasks {_pct(o['success_rate_task_mean'])})")
+    out.append(_footer(info))
+    return "\n".join(out)
+
+
+def _fmt_len(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
+def _footer(info: dict) -> str:
+    t = info["timing"]
+    parts = [f"{t['env_steps']} env steps in {t['wall_time_s']:.1f} s ({t['env_steps_per_s'] or 0:.0f} steps/s)"]
+    if info["robustness"]["retries"]:
+        parts.append(f"{info['robustness']['retries']} episode(s) retried after worker crashes")
+    if info["interrupted"]:
+        parts.append("INTERRUPTED: partial results")
+    return "; ".join(parts)
+
+
+# -- HTML ------------------------------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222;padding:0 16px}
+h1{font-size:1.6em;margin-bottom:4px} h2{margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.meta{color:#555;font-size:.92em} .warn{background:#fff3cd;border:1px solid #e0c36b;padding:8px 12px;border-radius:6px}
+.cards{display:flex;gap:16px;flex-wrap:wrap;margin:16px 0}
+.card{border:1px solid #ddd;border-radius:8px;padding:10px 16px;min-width:120px}
+.card .v{font-size:1.7em;font-weight:600} .card .l{color:#666;font-size:.85em}
+table{border-collapse:collapse;width:100%;font-size:.92em} th,td{padding:5px 8px;border-bottom:1px solid #eee;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums} th{background:#f6f6f6}
+.pill{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:.8em}
+.videos{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:16px}
+.vid{border:1px solid #ddd;border-radius:8px;padding:8px} .vid video{width:100%;border-radius:4px;background:#000}
+.vid .t{font-weight:600} .vid .i{color:#555;font-size:.88em;margin:2px 0 6px} .ok{color:#2e7d32} .fail{color:#c62828}
+"""
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _pill(group: str) -> str:
+    return f'<span class="pill" style="background:{GROUP_COLORS.get(group, "#607d8b")}">{_esc(group)}</span>'
+
+
+def success_chart_svg(per_task: dict, per_group: dict) -> str:
+    """Horizontal bars: each task's success rate coloured by group, then each group mean."""
+    rows = [(t, m["success_rate"], m["difficulty"]) for t, m in per_task.items()]
+    rows += [(f"mean: {g}", m["success_rate"], g) for g, m in per_group.items()]
+    label_w, bar_w, row_h = 230, 560, 20
+    height = row_h * len(rows) + 30
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 70}" height="{height}" role="img" aria-label="success rate per task">']
+    for x in (0, 0.25, 0.5, 0.75, 1.0):
+        px = label_w + x * bar_w
+        parts.append(f'<line x1="{px}" y1="0" x2="{px}" y2="{height - 20}" stroke="#e3e3e3"/>')
+        parts.append(f'<text x="{px}" y="{height - 6}" font-size="11" text-anchor="middle" fill="#666">{int(x * 100)}%</text>')
+    for i, (name, rate, group) in enumerate(rows):
+        y = i * row_h + 4
+        w = (rate or 0) * bar_w
+        bold = ' font-weight="600"' if name.startswith("mean: ") else ""
+        parts.append(f'<text x="{label_w - 8}" y="{y + 12}" font-size="12" text-anchor="end"{bold}>{_esc(name)}</text>')
+        parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{row_h - 6}" rx="2" fill="{GROUP_COLORS.get(group, "#607d8b")}"/>')
+        parts.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 12}" font-size="11" fill="#333">{_pct(rate)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _summary_cards(info: dict) -> str:
+    o, t = info["overall"], info["timing"]
+    cards = [
+        (_pct(o["success_rate"]), "success (mean of group means)"),
+        (_pct(o["success_rate_task_mean"]), "success (mean over tasks)"),
+        (f"{o['successes']}/{o['episodes']}", "successful episodes"),
+        (f"{t['env_steps_per_s'] or 0:.0f}", "env steps/s"),
+        (f"{t['wall_time_s']:.0f} s", "wall time"),
+    ]
+    body = "".join(f'<div class="card"><div class="v">{_esc(v)}</div><div class="l">{_esc(label)}</div></div>' for v, label in cards)
+    return f'<div class="cards">{body}</div>'
+
+
+def _task_table(info: dict) -> str:
+    head = "<tr><th>task</th><th>group</th><th>instruction</th><th>success</th><th>episodes</th><th>mean length</th><th>retries</th></tr>"
+    rows = [
+        f"<tr><td>{_esc(t)}</td><td>{_pill(m['difficulty'])}</td><td>{_esc(m.get('instruction', ''))}</td>"
+        f'<td class="n">{_pct(m["success_rate"])}</td><td class="n">{m["successes"]}/{m["episodes"]}</td>'
+        f'<td class="n">{_fmt_len(m["mean_length"])}</td><td class="n">{m["retries"]}</td></tr>'
+        for t, m in info["per_task"].items()
+    ]
+    groups = [
+        f'<tr><th colspan="3">{_pill(g)} mean of {m["tasks"]} task(s)</th><th class="n">{_pct(m["success_rate"])}</th><th colspan="3"></th></tr>'
+        for g, m in info["per_group"].items()
+    ]
+    return f"<table>{head}{''.join(rows)}{''.join(groups)}</table>"
+
+
+def _videos(info: dict) -> str:
+    cards = []
+    by_key = {(e["task"], e["episode"]): e for e in info["episodes"]}
+    for task, m in info["per_task"].items():
+        for ep in (e for e in info["episodes"] if e["task"] == task and e.get("video")):
+            e = by_key[(task, ep["episode"])]
+            verdict = '<span class="ok">success</span>' if e["success"] else '<span class="fail">failure</span>'
+            cards.append(
+                f'<div class="vid"><div class="t">{_esc(task)} · episode {e["episode"]} · seed {e["seed"]}</div>'
+                f'<div class="i">“{_esc(m.get("instruction", ""))}”</div>'
+                f'<video src="{_esc(e["video"])}" controls muted loop preload="metadata"></video>'
+                f"<div>{verdict} in {e['length']} steps</div></div>"
+            )
+    return f'<div class="videos">{"".join(cards)}</div>' if cards else "<p>No videos recorded.</p>"
+
+
+def _meta(info: dict) -> str:
+    ex, env, seeds = info["execution"], info["env"], info["train_seeds"]
+    lines = [
+        f"policy <b>{_esc(info['policy'])}</b> · suite <b>{_esc(info['suite'])}</b> · {info['episodes_per_task']} episodes per task",
+        f"execution {_esc(ex['mode'])} (execute {ex['execute_steps']} of {ex['chunk']}) · history {ex['history']} · "
+        f"cameras {_esc(', '.join(env['cameras']))} at {env['image_size']} px · step limit {env['max_steps']}",
+        f"training seeds: {_esc(seeds['status'])} ({_esc(seeds['source'])}) · retries {info['robustness']['retries']} · "
+        f"worker restarts {info['robustness']['worker_restarts']} · {_esc(info['created'])}",
+    ]
+    return "".join(f'<p class="meta">{line}</p>' for line in lines)
+
+
+def render_html(info: dict) -> str:
+    warn = '<p class="warn">Interrupted: these are partial results.</p>' if info["interrupted"] else ""
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>vlaforge eval · {_esc(info["policy"])}</title>'
+        f"<style>{_CSS}</style></head><body><h1>vlaforge evaluation</h1>{_meta(info)}{warn}{_summary_cards(info)}"
+        f"<h2>Success rate</h2>{success_chart_svg(info['per_task'], info['per_group'])}"
+        f"<h2>Per task</h2>{_task_table(info)}<h2>Videos</h2>{_videos(info)}</body></html>\n"
+    )
+
+
+def write_report(out_dir: str | os.PathLike, info: dict) -> dict[str, Path]:
+    """Write eval_info.json and report.html into `out_dir`; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "eval_info.json", "html": out / "report.html"}
+    write_json(paths["json"], info)
+    _write_text(paths["html"], render_html(info))
+    return paths

@@ -1,0 +1,148 @@
+"""Evaluation seeds, and the check that none of them was used to collect the training data.
+
+Eval seeds come from a range that collection never uses: `vlaforge collect` draws 31-bit episode
+seeds (`[0, 2**31)`, `vlaforge.data.collect.episode_seed`), evaluation uses seeds from `2**31` up:
+`--seed S` selects `[2**31 + S * 100_000, ...)`, the same seeds for every task, so results are
+reproducible and comparable across policies. The check against the checkpoint's recorded training
+seeds below still runs, for datasets collected by other means.
+
+Training seeds are read from the checkpoint's metadata, where the trainer records its datasets. We
+accept the shapes a metadata dict may take: seeds listed directly (`train_seeds`/`seeds`: a list, or a
+dict task -> list), per-episode records (`{"task", "seed"}`), or dataset roots whose episodes carry a
+`seed` (read from disk when the dataset is still there). A seed recorded without a task counts for
+every task (conservative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vlaforge.errors import VlaforgeError
+
+EVAL_SEED_BASE = 2**31  # eval seeds start here; collection seeds are 31-bit, i.e. below it
+EVAL_SEED_STRIDE = 100_000  # --seed S selects the block [BASE + S * STRIDE, BASE + (S + 1) * STRIDE)
+_SEED_KEYS = ("train_seeds", "seeds", "episode_seeds")
+_DATASET_KEYS = ("datasets", "dataset_roots", "data", "train_datasets")
+
+Pair = tuple[str | None, int]  # (task or None for "any task", seed)
+
+
+def eval_seeds(seed: int, episodes: int) -> list[int]:
+    """The deterministic eval seeds for block `seed`, above every seed collection draws."""
+    if not 0 <= episodes <= EVAL_SEED_STRIDE:
+        raise VlaforgeError(f"episodes per task must be between 0 and {EVAL_SEED_STRIDE}, got {episodes}")
+    if seed < 0:
+        raise VlaforgeError(f"--seed must be >= 0, got {seed}")
+    start = EVAL_SEED_BASE + seed * EVAL_SEED_STRIDE
+    return list(range(start, start + episodes))
+
+
+def _pairs_from_value(value: Any, task: str | None = None) -> set[Pair]:
+    """Seeds in any of the accepted shapes: int, list, dict task -> list, episode records."""
+    if isinstance(value, bool):
+        return set()
+    if isinstance(value, int):
+        return {(task, value)}
+    if isinstance(value, dict):
+        if "seed" in value:
+            t = value.get("task") or task
+            return {(t if isinstance(t, str) else None, int(value["seed"]))}
+        return {p for k, v in value.items() for p in _pairs_from_value(v, str(k))}
+    if isinstance(value, (list, tuple)):
+        return {p for v in value for p in _pairs_from_value(v, task)}
+    return set()
+
+
+def _dataset_pairs(root: str) -> set[Pair] | None:
+    """(task, seed) of every episode of a dataset on disk; None when it cannot be read."""
+    if not Path(root, "meta", "info.json").exists():
+        return None
+    try:
+        from vlaforge.data.lerobot_v3 import LeRobotV3Dataset
+
+        episodes = LeRobotV3Dataset(root).episodes
+    except Exception:
+        return None
+    pairs: set[Pair] = set()
+    for ep in episodes:
+        if ep.get("seed") is None:
+            return None
+        tasks = ep.get("tasks") or [ep.get("task")]
+        pairs |= {(t if isinstance(t, str) else None, int(ep["seed"])) for t in tasks}
+    return pairs
+
+
+def _roots(value: Any) -> list[str]:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    roots = []
+    for item in items:
+        if isinstance(item, dict):
+            item = item.get("root") or item.get("path")
+        if isinstance(item, str):
+            roots.append(item.split(":")[0] if not Path(item).exists() else item)
+    return roots
+
+
+@dataclass(frozen=True)
+class TrainSeeds:
+    """The (task, seed) pairs of the training episodes, or None when they are not known."""
+
+    pairs: frozenset[Pair] | None
+    source: str  # where they came from, for the report
+    applicable: bool = True  # False for scripted policies, which were not trained on data
+
+    @classmethod
+    def unknown(cls, why: str = "no training seeds recorded") -> TrainSeeds:
+        return cls(None, why)
+
+    @classmethod
+    def not_applicable(cls, what: str) -> TrainSeeds:
+        return cls(frozenset(), f"{what}: no training data", applicable=False)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict | None) -> TrainSeeds:
+        """Seeds listed in checkpoint metadata, else read from the datasets it names."""
+        metadata = metadata or {}
+        for key in _SEED_KEYS:
+            if key in metadata:
+                return cls(frozenset(_pairs_from_value(metadata[key])), f"checkpoint metadata[{key!r}]")
+        for key in _DATASET_KEYS:
+            if key not in metadata:
+                continue
+            pairs: set[Pair] = set()
+            for root in _roots(metadata[key]):
+                found = _dataset_pairs(root)
+                if found is None:
+                    return cls.unknown(f"checkpoint names dataset {root!r} but its episode seeds cannot be read")
+                pairs |= found
+            if pairs:
+                return cls(frozenset(pairs), f"episode seeds of the datasets in metadata[{key!r}]")
+        return cls.unknown("the checkpoint metadata records no training seeds or datasets")
+
+    def overlap(self, tasks: Iterable[str], seeds: Iterable[int]) -> list[Pair]:
+        if not self.pairs:
+            return []
+        seeds = list(seeds)
+        return sorted(
+            ((t, s) for t in tasks for s in seeds if (t, s) in self.pairs or (None, s) in self.pairs),
+            key=lambda p: (p[0] or "", p[1]),
+        )
+
+    def check(self, tasks: list[str], seeds: list[int], *, allow: bool) -> dict:
+        """A report entry; raises VlaforgeError on overlap unless `allow`."""
+        if not self.applicable:
+            return {"status": "not-applicable", "source": self.source, "overlap": []}
+        if self.pairs is None:
+            return {"status": "unknown", "source": self.source, "overlap": []}
+        overlap = self.overlap(tasks, seeds)
+        if overlap and not allow:
+            shown = ", ".join(f"{t or '*'}:{s}" for t, s in overlap[:5])
+            raise VlaforgeError(
+                f"{len(overlap)} eval (task, seed) pairs were used for training ({shown}...); "
+                "pick another --seed or pass --allow-train-seeds"
+            )
+        status = "overlap-allowed" if overlap else "disjoint"
+        return {"status": status, "source": self.source, "overlap": [list(p) for p in overlap], "train_pairs": len(self.pairs)}

@@ -1,0 +1,217 @@
+"""Environment worker processes: each owns a few environment slots and steps them on request.
+
+The main process owns the policy; the workers own MuJoCo. Slot `s` lives on worker `s % num_workers`.
+One message per worker per step carries the actions of all its slots; the pool sends to every worker
+first and then collects the replies, so the workers render in parallel.
+
+A worker that dies (segfault, OOM kill, SIGKILL) is restarted; every slot it held loses its episode and
+is reported back as crashed so the runner can retry those episodes. A Python exception inside an
+environment is a bug, not a crash: it is re-raised in the main process with the worker's traceback.
+
+Workers start with the `forkserver` method (MuJoCo and Meta-World are imported once in the server, so
+a restart takes milliseconds) and ignore SIGINT: Ctrl-C reaches the main process only, which then
+writes its results and closes the pool in order.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("EGL_PLATFORM", "surfaceless")
+
+import multiprocessing as mp  # noqa: E402
+import signal  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+EXPERT_ACTION = "expert_action"  # extra observation key holding env.expert_action() when requested
+StepResult = tuple[dict, bool, bool, dict]  # (obs, success, done, info) as Environment.step returns
+_CONNECTION_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError, OSError)
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """How every environment of an evaluation is built (the collection settings)."""
+
+    cameras: tuple[str, ...] = ("corner2",)  # Meta-World camera names, rendered in LeRobot orientation
+    image_size: int = 128  # square render size in pixels
+    max_steps: int = 500  # the environment's own step limit (Meta-World's 500)
+    expert: bool = False  # attach env.expert_action() to each observation under EXPERT_ACTION
+
+
+def _make_env(task: str, spec: EnvSpec) -> Any:
+    from vlaforge.envs.metaworld import MetaWorldEnv
+
+    return MetaWorldEnv(task, cameras=spec.cameras, image_size=spec.image_size, max_steps=spec.max_steps)
+
+
+def _with_expert(env: Any, obs: dict, spec: EnvSpec) -> dict:
+    if spec.expert:
+        obs[EXPERT_ACTION] = np.asarray(env.expert_action(), dtype=np.float32)
+    return obs
+
+
+class _Envs:
+    """The worker side: slot -> environment, rebuilt when a slot changes task."""
+
+    def __init__(self, spec: EnvSpec) -> None:
+        self.spec = spec
+        self.envs: dict[int, Any] = {}
+
+    def reset(self, items: list[tuple[int, str, int]]) -> dict[int, dict]:
+        out = {}
+        for slot, task, seed in items:
+            env = self.envs.get(slot)
+            if env is None or env.task != task:
+                if env is not None:
+                    env.close()
+                env = self.envs[slot] = _make_env(task, self.spec)
+            out[slot] = _with_expert(env, env.reset(seed), self.spec)
+        return out
+
+    def step(self, actions: dict[int, np.ndarray]) -> dict[int, StepResult]:
+        out = {}
+        for slot, action in actions.items():
+            env = self.envs[slot]
+            obs, success, done, info = env.step(action)
+            out[slot] = (_with_expert(env, obs, self.spec), bool(success), bool(done), _plain(info))
+        return out
+
+    def close(self) -> None:
+        for env in self.envs.values():
+            env.close()
+        self.envs.clear()
+
+
+def _plain(info: dict) -> dict:
+    """Keep the small scalar entries of an info dict (what the runner may log)."""
+    return {k: float(v) for k, v in info.items() if np.ndim(v) == 0 and isinstance(v, (int, float, np.number))}
+
+
+def worker_main(conn: Any, spec: EnvSpec) -> None:
+    """Serve ("reset", items) / ("step", actions) / ("close", None) requests until told to close."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    envs = _Envs(spec)
+    try:
+        while True:
+            cmd, payload = conn.recv()
+            if cmd == "close":
+                break
+            try:
+                reply = ("ok", getattr(envs, cmd)(payload))
+            except Exception:
+                reply = ("error", traceback.format_exc())
+            conn.send(reply)
+    except (EOFError, KeyboardInterrupt):
+        pass
+    finally:
+        envs.close()
+        conn.close()
+
+
+class EnvPool:
+    """`num_workers` processes stepping environment slots; crashed workers are restarted."""
+
+    def __init__(self, num_workers: int, spec: EnvSpec, *, reply_timeout_s: float = 600.0) -> None:
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        self.spec = spec
+        self.num_workers = num_workers
+        self.reply_timeout_s = reply_timeout_s
+        self.restarts = 0
+        self._ctx = mp.get_context("forkserver")
+        self._ctx.set_forkserver_preload(["vlaforge.eval.workers", "vlaforge.envs.metaworld"])
+        self._procs: list[Any] = [None] * num_workers
+        self._conns: list[Any] = [None] * num_workers
+        self._slots: list[set[int]] = [set() for _ in range(num_workers)]
+        for w in range(num_workers):
+            self._start(w)
+
+    def worker_of(self, slot: int) -> int:
+        return slot % self.num_workers
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def reset(self, items: list[tuple[int, str, int]]) -> tuple[dict[int, dict], set[int]]:
+        """Reset slots to (task, seed); returns {slot: obs} and the slots lost to a crashed worker."""
+        per_worker: dict[int, list] = {}
+        for slot, task, seed in items:
+            per_worker.setdefault(self.worker_of(slot), []).append((slot, task, int(seed)))
+            self._slots[self.worker_of(slot)].add(slot)
+        return self._call("reset", per_worker)
+
+    def step(self, actions: dict[int, np.ndarray]) -> tuple[dict[int, StepResult], set[int]]:
+        """Step slots; returns {slot: (obs, success, done, info)} and the slots lost to a crash."""
+        per_worker: dict[int, dict] = {}
+        for slot, action in actions.items():
+            per_worker.setdefault(self.worker_of(slot), {})[slot] = np.asarray(action, dtype=np.float32)
+        return self._call("step", per_worker)
+
+    def release(self, slot: int) -> None:
+        """Forget a slot that will not be used again (its crash no longer matters)."""
+        self._slots[self.worker_of(slot)].discard(slot)
+
+    def close(self) -> None:
+        for w, conn in enumerate(self._conns):
+            try:
+                conn.send(("close", None))
+            except _CONNECTION_ERRORS:
+                pass
+            self._procs[w].join(timeout=5)
+            if self._procs[w].is_alive():
+                self._procs[w].kill()
+                self._procs[w].join()
+            conn.close()
+
+    def __enter__(self) -> EnvPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self, w: int) -> None:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=worker_main, args=(child, self.spec), daemon=True, name=f"vlaforge-env-{w}")
+        proc.start()
+        child.close()
+        self._procs[w], self._conns[w] = proc, parent
+
+    def _restart(self, w: int) -> set[int]:
+        """Replace a dead worker; returns the slots whose episodes died with it."""
+        self._conns[w].close()
+        if self._procs[w].is_alive():
+            self._procs[w].kill()
+        self._procs[w].join()
+        self.restarts += 1
+        lost, self._slots[w] = self._slots[w], set()
+        self._start(w)
+        return lost
+
+    def _call(self, cmd: str, per_worker: dict[int, Any]) -> tuple[dict, set[int]]:
+        crashed: set[int] = set()
+        sent = []
+        for w, payload in per_worker.items():
+            try:
+                self._conns[w].send((cmd, payload))
+                sent.append(w)
+            except _CONNECTION_ERRORS:
+                crashed |= self._restart(w)
+        results: dict = {}
+        for w in sent:
+            try:
+                if not self._conns[w].poll(self.reply_timeout_s):
+                    raise TimeoutError
+                status, reply = self._conns[w].recv()
+            except (*_CONNECTION_ERRORS, TimeoutError):
+                crashed |= self._restart(w)
+                continue
+            if status == "error":
+                raise RuntimeError(f"environment worker {w} failed:\n{reply}")
+            results.update(reply)
+        return results, crashed

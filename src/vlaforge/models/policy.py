@@ -1,0 +1,322 @@
+"""`VLAPolicy` = tokenizers + block-wise trunk + one action head, with normalization, save and load.
+
+Conventions (see `vlaforge.types` for the batch keys):
+- inputs are in robot units; the policy normalizes state and actions per `dataset_index` with its
+  own buffers (`vlaforge.models.normalize`) and returns `sample_actions` in robot units;
+- a batch may carry fewer history steps than `history` (the last position embeddings are used) or
+  more (the last `history` are kept); a chunk longer than `chunk` is cut to `chunk`;
+- state/action narrower than `state_dim`/`action_dim` (a smaller robot) is zero-padded and masked;
+  `action_dim_mask`/`state_dim_mask` (True = real) and `action_is_pad` (True = padding) give the
+  head `action_mask [B, H, A] = ~action_is_pad & action_dim_mask`;
+- numpy arrays are accepted wherever tensors are (the server passes numpy).
+
+Checkpoint directory (`save_pretrained` / `from_pretrained`): `config.json` (`to_dict(config)`),
+`model.safetensors` (all trainable weights and the normalization buffers; NOT the frozen text
+encoder, which is reloaded from `config.language.model`), `stats.json` (the per-dataset stats list
+the normalization was built from) and `metadata.json`. A checkpoint whose tensors do not match its
+config fails with a `VlaforgeError` naming the tensor; nothing is partly loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vlaforge import types
+from vlaforge.config import from_dict, to_dict
+from vlaforge.errors import VlaforgeError
+from vlaforge.models.config import PolicyConfig, validate
+from vlaforge.models.encoders import GOAL_IMAGE, ImageStem, ObservationEncoder, TaskEncoder
+from vlaforge.models.heads import build_head
+from vlaforge.models.heads.base import TrunkOutput
+from vlaforge.models.language import text_model_parameters
+from vlaforge.models.normalize import Normalizer, jsonable_stats
+from vlaforge.models.trunk import Trunk
+
+CONFIG_FILE, WEIGHTS_FILE, STATS_FILE, METADATA_FILE = "config.json", "model.safetensors", "stats.json", "metadata.json"
+NORM_PREFIXES = ("action_norm.", "state_norm.")
+
+
+def _tensor(x: Any, device: torch.device | None = None) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return t if device is None else t.to(device)
+
+
+def _pad_last(x: torch.Tensor, size: int, what: str) -> torch.Tensor:
+    """Zero-pad the last dim of x up to `size` (a smaller robot); wider than `size` is an error."""
+    if x.shape[-1] > size:
+        raise VlaforgeError(f"{what} has {x.shape[-1]} dims but the policy was built for {size}")
+    return torch.nn.functional.pad(x, (0, size - x.shape[-1])) if x.shape[-1] < size else x
+
+
+class VLAPolicy(nn.Module):
+    """A vision-language-action policy (see the module docstring for conventions)."""
+
+    def __init__(
+        self,
+        config: PolicyConfig,
+        stats: list[dict[str, Any]] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        cfg = self.config = validate(config)
+        self.stats = jsonable_stats(stats)
+        self.metadata = dict(metadata or {})
+        self.action_norm = Normalizer(types.ACTION, cfg.action_dim, stats, cfg.normalization, cfg.raw_action_dims)
+        self.state_norm = Normalizer(types.STATE, cfg.state_dim, stats, cfg.normalization, cfg.raw_state_dims)
+        stem = ImageStem(cfg)
+        self.obs_encoder = ObservationEncoder(cfg, stem)  # owns the (shared) stem
+        self.task_encoder = TaskEncoder(cfg, stem)
+        self.head = build_head(cfg.head, cfg.trunk.width, cfg.action_dim, cfg.chunk)
+        self.trunk = Trunk(cfg.trunk, self.head.num_readouts)
+
+    # ------------------------------------------------------------------ forward
+    @property
+    def device(self) -> torch.device:
+        return self.action_norm.center.device
+
+    @property
+    def text_cache(self) -> dict[str, torch.Tensor]:
+        """Instruction string -> pooled embedding (filled on first use; not saved)."""
+        return self.task_encoder.text.cache
+
+    def encode(self, observation: dict[str, Any]) -> TrunkOutput:
+        """Observation (images uint8 [B,T,H,W,C], state [B,T,S], task) -> trunk output."""
+        cfg, dev = self.config, self.device
+        keep = slice(-cfg.history, None)  # the last `history` steps
+        images = []
+        for cam in cfg.cameras:
+            if types.image_key(cam) not in observation:
+                raise VlaforgeError(f"the observation lacks {types.image_key(cam)!r} (policy cameras: {cfg.cameras})")
+            images.append(_tensor(observation[types.image_key(cam)])[:, keep])  # [B, T, H, W, C]
+        b = images[0].shape[0]
+        index = observation.get(types.DATASET_INDEX)
+        index = None if index is None else _tensor(index, dev).reshape(-1)
+        state = self._state(observation, index, keep, dev) if cfg.state_dim > 0 else None
+        task = observation.get(types.TASK, "")
+        texts = [task] * b if isinstance(task, str) else list(task)
+        goal = observation.get(GOAL_IMAGE)
+        task_tokens = self.task_encoder(texts, None if goal is None else _tensor(goal, dev))  # [B, L, D]
+        obs_tokens = self.obs_encoder(images, state)  # [B, T, K, D]
+        pad = observation.get(types.OBS_IS_PAD)
+        pad = None if pad is None else _tensor(pad, dev)[:, keep].bool()  # [B, T]
+        return self.trunk(task_tokens, obs_tokens, pad)
+
+    def _state(self, obs: dict[str, Any], index: torch.Tensor | None, keep: slice, dev: torch.device) -> torch.Tensor:
+        if types.STATE not in obs:
+            raise VlaforgeError(f"the observation lacks {types.STATE!r} (state_dim={self.config.state_dim})")
+        raw = _tensor(obs[types.STATE], dev).float()[:, keep]  # [B, T, S']
+        real = raw.shape[-1]
+        state = self.state_norm.normalize(_pad_last(raw, self.config.state_dim, types.STATE), index)  # [B, T, S]
+        dim_mask = obs.get(types.STATE_DIM_MASK)
+        if dim_mask is None:
+            dim_mask = (torch.arange(state.shape[-1], device=dev) < real).expand(state.shape[0], -1)
+        return state * _tensor(dim_mask, dev).bool()[:, None, :]  # padded dims -> 0
+
+    def _targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized actions [B, H, A] (0 where masked) and the head's action_mask [B, H, A]."""
+        cfg, dev = self.config, self.device
+        raw = _tensor(batch[types.ACTION], dev).float()  # [B, H', A']
+        if raw.shape[1] < cfg.chunk:
+            raise VlaforgeError(f"the batch has action chunks of {raw.shape[1]} steps; the policy needs {cfg.chunk}")
+        raw, real = raw[:, : cfg.chunk], raw.shape[-1]
+        index = batch.get(types.DATASET_INDEX)
+        index = None if index is None else _tensor(index, dev).reshape(-1)
+        actions = self.action_norm.normalize(_pad_last(raw, cfg.action_dim, types.ACTION), index)  # [B, H, A]
+        b, h, a = actions.shape
+        dim_mask = batch.get(types.ACTION_DIM_MASK)
+        dim_mask = (torch.arange(a, device=dev) < real).expand(b, a) if dim_mask is None else _tensor(dim_mask, dev)
+        is_pad = batch.get(types.ACTION_IS_PAD)
+        is_pad = torch.zeros(b, h, dtype=torch.bool, device=dev) if is_pad is None else _tensor(is_pad, dev)
+        mask = ~is_pad.bool()[:, : cfg.chunk, None] & dim_mask.bool()[:, None, :]  # [B, H, A]
+        return torch.where(mask, actions, torch.zeros_like(actions)), mask
+
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss (scalar) and float metrics for one batch (keys of `vlaforge.types`)."""
+        actions, mask = self._targets(batch)
+        return self.head.loss(self.encode(batch), actions, mask)
+
+    @torch.no_grad()
+    def sample_actions(self, observation: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Actions [B, H, A] in robot units (the observation is encoded once per call)."""
+        normalized = self.head.sample(self.encode(observation), 1, generator)  # [B, H, A]
+        index = observation.get(types.DATASET_INDEX)
+        index = None if index is None else _tensor(index, self.device).reshape(-1)
+        return self.action_norm.unnormalize(normalized, index)
+
+    def reset(self) -> None:
+        """Forget per-episode state (none is kept inside the model; heads may define `reset`)."""
+        if hasattr(self.head, "reset"):
+            self.head.reset()
+
+    def num_parameters(self) -> dict[str, int]:
+        """{"trainable": ..., "frozen_text": ...} (the text encoder is not part of the module)."""
+        trainable = sum(p.numel() for p in self.parameters())
+        return {"trainable": trainable, "frozen_text": text_model_parameters(self.config.language.model)}
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write config.json, model.safetensors, stats.json, metadata.json (see module doc)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+        try:
+            self._write_files(tmp)
+            if not directory.exists():
+                os.replace(tmp, directory)  # a new checkpoint appears whole or not at all
+                return directory
+            for name in (WEIGHTS_FILE, STATS_FILE, METADATA_FILE, CONFIG_FILE):  # each file atomic
+                os.replace(tmp / name, directory / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return directory
+
+    def _write_files(self, out: Path) -> None:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "vlaforge"})
+        for name, data in ((STATS_FILE, self.stats), (METADATA_FILE, self.metadata), (CONFIG_FILE, to_dict(self.config))):
+            (out / name).write_text(json.dumps(data, indent=2, default=_json_default))
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> VLAPolicy:
+        """Load a checkpoint directory (or a Hub id already in the local cache); eval mode."""
+        directory = resolve_checkpoint(path)
+        config = from_dict(PolicyConfig, _read_json(directory / CONFIG_FILE), where="config")
+        stats = _read_json(directory / STATS_FILE) if (directory / STATS_FILE).exists() else None
+        metadata = _read_json(directory / METADATA_FILE) if (directory / METADATA_FILE).exists() else {}
+        policy = cls(config, stats=stats, metadata=metadata)
+        policy.load_checked(read_weights(directory), where=str(directory))
+        return policy.to(device).eval() if device is not None else policy.eval()
+
+    def load_checked(self, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+        """Load `state` exactly: any missing, unexpected or mis-shaped tensor is a VlaforgeError."""
+        own = self.state_dict()
+        for key, value in own.items():
+            if key not in state:
+                raise VlaforgeError(f"{where}: missing tensor {key!r} that its config needs")
+            if tuple(state[key].shape) != tuple(value.shape):
+                raise VlaforgeError(
+                    f"{where}: tensor {key!r} has shape {list(state[key].shape)} but its config gives {list(value.shape)}"
+                )
+        extra = sorted(set(state) - set(own))
+        if extra:
+            raise VlaforgeError(f"{where}: unexpected tensor {extra[0]!r} (not in the model its config builds)")
+        self.load_state_dict(state, strict=True)
+
+    def load_state_dict_partial(self, state: dict[str, torch.Tensor], strict_shapes: bool = False) -> list[str]:
+        """Fine-tuning load: copy every tensor whose name and shape fit; return the names left at
+        their fresh initialisation (new input/output layers). Normalization buffers are never copied
+        (the new policy's stats rule). With `strict_shapes`, a shape mismatch is a VlaforgeError."""
+        own = self.state_dict()
+        fits, fresh = {}, []
+        for key, value in own.items():
+            if key.startswith(NORM_PREFIXES):
+                continue
+            if key in state and tuple(state[key].shape) == tuple(value.shape):
+                fits[key] = state[key]
+                continue
+            if strict_shapes and key in state:
+                raise VlaforgeError(f"tensor {key!r}: checkpoint shape {list(state[key].shape)} != {list(value.shape)}")
+            fresh.append(key)
+        self.load_state_dict(fits, strict=False)
+        return fresh
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return np.asarray(value).tolist()
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise VlaforgeError(f"{path.parent}: not a policy checkpoint (no {path.name})") from err
+    except json.JSONDecodeError as err:
+        raise VlaforgeError(f"{path}: not valid JSON ({err})") from err
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A local checkpoint directory for `path`: a directory, or a Hub id in the local cache."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return local
+    if local.exists() or str(path).count("/") != 1:
+        raise VlaforgeError(f"policy {str(path)!r} is not a checkpoint directory")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(path), local_files_only=True))
+    except Exception as err:
+        raise VlaforgeError(
+            f"policy {str(path)!r} is not a local directory and not in the local Hub cache (offline)"
+        ) from err
+
+
+def read_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of `directory/model.safetensors` (for `load_state_dict_partial` when fine-tuning)."""
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.exists():
+        raise VlaforgeError(f"{directory}: not a policy checkpoint (no {WEIGHTS_FILE})")
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise VlaforgeError(f"{path}: unreadable weights ({err})") from err
+
+
+class ObservationHistory:
+    """Per-step env observations (numpy, see `vlaforge.envs.base`) -> a `[1, T, ...]` batch.
+
+    `push(obs)` appends one step and returns the batch for `sample_actions`: every array key
+    (images, state) stacked over the last `history` steps as torch tensors with a leading batch
+    dim of 1, `task` as a one-item list, and `observation_is_pad` [1, T] marking the steps before
+    the episode start, which are filled with copies of the first observation (as LeRobot pads).
+    `reset()` at each episode start. Several envs: `collate([h.push(o) for ...])`.
+    """
+
+    def __init__(self, history: int, dataset_index: int | None = None) -> None:
+        self.history, self.dataset_index = history, dataset_index
+        self._steps: list[dict[str, Any]] = []
+        self._count = 0  # real steps pushed since reset
+
+    def reset(self) -> None:
+        self._steps, self._count = [], 0
+
+    def push(self, obs: dict[str, Any]) -> dict[str, Any]:
+        self._steps = ([obs] * self.history if not self._steps else self._steps + [obs])[-self.history :]
+        self._count += 1
+        real = min(self._count, self.history)
+        batch: dict[str, Any] = {}
+        for key, value in obs.items():
+            if isinstance(value, str):
+                batch[key] = [value]
+            elif isinstance(value, (np.ndarray, torch.Tensor, np.generic, float, int)):
+                batch[key] = torch.stack([_tensor(s[key]) for s in self._steps])[None]  # [1, T, ...]
+        pad = torch.arange(self.history) < self.history - real  # [T] True = before the episode start
+        batch[types.OBS_IS_PAD] = pad[None]
+        if self.dataset_index is not None:
+            batch[types.DATASET_INDEX] = torch.tensor([self.dataset_index])
+        return batch
+
+
+def collate(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate single-env batches along the batch dim (tensors) or extend lists (task)."""
+    out: dict[str, Any] = {}
+    for key, first in batches[0].items():
+        values = [b[key] for b in batches]
+        out[key] = torch.cat(values) if isinstance(first, torch.Tensor) else [v for vs in values for v in vs]
+    return out

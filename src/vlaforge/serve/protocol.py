@@ -1,0 +1,203 @@
+"""The wire format of the policy server: msgpack with numpy arrays, as `openpi_client.msgpack_numpy`.
+
+Every message is one binary websocket frame holding a msgpack map. A numpy array travels as the map
+`{b"__ndarray__": True, b"data": <raw bytes, C order>, b"dtype": <numpy dtype str, e.g. "<f4">,
+b"shape": <list of ints>}` and a numpy scalar as `{b"__npgeneric__": True, b"data": <item>, b"dtype":
+<str>}`. The marker keys are msgpack *bin* (Python bytes), exactly as openpi writes them, so either side
+can be openpi's or ours. Nothing is ever unpickled.
+
+Deviation from openpi (stricter, same wire format): decoding refuses object / void / structured
+dtypes and arrays whose byte count does not match dtype x shape, and raises `ProtocolError` naming
+the problem instead of crashing or reading past the buffer. It also accepts str marker keys
+(`"__ndarray__"`) from non-Python clients.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from vlaforge.errors import did_you_mean
+
+# dtype kinds a client may send: bool, signed/unsigned int, float. Never object ("O") or void ("V").
+_ALLOWED_KINDS = frozenset("biuf")
+_ARRAY_KEYS = (b"__ndarray__", "__ndarray__")
+_GENERIC_KEYS = (b"__npgeneric__", "__npgeneric__")
+
+
+class ProtocolError(ValueError):
+    """A message that is not valid msgpack-numpy (the text of the error is sent back to the client)."""
+
+
+def _pack_default(obj: Any) -> Any:
+    """msgpack `default` hook: numpy arrays and scalars in openpi's layout."""
+    if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in ("V", "O", "c"):
+        raise ValueError(f"unsupported dtype for the wire: {obj.dtype}")
+    if isinstance(obj, np.ndarray):
+        arr = np.ascontiguousarray(obj)
+        return {b"__ndarray__": True, b"data": arr.tobytes(), b"dtype": arr.dtype.str, b"shape": arr.shape}
+    if isinstance(obj, np.generic):
+        return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
+    raise TypeError(f"cannot serialize {type(obj).__name__} (send numpy arrays, numbers, strings, lists, dicts)")
+
+
+def _field(obj: dict, name: str) -> Any:
+    """`obj[b"name"]` or `obj["name"]` (openpi writes bytes keys; other languages may write str)."""
+    if name.encode() in obj:
+        return obj[name.encode()]
+    if name in obj:
+        return obj[name]
+    raise ProtocolError(f"array record lacks its {name!r} field")
+
+
+def _dtype(raw: Any) -> np.dtype:
+    try:
+        dtype = np.dtype(raw.decode() if isinstance(raw, bytes) else raw)
+    except (TypeError, ValueError, UnicodeDecodeError) as err:
+        raise ProtocolError(f"bad array dtype {raw!r}") from err
+    if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None:
+        raise ProtocolError(f"array dtype {dtype} is not allowed (use bool, int, uint or float)")
+    return dtype
+
+
+def _unpack_hook(obj: dict) -> Any:
+    """msgpack `object_hook`: rebuild arrays, validating dtype and size before touching the buffer."""
+    if any(k in obj for k in _ARRAY_KEYS):
+        dtype = _dtype(_field(obj, "dtype"))
+        shape = _field(obj, "shape")
+        data = _field(obj, "data")
+        if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ProtocolError(f"bad array shape {shape!r}")
+        if not isinstance(data, (bytes, bytearray)):
+            raise ProtocolError("array data must be msgpack bin (bytes)")
+        if len(data) != math.prod(shape) * dtype.itemsize:
+            raise ProtocolError(f"array of shape {tuple(shape)} and dtype {dtype} needs "
+                                f"{math.prod(shape) * dtype.itemsize} bytes, got {len(data)}")
+        return np.frombuffer(data, dtype=dtype).reshape(shape)
+    if any(k in obj for k in _GENERIC_KEYS):
+        return _dtype(_field(obj, "dtype")).type(_field(obj, "data"))
+    return obj
+
+
+def packb(obj: Any) -> bytes:
+    """Serialize a message (dicts, lists, numbers, strings, numpy arrays) to msgpack bytes."""
+    return msgpack.packb(obj, default=_pack_default, use_bin_type=True)
+
+
+def unpackb(data: bytes) -> Any:
+    """Parse a msgpack-numpy message; any malformed input raises `ProtocolError` (never pickle)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError("expected a binary msgpack frame, got a text frame")
+    try:
+        return msgpack.unpackb(bytes(data), object_hook=_unpack_hook, raw=False)
+    except ProtocolError:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as err:
+        raise ProtocolError(f"frame is not valid msgpack: {type(err).__name__}: {err}") from err
+
+
+def to_str_keys(obj: Any) -> Any:
+    """Decode bytes map keys to str, recursively (openpi-style packers may send bytes keys)."""
+    if isinstance(obj, dict):
+        return {(k.decode() if isinstance(k, bytes) else k): to_str_keys(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_str_keys(v) for v in obj]
+    return obj
+
+
+# ----------------------------------------------------------------------------- request schema
+
+STATE_KEY = "observation.state"
+IMAGE_PREFIX = "observation.images."
+INSTRUCTION_KEYS = ("prompt", "task")  # openpi clients send `prompt`; LeRobot batches use `task`
+RESET_KEY = "reset"
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """What a request must contain; built from the policy config and sent to clients in the metadata."""
+
+    # Camera names; each is sent as `observation.images.<camera>`.
+    cameras: tuple[str, ...]
+    # Native image side the policy sees (frames of another size are resized by the policy).
+    image_size: int
+    # Observation history T the policy consumes; the server keeps it per connection.
+    history: int
+    # Proprio dimension S (0 = the policy takes no state; the key is then optional).
+    state_dim: int
+
+
+@dataclass
+class Request:
+    """A validated observation. `images[key]` uint8 [T, H, W, 3]; `state` float32 [T, S]; T is 1
+    (the current frame; the server supplies the history) or `spec.history` (a full window)."""
+
+    images: dict[str, np.ndarray]
+    state: np.ndarray
+    task: str
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ProtocolError(message)
+
+
+def _check_image(key: str, value: Any, spec: ObservationSpec) -> np.ndarray:
+    _require(isinstance(value, np.ndarray), f"{key} must be a numpy array, got {type(value).__name__}")
+    _require(value.dtype == np.uint8, f"{key} must be uint8 [H, W, 3] (0-255), got dtype {value.dtype}")
+    frames = value[None] if value.ndim == 3 else value  # [T, H, W, 3]
+    _require(frames.ndim == 4 and frames.shape[-1] == 3 and min(frames.shape[1:3], default=0) > 0,
+             f"{key} must have shape [H, W, 3] or [{spec.history}, H, W, 3], got {value.shape}")
+    _require(frames.shape[0] in (1, spec.history),
+             f"{key} carries {frames.shape[0]} frames; send 1 (current) or {spec.history} (full history)")
+    return frames
+
+
+def _check_state(value: Any, spec: ObservationSpec) -> np.ndarray:
+    if spec.state_dim == 0 and value is None:
+        return np.zeros((1, 0), np.float32)
+    _require(value is not None, f"missing key {STATE_KEY!r} (float [{spec.state_dim}])")
+    _require(isinstance(value, np.ndarray), f"{STATE_KEY} must be a numpy array, got {type(value).__name__}")
+    _require(value.dtype.kind in "fiu", f"{STATE_KEY} must be a float array, got dtype {value.dtype}")
+    state = value[None] if value.ndim == 1 else value  # [T, S]
+    _require(state.ndim == 2 and state.shape[-1] == spec.state_dim,
+             f"{STATE_KEY} must have shape [{spec.state_dim}] or [{spec.history}, {spec.state_dim}], got {value.shape}")
+    _require(bool(np.isfinite(state).all()), f"{STATE_KEY} contains NaN or Inf")
+    return state.astype(np.float32)
+
+
+def _instruction(obs: dict) -> str:
+    given = {k: obs[k] for k in INSTRUCTION_KEYS if k in obs}
+    _require(bool(given), "missing the instruction: send 'prompt' (openpi) or 'task' (a string)")
+    for key, value in given.items():
+        _require(isinstance(value, str) and value.strip() != "", f"{key!r} must be a non-empty string")
+    _require(len(set(given.values())) == 1, "'prompt' and 'task' disagree: send one of them")
+    return next(iter(given.values()))
+
+
+def validate_observation(obs: Any, spec: ObservationSpec) -> Request:
+    """Check one decoded request against `spec`; raise `ProtocolError` naming the first problem."""
+    _require(isinstance(obs, dict), f"a request must be a map of observation keys, got {type(obs).__name__}")
+    obs = to_str_keys(obs)
+    images = {}
+    for camera in spec.cameras:
+        key = IMAGE_PREFIX + camera
+        if key not in obs:
+            hint = did_you_mean(key, [k for k in obs if isinstance(k, str)])
+            raise ProtocolError(f"missing key {key!r} (uint8 [H, W, 3]){hint}")
+        images[key] = _check_image(key, obs[key], spec)
+    state = _check_state(obs.get(STATE_KEY), spec)
+    lengths = {a.shape[0] for a in images.values()} | ({state.shape[0]} if spec.state_dim else set())
+    _require(len(lengths) == 1, f"images and state must carry the same number of steps, got {sorted(lengths)}")
+    sizes = {a.shape[1:] for a in images.values()}
+    _require(len(sizes) == 1, f"all cameras must have the same image size, got {sorted(sizes)}")
+    return Request(images=images, state=state, task=_instruction(obs))
+
+
+def is_reset(obs: Any) -> bool:
+    """A reset message: `{"reset": True}` (clears this connection's observation history)."""
+    return isinstance(obs, dict) and to_str_keys(obs).get(RESET_KEY) is True

@@ -1,0 +1,232 @@
+"""The policy side of the server: per-connection observation history, micro-batched inference, metadata.
+
+`PolicyRuntime` owns one `VLAPolicy` and a single inference thread. Requests from every connection
+go into one queue; the thread takes whatever is waiting (up to `max_batch`, same image size), stacks
+it into one batch and calls `policy.sample_actions` once, so 8 concurrent clients cost about one
+batched forward pass instead of 8 serial ones, and the asyncio event loop never runs model code.
+
+History (deviation from openpi, whose server is stateless): the policy consumes `config.history`
+frames. A client may send the current frame only (`[H, W, 3]`, `[S]`), and `ObservationHistory`
+(one per connection) supplies the earlier ones; at the start of an episode the first frame is
+repeated and marked as padding (`observation_is_pad`), as LeRobot pads windows. A client may instead
+send the whole window (`[T, H, W, 3]`, `[T, S]`), which replaces the stored history. The history is
+cleared by a `{"reset": True}` message, or by reconnecting.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlaforge.serve.protocol import INSTRUCTION_KEYS, RESET_KEY, STATE_KEY, ObservationSpec, Request
+
+logger = logging.getLogger("vlaforge.serve")
+
+
+@dataclass
+class Window:
+    """One request ready for the model: images uint8 [T, H, W, 3] per key, state [T, S], is_pad [T]."""
+
+    images: dict[str, np.ndarray]
+    state: np.ndarray
+    is_pad: np.ndarray
+    task: str
+
+
+class ObservationHistory:
+    """The last `history` observations of one connection (see the module docstring)."""
+
+    def __init__(self, history: int) -> None:
+        self.history = history
+        self._frames: collections.deque[tuple[dict[str, np.ndarray], np.ndarray]] = collections.deque(maxlen=history)
+
+    def clear(self) -> None:
+        self._frames.clear()
+
+    def window(self, req: Request) -> Window:
+        steps, *frame_shape = next(iter(req.images.values())).shape  # [T, H, W, 3]
+        last = next(iter(self._frames[-1][0].values())).shape if self._frames else None  # [H, W, 3]
+        if (steps == self.history and steps > 1) or (last is not None and list(last) != frame_shape):
+            self._frames.clear()  # a full window replaces the history; a new frame size starts over
+        for t in range(steps):
+            self._frames.append(({k: v[t] for k, v in req.images.items()}, req.state[t]))
+        pad = self.history - len(self._frames)
+        frames = [self._frames[0]] * pad + list(self._frames)
+        images = {k: np.stack([f[0][k] for f in frames]) for k in req.images}  # [T, H, W, 3]
+        state = np.stack([f[1] for f in frames]).astype(np.float32)  # [T, S]
+        is_pad = np.arange(self.history) < pad  # [T]
+        return Window(images=images, state=state, is_pad=is_pad, task=req.task)
+
+
+@dataclass
+class _Job:
+    window: Window
+    future: Future
+    queued_at: float
+
+
+class PolicyRuntime:
+    """A loaded policy behind a queue and one inference thread; `submit(window) -> Future[dict]`.
+
+    The future's result is `{"actions": float32 [H, A], "infer_ms", "queue_ms", "batch_size"}`.
+    """
+
+    def __init__(self, policy: Any, *, name: str = "policy", max_batch: int = 8, seed: int | None = 0,
+                 warmup: bool = True) -> None:
+        self.policy = policy.eval()
+        self.name = name
+        self.max_batch = max(1, max_batch)
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        cfg = policy.config
+        self.spec = ObservationSpec(cameras=tuple(cfg.cameras), image_size=int(cfg.image_size),
+                                    history=int(cfg.history), state_dim=int(cfg.state_dim))
+        if warmup:
+            self.warmup()
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="vlaforge-infer", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public API
+    def warmup(self) -> None:
+        """One dummy forward pass (loads the text encoder, caches the known tasks' embeddings), so the
+        first client is not served a multi-second first request."""
+        side, t, s = self.spec.image_size, self.spec.history, self.spec.state_dim
+        tasks = list((getattr(self.policy, "metadata", None) or {}).get("tasks") or []) or ["warm up"]
+        images = {f"observation.images.{c}": np.zeros((t, side, side, 3), np.uint8) for c in self.spec.cameras}
+        windows = [Window(images, np.zeros((t, s), np.float32), np.zeros(t, bool), task) for task in tasks[:256]]
+        for i in range(0, len(windows), self.max_batch):
+            self._forward(windows[i : i + self.max_batch])
+
+    def submit(self, window: Window) -> Future:
+        future: Future = Future()
+        self._queue.put(_Job(window, future, time.perf_counter()))
+        return future
+
+    def infer(self, window: Window) -> dict:
+        """Blocking inference for one window (used by tests and the latency benchmark)."""
+        return self.submit(window).result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def metadata(self) -> dict:
+        """The metadata dict sent to every client on connect (see `build_metadata`)."""
+        return build_metadata(self.policy, self.spec, name=self.name)
+
+    # ------------------------------------------------------------------ inference thread
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            while len(jobs) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                jobs.append(nxt)
+            for group in _group_by_shape(jobs):
+                self._run(group)
+
+    def _run(self, jobs: list[_Job]) -> None:
+        start = time.perf_counter()
+        try:
+            actions = self._forward([j.window for j in jobs])  # [B, H, A]
+        except Exception as err:  # reported to each client; the server keeps serving
+            logger.exception("inference failed")
+            for job in jobs:
+                job.future.set_exception(err)
+            return
+        infer_ms = (time.perf_counter() - start) * 1000
+        for i, job in enumerate(jobs):
+            job.future.set_result({"actions": actions[i], "infer_ms": infer_ms, "batch_size": len(jobs),
+                                   "queue_ms": (start - job.queued_at) * 1000})
+
+    @torch.inference_mode()
+    def _forward(self, windows: list[Window]) -> np.ndarray:
+        batch: dict[str, Any] = {
+            key: torch.from_numpy(np.stack([w.images[key] for w in windows])) for key in windows[0].images
+        }  # each [B, T, H, W, 3] uint8
+        batch[STATE_KEY] = torch.from_numpy(np.stack([w.state for w in windows]))  # [B, T, S]
+        batch["observation_is_pad"] = torch.from_numpy(np.stack([w.is_pad for w in windows]))  # [B, T]
+        batch["task"] = [w.task for w in windows]
+        actions = self.policy.sample_actions(batch, generator=self.generator)  # [B, H, A]
+        return actions.float().cpu().numpy().astype(np.float32)
+
+
+def _group_by_shape(jobs: list[_Job]) -> list[list[_Job]]:
+    groups: dict[tuple, list[_Job]] = {}
+    for job in jobs:
+        key = tuple(sorted((k, v.shape) for k, v in job.window.images.items()))
+        groups.setdefault(key, []).append(job)
+    return list(groups.values())
+
+
+def build_metadata(policy: Any, spec: ObservationSpec, *, name: str) -> dict:
+    """Everything a client needs to build a valid request without reading vlaforge's code."""
+    cfg, meta = policy.config, dict(getattr(policy, "metadata", None) or {})
+    side, hist = spec.image_size, spec.history
+    observation = {
+        f"observation.images.{cam}": {
+            "dtype": "uint8", "shape": [side, side, 3], "history_shape": [hist, side, side, 3],
+            "description": f"camera {cam!r}, RGB, LeRobot orientation; other sizes are resized (bilinear)",
+        }
+        for cam in spec.cameras
+    }
+    if spec.state_dim:
+        observation[STATE_KEY] = {"dtype": "float32", "shape": [spec.state_dim],
+                                  "history_shape": [hist, spec.state_dim], "description": "proprio, robot units"}
+    return {
+        "server": "vlaforge",
+        "protocol": "openpi websocket, msgpack-numpy",
+        "policy": {"name": name, "preset": meta.get("preset"), "head": getattr(cfg.head, "kind", None)},
+        "observation": observation,
+        "instruction_keys": list(INSTRUCTION_KEYS),
+        "instruction": "send the task string under 'prompt' (openpi) or 'task'",
+        "history": hist,
+        "history_note": "send the current frame; the server keeps the last `history` per connection "
+        "(first frame repeated as padding) - or send full [history, ...] arrays",
+        "cameras": list(spec.cameras),
+        "image_size": side,
+        "state_dim": spec.state_dim,
+        "action_dim": int(cfg.action_dim),
+        "chunk": int(cfg.chunk),
+        "action_horizon": int(cfg.chunk),
+        "execute_steps": int(cfg.execute_steps),
+        "fps": meta.get("fps"),
+        "action": {"key": "actions", "dtype": "float32", "shape": [int(cfg.chunk), int(cfg.action_dim)],
+                   "units": "robot units (unnormalized)", "names": meta.get("action_names")},
+        "tasks": list(meta.get("tasks") or []),
+        "reset": {RESET_KEY: True},
+        "reset_note": "send {'reset': True} at an episode start to clear this connection's history",
+        "errors": "a bad request gets a text frame naming the problem; the connection stays open",
+    }
+
+
+def checkpoint_name(path: str | Path) -> str:
+    """A readable policy name: `RUN/checkpoints/last` -> `RUN/last`, else the directory name."""
+    p = Path(path).resolve()
+    return f"{p.parent.parent.name}/{p.name}" if p.parent.name == "checkpoints" else p.name
+
+
+def load_runtime(path: str | Path, *, int8: bool = False, max_batch: int = 8, seed: int | None = 0) -> PolicyRuntime:
+    """Load a checkpoint (fp32, or an INT8 export from `vlaforge export --int8`) behind a runtime."""
+    from vlaforge.deploy.quantize import load_policy
+
+    policy = load_policy(path, int8=int8)
+    return PolicyRuntime(policy, name=checkpoint_name(path), max_batch=max_batch, seed=seed)

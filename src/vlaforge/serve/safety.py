@@ -1,0 +1,288 @@
+"""A safety supervisor between any policy (or client) and the robot.
+
+`SafetySupervisor(policy, SafetyConfig(...))` has openpi's `infer(obs) -> {"actions": [H, A]}` (the
+chunk is passed through the limits as a preview, assuming the robot tracks each command exactly) and
+the authoritative per-step path `filter(action, state) -> action` that must run on every command
+sent to the robot. Whatever the policy outputs (NaN, Inf, 1e30, the wrong shape, nothing), what
+`filter` returns is finite and within every limit below.
+
+Convention (Meta-World, `action_mode="delta"`): the position dims of an action are deltas in
+[-1, 1], and the robot's target is `observed position + action_scale * delta` (metres; Meta-World's
+action_scale is 1/100). The observed position is `state[state_position_dims]`; without a state the
+supervisor integrates its own last target. With `action_mode="absolute"` the position dims are
+targets in metres and the step is measured from the last target. Limits (per axis, metres):
+
+- step (velocity): |step| <= max_step, and the action stays inside [action_low, action_high];
+- step change (acceleration): |step_t - step_{t-1}| <= max_step_change;
+- workspace: the target stays inside [workspace_low, workspace_high]. With an acceleration limit A
+  the supervisor also brakes early: moving toward a wall at distance d it allows at most
+  sqrt(2 A d) - A / 2 per step, exactly the speed from which it can still stop inside the box while
+  obeying A. So when the robot follows the commands, all three limits hold at every step. When the
+  observed state jumps (the robot did not follow), the limits can conflict; then workspace and
+  velocity win over acceleration (counted as `limit_conflict`);
+- gripper: gripper dims clipped to [gripper_low, gripper_high]; other dims to the action bounds.
+
+Hold (NaN/Inf guard, missing action, watchdog) commands a step of zero through the same limits, i.e.
+a controlled stop that decelerates within the acceleration limit, and keeps the last safe gripper
+command (an object in the hand is not dropped). The watchdog counts from the last fresh chunk
+(`infer` or `notify_chunk`): after `hold_after_ms` it holds, after `stop_after_ms` it latches the
+e-stop. The e-stop (`estop()`) is the same controlled stop, latched until `reset()`. Every
+intervention is counted in `interventions` and logged (`vlaforge.safety`; the first of each kind at
+WARNING, later ones at INFO) with the last 1000 kept in `events`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+logger = logging.getLogger("vlaforge.safety")
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    """Limits of `SafetySupervisor` (defaults: Meta-World's Sawyer, 4-d delta actions)."""
+
+    # Action dims that command the end-effector position (x, y, z).
+    position_dims: tuple[int, ...] = (0, 1, 2)
+    # Where the observed end-effector position sits in `observation.state` (Meta-World: hand xyz = 0:3).
+    state_position_dims: tuple[int, ...] = (0, 1, 2)
+    # "delta": position dims are steps in action units (target = position + action_scale * a);
+    # "absolute": position dims are targets in metres.
+    action_mode: Literal["delta", "absolute"] = "delta"
+    # Metres per action unit in delta mode (Meta-World: 1/100).
+    action_scale: float = 0.01
+    # Per-dim action bounds, applied to every dim (Meta-World's action space is [-1, 1]^4); None = none.
+    action_low: tuple[float, ...] | None = (-1.0, -1.0, -1.0, -1.0)
+    action_high: tuple[float, ...] | None = (1.0, 1.0, 1.0, 1.0)
+    # Box the target position must stay in, metres (most Meta-World tasks' hand_low / hand_high); None = none.
+    workspace_low: tuple[float, ...] | None = (-0.5, 0.40, 0.05)
+    workspace_high: tuple[float, ...] | None = (0.5, 1.0, 0.5)
+    # Largest position step per control step and axis, metres (Meta-World's own maximum: 0.01); None = none.
+    max_step: float | None = 0.01
+    # Largest change of that step between consecutive control steps, metres; None = no acceleration limit.
+    max_step_change: float | None = 0.01
+    # Gripper dims and their range (Meta-World: dim 3, -1 open .. +1 closed).
+    gripper_dims: tuple[int, ...] = (3,)
+    gripper_low: float = -1.0
+    gripper_high: float = 1.0
+    # Gripper command used by a hold before any safe command was seen.
+    gripper_default: float = -1.0
+    # Watchdog: no fresh chunk for this long -> hold; None = off.
+    hold_after_ms: float | None = 500.0
+    # Watchdog: no fresh chunk for this long -> latch the e-stop; None = never.
+    stop_after_ms: float | None = 2000.0
+
+
+def braking_limit(distance: np.ndarray, max_change: float | None) -> np.ndarray:
+    """Largest step toward a wall `distance` away (>= 0) from which a stop within it is still possible.
+
+    Decelerating by A per step from v travels at most (v + A/2)^2 / (2A) - A/8 + ... <= d, which gives
+    v <= sqrt(2 A d) - A/2 (clamped at 0); with no acceleration limit the target may reach the wall.
+    """
+    if not max_change:
+        return distance
+    return np.maximum(0.0, np.sqrt(2.0 * max_change * np.maximum(distance, 0.0)) - max_change / 2.0)
+
+
+def _clip_to(interval_lo: np.ndarray, interval_hi: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    """Intersect [lo, hi] with a lower-priority interval; where they do not meet keep the nearest point."""
+    new_lo, new_hi = np.maximum(lo, interval_lo), np.minimum(hi, interval_hi)
+    conflict = new_lo > new_hi
+    nearest = np.clip(np.where(interval_lo > hi, hi, lo), lo, hi)
+    return np.where(conflict, nearest, new_lo), np.where(conflict, nearest, new_hi), bool(conflict.any())
+
+
+class SafetySupervisor:
+    """Wrap `policy` (anything with `infer(obs) -> {"actions": ...}`, or None for `filter` only)."""
+
+    def __init__(self, policy: Any = None, config: SafetyConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self.config = config or SafetyConfig()
+        self.clock = clock
+        self.interventions: collections.Counter[str] = collections.Counter()
+        self.events: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=1000)
+        self._chunk_len = 1
+        self.reset(reset_policy=False)
+
+    # ------------------------------------------------------------------ state
+    def reset(self, reset_policy: bool = True) -> None:
+        """Clear the e-stop latch, the motion history and the watchdog timer (episode start)."""
+        self.stopped: str | None = None
+        self._prev_step: np.ndarray | None = None  # [P] last commanded step, metres
+        self._target: np.ndarray | None = None  # [P] last commanded target, metres
+        self._last_safe: np.ndarray | None = None  # [A]
+        self._last_chunk = self.clock()
+        if reset_policy and hasattr(self.policy, "reset"):
+            self.policy.reset()
+
+    def estop(self, reason: str = "manual") -> None:
+        """Latch the e-stop: every later command is a controlled stop until `reset()`."""
+        if self.stopped is None:
+            self.stopped = reason
+            self._record("estop", reason)
+
+    def notify_chunk(self, now: float | None = None) -> None:
+        """Tell the watchdog a fresh chunk arrived (done by `infer`)."""
+        self._last_chunk = self.clock() if now is None else now
+
+    # ------------------------------------------------------------------ openpi-style chunk path
+    def infer(self, obs: dict) -> dict:
+        """The wrapped policy's reply with `actions` passed through the limits (a preview, see module doc)."""
+        try:
+            result = dict(self.policy.infer(obs))
+            chunk = np.asarray(result["actions"], dtype=np.float64)  # [H, A]
+            if chunk.ndim != 2:
+                raise ValueError(f"actions must be [H, A], got shape {chunk.shape}")
+        except Exception as err:  # a policy failure must not reach the robot as an exception mid-motion
+            self._record("policy_error", f"{type(err).__name__}: {err}")
+            result, chunk = {}, np.full((self._chunk_len, self._width()), np.nan)
+        else:
+            self.notify_chunk()
+            self._chunk_len = len(chunk)
+        result["actions"] = self._preview(chunk, _state_of(obs))
+        return result
+
+    def _preview(self, chunk: np.ndarray, state: np.ndarray | None) -> np.ndarray:
+        saved = (self._prev_step, self._target, self._last_safe)
+        out = []
+        for row in chunk:
+            out.append(self.filter(row, state, _preview=True))
+            state = None  # later rows integrate from the previous target (perfect tracking)
+        self._prev_step, self._target, self._last_safe = saved
+        return np.stack(out).astype(np.float32)  # [H, A]
+
+    # ------------------------------------------------------------------ per-step path
+    def filter(self, action: Any, state: Any = None, now: float | None = None, *, _preview: bool = False) -> np.ndarray:
+        """The command to send for this control step: finite and within every limit."""
+        cfg = self.config
+        hold = self._hold_reason(action, now, _preview)
+        a = np.zeros(self._width()) if hold else np.asarray(action, dtype=np.float64).copy()  # [A]
+        if hold:
+            self._record(hold, "holding" if hold != "estop_active" else str(self.stopped), quiet=_preview)
+            a[list(cfg.gripper_dims)] = self._last_gripper()
+        a = self._bound_dims(a, quiet=_preview)
+        a = self._limit_position(a, hold, _state_of({"observation.state": state}), quiet=_preview)
+        self._last_safe = a
+        return a.astype(np.float32)
+
+    def _hold_reason(self, action: Any, now: float | None, preview: bool) -> str | None:
+        if self.stopped is not None:
+            return "estop_active"
+        if not preview:
+            age_ms = ((self.clock() if now is None else now) - self._last_chunk) * 1000
+            if self.config.stop_after_ms is not None and age_ms > self.config.stop_after_ms:
+                self.estop(f"watchdog: no fresh chunk for {age_ms:.0f} ms")
+                return "estop_active"
+            if self.config.hold_after_ms is not None and age_ms > self.config.hold_after_ms:
+                return "watchdog_hold"
+        if action is None:
+            return "no_action"
+        try:
+            arr = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            return "bad_action"
+        if arr.shape != (self._width(),):
+            return "bad_shape"
+        return None if np.isfinite(arr).all() else "nonfinite"
+
+    def _width(self) -> int:
+        cfg = self.config
+        if self._last_safe is not None:
+            return len(self._last_safe)
+        if cfg.action_low is not None:
+            return len(cfg.action_low)
+        return max((*cfg.position_dims, *cfg.gripper_dims)) + 1
+
+    def _last_gripper(self) -> np.ndarray:
+        if self._last_safe is not None:
+            return self._last_safe[list(self.config.gripper_dims)]
+        return np.full(len(self.config.gripper_dims), self.config.gripper_default)
+
+    def _bound_dims(self, a: np.ndarray, quiet: bool) -> np.ndarray:
+        cfg = self.config
+        b = a.copy()
+        if cfg.action_low is not None:
+            b = np.clip(b, cfg.action_low, cfg.action_high)
+        grip = list(cfg.gripper_dims)
+        b[grip] = np.clip(b[grip], cfg.gripper_low, cfg.gripper_high)
+        if not np.array_equal(a[grip], b[grip]):
+            self._record("gripper_range", f"{a[grip]} -> {b[grip]}", quiet=quiet)
+        return b
+
+    def _limit_position(self, a: np.ndarray, hold: str | None, state: np.ndarray | None, quiet: bool) -> np.ndarray:
+        cfg = self.config
+        pos_dims = list(cfg.position_dims)
+        position = state[list(cfg.state_position_dims)] if state is not None else self._target  # [P] or None
+        ref = position if cfg.action_mode == "delta" or self._target is None else self._target  # [P]
+        if ref is None and cfg.action_mode == "absolute":
+            raise ValueError("absolute actions need the observed state on the first filter() call")
+        if hold:
+            wanted = np.zeros(len(pos_dims))  # [P] a controlled stop
+        elif cfg.action_mode == "delta":
+            wanted = a[pos_dims] * cfg.action_scale  # [P] metres
+        else:
+            wanted = a[pos_dims] - ref  # [P] metres
+        lo, hi = self._step_bounds(pos_dims)
+        lo, hi = self._workspace_bounds(lo, hi, ref, quiet)
+        if cfg.max_step_change is not None and self._prev_step is not None:
+            change = cfg.max_step_change
+            lo, hi, conflict = _clip_to(self._prev_step - change, self._prev_step + change, lo, hi)
+            if conflict:
+                self._record("limit_conflict", "acceleration limit yields to workspace/velocity", quiet=quiet)
+        step = np.clip(wanted, lo, hi)  # [P]
+        if not hold and not np.allclose(step, wanted, rtol=0, atol=1e-12):
+            self._record("position_limit", f"step {np.round(wanted, 5)} -> {np.round(step, 5)} m", quiet=quiet)
+        self._prev_step = step
+        self._target = None if ref is None else ref + step
+        a[pos_dims] = step / cfg.action_scale if cfg.action_mode == "delta" else self._target
+        return a
+
+    def _step_bounds(self, pos_dims: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        big = np.full(len(pos_dims), np.inf)
+        lo, hi = -big, big.copy()
+        if cfg.max_step is not None:
+            lo, hi = np.maximum(lo, -cfg.max_step), np.minimum(hi, cfg.max_step)
+        if cfg.action_mode == "delta" and cfg.action_low is not None:
+            lo = np.maximum(lo, np.asarray(cfg.action_low)[pos_dims] * cfg.action_scale)
+            hi = np.minimum(hi, np.asarray(cfg.action_high)[pos_dims] * cfg.action_scale)
+        return lo, hi
+
+    def _workspace_bounds(self, lo, hi, position: np.ndarray | None, quiet: bool):
+        cfg = self.config
+        if cfg.workspace_low is None or position is None:
+            return lo, hi
+        to_high = np.asarray(cfg.workspace_high) - position  # [P] metres to the upper wall
+        to_low = position - np.asarray(cfg.workspace_low)  # [P]
+        ws_hi = np.where(to_high >= 0, braking_limit(to_high, cfg.max_step_change), to_high)
+        ws_lo = -np.where(to_low >= 0, braking_limit(to_low, cfg.max_step_change), to_low)
+        new_lo, new_hi, conflict = _clip_to(ws_lo, ws_hi, lo, hi)
+        if conflict:
+            self._record("outside_workspace", f"position {np.round(position, 4)} is outside the box", quiet=quiet)
+        return new_lo, new_hi
+
+    def _record(self, kind: str, detail: str, quiet: bool = False) -> None:
+        if quiet:
+            return
+        self.interventions[kind] += 1
+        self.events.append((self.clock(), kind, detail))
+        level = logging.WARNING if self.interventions[kind] == 1 else logging.INFO
+        logger.log(level, "safety intervention %s (#%d): %s", kind, self.interventions[kind], detail)
+
+
+def _state_of(obs: Any) -> np.ndarray | None:
+    """The current observed state [S] from an observation (the last row of a history), or None."""
+    state = obs.get("observation.state") if isinstance(obs, dict) else None
+    if state is None:
+        return None
+    arr = np.asarray(state, dtype=np.float64)
+    arr = arr[-1] if arr.ndim == 2 else arr
+    return arr if np.isfinite(arr).all() else None

@@ -1,0 +1,110 @@
+"""Training configuration: one frozen dataclass for the loop, one for image augmentation.
+
+Overrides on the command line use two namespaces (see `split_overrides`):
+
+    model.<PolicyConfig field>   e.g. model.head.kind=flow, model.trunk.depth=2, model.image_size=64
+    train.<TrainConfig field>    e.g. train.lr=3e-4, train.ema_decay=0, train.augment.shift=0
+
+`--steps`, `--batch-size`, `--seed`, ... are shorthands for the matching `train.*` keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vlaforge.errors import VlaforgeError, did_you_mean
+
+NAMESPACES = ("model", "train")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Image augmentation applied on the training device; never at validation or evaluation."""
+
+    enabled: bool = True
+    """Master switch."""
+    shift: int = 4
+    """Random shift in pixels (DrQ-style: replicate-pad by `shift`, crop back at a random offset);
+    one offset per sample, shared by its history frames and cameras so motion stays consistent."""
+    brightness: float = 0.2
+    """Multiplicative brightness jitter: factor uniform in [1 - b, 1 + b]."""
+    contrast: float = 0.2
+    """Contrast jitter around the image's mean grey level: factor uniform in [1 - c, 1 + c]."""
+    saturation: float = 0.2
+    """Saturation jitter (blend with the greyscale image): factor uniform in [1 - s, 1 + s]."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The one training loop's settings (every head and preset uses the same loop)."""
+
+    steps: int = 10_000
+    """Optimizer steps in total (the cosine schedule spans exactly these)."""
+    batch_size: int = 64
+    """Global batch per micro-step, summed over data-parallel processes (each takes its slice)."""
+    grad_accum: int = 1
+    """Micro-batches accumulated per optimizer step; samples per step = batch_size * grad_accum."""
+    lr: float = 3e-4
+    """Peak learning rate of AdamW."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay; applied to matrices only (not to biases, norms, embeddings)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    warmup_steps: int = 200
+    """Linear warmup from 0 to `lr`; capped at steps // 5 for short runs."""
+    min_lr_ratio: float = 0.1
+    """The cosine decays to lr * min_lr_ratio at the last step."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (0 = off)."""
+    ema_decay: float = 0.999
+    """EMA of the weights used for validation and saved in checkpoints (0 = off). The effective decay
+    is min(ema_decay, (1 + step) / (10 + step)) so early checkpoints are not dominated by init."""
+    bf16: bool = True
+    """bf16 autocast on CUDA (ignored on CPU, where float32 is faster on most laptops)."""
+    compile: bool = False
+    """torch.compile the loss computation (first steps are slow while it compiles)."""
+    val_fraction: float = 0.1
+    """Fraction of each dataset's episodes held out for the validation loss (0 = no validation)."""
+    val_every: int = 500
+    """Validation loss every this many steps (and at the end)."""
+    val_batches: int = 4
+    """Validation batches per evaluation (fixed windows, fixed noise: comparable across steps)."""
+    log_every: int = 10
+    """Steps between JSONL / TensorBoard records."""
+    save_every: int = 1000
+    """Steps between checkpoints (one is always written at the end)."""
+    keep_last: int = 3
+    """Step checkpoints kept (the best one is kept in addition)."""
+    seed: int = 0
+    """Seed of the model init, the data order, the augmentation and the heads' noise."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files under RUN/tensorboard."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Image augmentation on the training device."""
+
+
+FINETUNE_DEFAULTS = ("train.lr=1e-4", "train.warmup_steps=50", "train.ema_decay=0.99")
+"""Fine-tuning starts from these (lower lr, shorter warmup, faster EMA); --set overrides them."""
+
+
+def split_overrides(items: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """`["model.head.kind=flow", "train.lr=1e-4"]` -> (["head.kind=flow"], ["lr=1e-4"])."""
+    model, train = [], []
+    for item in items:
+        key = item.split("=", 1)[0].strip()
+        space, _, rest = key.partition(".")
+        if space not in NAMESPACES or not rest:
+            hint = did_you_mean(space, NAMESPACES) if rest else _bare_key_hint(key)
+            raise VlaforgeError(
+                f"config key {key!r} must start with 'model.' or 'train.'{hint} (e.g. model.head.kind=flow, train.lr=3e-4)"
+            )
+        (model if space == "model" else train).append(item.split(".", 1)[1])
+    return model, train
+
+
+def _bare_key_hint(key: str) -> str:
+    """A bare `lr` most likely meant `train.lr`."""
+    import dataclasses
+
+    names = [f"train.{f.name}" for f in dataclasses.fields(TrainConfig)]
+    return did_you_mean(f"train.{key}", names)

@@ -1,0 +1,54 @@
+"""LoRA on the trunk's linear layers through `peft`, merged back into plain weights on save.
+
+`add_lora(policy, rank)` injects peft LoRA adapters (`peft.inject_adapter_in_model`) into every
+`nn.Linear` of `policy.trunk` (attention qkv/proj and the MLP), which freezes those base weights;
+`merged_copy(module)` returns a deep copy in which each adapter is merged into its base layer
+(`LoraLayer.merge`) and the wrapper replaced by that layer, so the saved checkpoint has exactly the
+tensor names of a plain `VLAPolicy` and loads with `from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+
+def trunk_linear_names(trunk: nn.Module) -> list[str]:
+    """Names (relative to the trunk) of its linear layers: the LoRA targets."""
+    return [name for name, m in trunk.named_modules() if isinstance(m, nn.Linear)]
+
+
+def add_lora(policy: nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0) -> list[str]:
+    """Inject LoRA (rank `rank`, alpha default 2*rank) into the trunk's linears; returns the targets."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = trunk_linear_names(policy.trunk)
+    if not targets:
+        raise ValueError("the policy's trunk has no linear layers to adapt")
+    config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=targets,
+                        bias="none")
+    inject_adapter_in_model(config, policy.trunk)
+    return targets
+
+
+def is_lora_parameter(name: str) -> bool:
+    return "lora_" in name
+
+
+def merge_lora(module: nn.Module) -> nn.Module:
+    """Merge every LoRA adapter into its base layer in place and unwrap it; returns `module`."""
+    from peft.tuners.lora import LoraLayer
+
+    wrapped = [(name, m) for name, m in module.named_modules() if isinstance(m, LoraLayer)]
+    for name, layer in wrapped:
+        layer.merge(safe_merge=True)
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child, layer.get_base_layer())
+    return module
+
+
+def merged_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with adapters merged (the original keeps training with its adapters)."""
+    return merge_lora(copy.deepcopy(module))

@@ -1,0 +1,207 @@
+"""From a run spec (CLI arguments or RUN/run.json) to a running `Trainer`: configs, data, policy.
+
+Shared by `vlaforge train` and `vlaforge finetune`. The spec is a JSON dict:
+`{"command": "train"|"finetune", "data": ["DIR[:WEIGHT]", ...], "overrides": ["train.lr=...", ...],
+"preset": name}` (train) or `{"from": CKPT, "freeze": [...], "lora_rank": R}` (finetune).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vlaforge import types
+from vlaforge.config import apply_overrides
+from vlaforge.errors import VlaforgeError
+from vlaforge.train import checkpoint as ckpt
+from vlaforge.train.config import TrainConfig, split_overrides
+from vlaforge.train.distributed import Dist, init_distributed, shutdown
+from vlaforge.train.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One `--data DIR[:WEIGHT]`."""
+
+    root: Path
+    weight: float = 1.0
+
+
+def parse_data(spec: str) -> DataSource:
+    """`DIR` or `DIR:WEIGHT`; a directory that exists wins over a weight-looking suffix."""
+    root, _, weight = spec.rpartition(":")
+    if not root or Path(spec).exists():
+        return DataSource(Path(spec))
+    try:
+        value = float(weight)
+    except ValueError:
+        return DataSource(Path(spec))
+    if not (value > 0 and math.isfinite(value)):
+        raise VlaforgeError(f"--data {spec}: the weight must be a positive number")
+    return DataSource(Path(root), value)
+
+
+@dataclass
+class TrainData:
+    """The mixture loader, validation batches and what the policy must know about the data."""
+
+    loader: object
+    val_batches: list[dict] | None
+    stats: list[dict]
+    metadata: dict
+    action_dim: int
+    state_dim: int
+
+
+def build_data(sources: list[DataSource], policy_cfg, train_cfg: TrainConfig, dist: Dist) -> TrainData:
+    """Check every dataset fits the policy config, split episodes, and build the loaders."""
+    from vlaforge.data.dataset import WindowConfig, WindowDataset, split_episodes
+    from vlaforge.data.lerobot_v3 import LeRobotV3Dataset
+    from vlaforge.data.mixture import MixtureLoader
+
+    metas = [open_dataset(s.root, LeRobotV3Dataset) for s in sources]
+    for source, meta in zip(sources, metas, strict=True):
+        check_fits(source.root, meta, policy_cfg)
+    # Frames are resized to the policy's size once, in the frame cache, not every step.
+    window = WindowConfig(history=policy_cfg.history, chunk=policy_cfg.chunk, cameras=tuple(policy_cfg.cameras),
+                          image_size=policy_cfg.image_size)
+    splits = [split_episodes(m.num_episodes, train_cfg.val_fraction, train_cfg.seed) for m in metas]
+    train_sets = [WindowDataset(s.root, window, episodes=list(tr)) for s, (tr, _) in zip(sources, splits, strict=True)]
+    weights = [s.weight for s in sources]
+    loader = MixtureLoader(train_sets, weights, train_cfg.batch_size, train_cfg.seed)
+    action_dim = max(d.action_dim for d in train_sets)
+    state_dim = max(d.state_dim for d in train_sets)
+    val = None
+    if all(len(va) for _, va in splits) and train_cfg.val_batches > 0:
+        val_sets = [WindowDataset(s.root, window, episodes=list(va)) for s, (_, va) in zip(sources, splits, strict=True)]
+        val_loader = MixtureLoader(val_sets, weights, train_cfg.batch_size, train_cfg.seed + 1)
+        val = [pad_dims(b, action_dim, state_dim) for b in itertools.islice(val_loader, train_cfg.val_batches)]
+    metadata = run_metadata(sources, metas, splits, train_sets)
+    return TrainData(loader, val, list(loader.stats), metadata, action_dim, state_dim)
+
+
+def open_dataset(root: Path, cls):
+    if not (root / "meta" / "info.json").exists():
+        raise VlaforgeError(f"--data {root}: not a LeRobot v3 dataset (no meta/info.json)")
+    return cls(root)
+
+
+def check_fits(root: Path, meta, policy_cfg) -> None:
+    """Before the first step: the dataset has the policy's cameras, actions and (if used) state."""
+    cams = sorted(k[len(types.IMAGE_PREFIX):] if k.startswith(types.IMAGE_PREFIX) else k for k in meta.camera_keys)
+    for cam in policy_cfg.cameras:
+        if cam not in cams:
+            raise VlaforgeError(
+                f"dataset {root} has no camera {cam!r} that the policy needs (it has {cams}); "
+                f"pick one with --set model.cameras={cams[0] if cams else '...'}"
+            )
+    if types.ACTION not in meta.features:
+        raise VlaforgeError(f"dataset {root} has no {types.ACTION!r} feature")
+    if policy_cfg.state_dim > 0 and types.STATE not in meta.features:
+        raise VlaforgeError(f"dataset {root} has no {types.STATE!r}; train without proprio with --set model.state_dim=0")
+
+
+def pad_dims(batch: dict, action_dim: int, state_dim: int) -> dict:
+    """Pad action/state (and their dim masks) of a batch to the policy's widths."""
+    out = dict(batch)
+    for key, mask_key, width in ((types.ACTION, types.ACTION_DIM_MASK, action_dim), (types.STATE, types.STATE_DIM_MASK, state_dim)):
+        if key not in out or out[key].shape[-1] >= width:
+            continue
+        real = out[key].shape[-1]
+        out[key] = torch.nn.functional.pad(out[key], (0, width - real))
+        mask = out.get(mask_key, torch.ones(out[key].shape[0], real, dtype=torch.bool))
+        out[mask_key] = torch.nn.functional.pad(mask.bool(), (0, width - real), value=False)
+    return out
+
+
+def run_metadata(sources, metas, splits, train_sets) -> dict:
+    """Saved with the policy: fps, tasks, each dataset's root/episodes, and the episodes' seeds."""
+    datasets, seeds, tasks = [], [], set()
+    for source, meta, (tr, va), ds in zip(sources, metas, splits, train_sets, strict=True):
+        tasks |= set(meta.tasks)
+        datasets.append({"root": str(source.root.resolve()), "weight": source.weight, "fps": meta.fps,
+                         "num_episodes": meta.num_episodes, "train_episodes": [int(i) for i in tr],
+                         "val_episodes": [int(i) for i in va], "action_dim": ds.action_dim, "state_dim": ds.state_dim})
+        for ep in meta.episodes:
+            if ep.get("seed") is not None:
+                for task in ep.get("tasks") or [ep.get("task")]:
+                    seeds.append({"task": task, "seed": int(ep["seed"])})
+    return {"fps": metas[0].fps, "tasks": sorted(tasks), "datasets": datasets, "train_seeds": seeds}
+
+
+def execute(spec: dict, out: Path, resuming: bool, device: str = "auto", on_step=None) -> int:
+    """Build everything from `spec` and train; returns the exit status (0)."""
+    d = init_distributed(None if device == "auto" else device)
+    try:
+        trainer = build_trainer(spec, out, resuming, d)
+        trainer.fit(on_step=on_step)
+        if d.is_main:
+            print(f"done: {out / 'checkpoints' / 'last'} (best: {out / 'checkpoints' / 'best'})")
+        return 0
+    finally:
+        shutdown(d)
+
+
+def build_trainer(spec: dict, out: Path, resuming: bool, d: Dist) -> Trainer:
+    """Configs -> data -> policy (-> fine-tuning surgery) -> Trainer (restored when resuming)."""
+    from vlaforge.models.policy import VLAPolicy
+
+    model_over, train_over = split_overrides(spec["overrides"])
+    train_cfg = apply_overrides(TrainConfig(), train_over)
+    finetune = spec["command"] == "finetune"
+    if finetune:
+        from vlaforge.train import finetune as ft
+
+        policy_cfg = ft.base_config(spec, model_over)
+    else:
+        policy_cfg = preset_config(spec.get("preset"), model_over)
+    sources = [parse_data(s) for s in spec["data"]]
+    if d.rank > 0:
+        d.barrier()  # rank 0 decodes the frame caches first
+    data = build_data(sources, policy_cfg, train_cfg, d)
+    if d.rank == 0:
+        d.barrier()
+    policy_cfg = dataclasses.replace(policy_cfg, action_dim=data.action_dim, state_dim=data.state_dim)
+    metadata = {**data.metadata, "preset": spec.get("preset"), "finetuned_from": spec.get("from")}
+    torch.manual_seed(train_cfg.seed)  # identical init on every process
+    policy = VLAPolicy(policy_cfg, stats=data.stats, metadata=metadata)
+    export = ft.prepare(policy, spec, d.is_main) if finetune else None
+    val = data.val_batches
+    trainer = Trainer(policy, train_cfg, data.loader, out, val_batches=(lambda: val) if val else None,
+                      dist=d, export=export, info={"command": spec["command"]})
+    if resuming:
+        last = ckpt.latest_checkpoint(out / "checkpoints")
+        if last is None:
+            raise VlaforgeError(f"--resume {out}: no checkpoint to resume from")
+        trainer.resume(last)
+    elif d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text(json.dumps(spec, indent=2) + "\n")
+    if d.rank:  # distinct head noise per process (rank 0 keeps the single-process stream)
+        torch.manual_seed(train_cfg.seed * 7919 + d.rank + trainer.step)
+    if d.is_main:
+        _summary(trainer, data, d, resuming)
+    return trainer
+
+
+def preset_config(name: str | None, model_over: list[str]):
+    from vlaforge.models.presets import DEFAULT_PRESET, get_preset
+
+    return apply_overrides(get_preset(name or DEFAULT_PRESET), model_over)
+
+
+def _summary(trainer: Trainer, data: TrainData, d: Dist, resuming: bool) -> None:
+    total = sum(p.numel() for p in trainer.policy.parameters())
+    trainable = sum(p.numel() for p in trainer.policy.parameters() if p.requires_grad)
+    sets = ", ".join(f"{x['root']} ({len(x['train_episodes'])}+{len(x['val_episodes'])} val episodes)"
+                     for x in data.metadata["datasets"])
+    start = f"resuming at step {trainer.step}" if resuming else "starting"
+    print(f"{start}: trainable parameters {trainable:,} of {total:,}; device {d.device} x{d.world_size}; "
+          f"data {sets}", file=sys.stderr)

@@ -1,0 +1,127 @@
+"""MetaWorldEnv: observations, seeded reproducibility, camera orientation, the scripted expert."""
+
+import mujoco
+import numpy as np
+import pytest
+
+from vlaforge.envs import render
+from vlaforge.envs.base import Environment
+from vlaforge.envs.metaworld import MetaWorldEnv, RolloutSpec, expert_rollout, run_spec
+from vlaforge.errors import VlaforgeError
+from vlaforge.types import ACTION, ENV_STATE, REWARD, STATE, SUCCESS, TASK
+
+CORNER2 = "observation.images.corner2"
+
+
+def test_observation_contract(reach_env):
+    assert isinstance(reach_env, Environment)
+    obs = reach_env.reset(0)
+    assert set(obs) == {CORNER2, "observation.images.topview", STATE, ENV_STATE, TASK}
+    assert obs[CORNER2].shape == (48, 48, 3) and obs[CORNER2].dtype == np.uint8
+    assert obs[STATE].dtype == np.float32 and obs[STATE].shape == (4,)
+    assert obs[ENV_STATE].dtype == np.float32 and obs[ENV_STATE].shape == (39,)
+    np.testing.assert_array_equal(obs[STATE], obs[ENV_STATE][:4])
+    assert obs[TASK] == reach_env.instruction == "Reach a goal position"
+    obs, success, done, info = reach_env.step(np.zeros(4, np.float32))
+    assert isinstance(success, bool) and isinstance(done, bool) and "reward" in info
+
+
+def test_same_seed_same_frames_other_seed_other_scene(reach_env):
+    first = reach_env.reset(11)
+    for _ in range(30):  # history must not leak into the next episode
+        reach_env.step(reach_env.expert_action())
+    again = reach_env.reset(11)
+    for key in (CORNER2, STATE, ENV_STATE):
+        np.testing.assert_array_equal(first[key], again[key])
+    other = reach_env.reset(12)
+    assert not np.allclose(other[ENV_STATE][36:39], first[ENV_STATE][36:39])  # another goal
+    assert not np.array_equal(other[CORNER2], first[CORNER2])
+
+
+def test_trajectories_repeat_exactly(reach_env):
+    def run():
+        obs = reach_env.reset(5)
+        states = [obs[ENV_STATE]]
+        for _ in range(20):
+            obs, *_ = reach_env.step(reach_env.expert_action())
+            states.append(obs[ENV_STATE])
+        return np.stack(states), obs[CORNER2]
+
+    (s1, i1), (s2, i2) = run(), run()
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(i1, i2)
+
+
+def test_corner2_moved_and_flipped_like_lerobot(reach_env):
+    env = reach_env._env
+    cam = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_CAMERA, "corner2")
+    np.testing.assert_allclose(env.model.cam_pos[cam], render.CORNER2_POS)
+    reach_env.reset(3)
+    raw = mujoco.Renderer(env.model, 48, 48)
+    try:
+        for flag in (
+            mujoco.mjtRndFlag.mjRND_SHADOW,
+            mujoco.mjtRndFlag.mjRND_REFLECTION,
+            mujoco.mjtRndFlag.mjRND_SKYBOX,
+        ):
+            raw.scene.flags[flag] = 0
+        raw.update_scene(env.data, camera="corner2")
+        raw_image = raw.render()
+        raw.update_scene(env.data, camera="topview")
+        raw_top = raw.render()
+    finally:
+        raw.close()
+    ours = reach_env.render("corner2")
+    assert not np.array_equal(ours, raw_image)
+    np.testing.assert_array_equal(ours, raw_image[::-1, ::-1])  # LeRobot: np.flip(image, (0, 1))
+    np.testing.assert_array_equal(reach_env.render("topview"), raw_top)  # not flipped
+
+
+def test_flipped_cameras_are_the_upside_down_ones(reach_env):
+    """A camera's raw render is upside down when its image-up axis points down in the world."""
+    env = reach_env._env
+    mujoco.mj_forward(env.model, env.data)
+    for name in ("corner", "corner2", "corner3", "corner4"):
+        up = env.data.cam(name).xmat.reshape(3, 3)[:, 1]  # camera y axis (image up) in world frame
+        assert up[2] < 0, name
+        assert name in render.FLIPPED_CAMERAS
+
+
+def test_upright_image_has_the_table_at_the_bottom(reach_env):
+    """In the upright corner2 view the wooden (warm) table fills the lower half, grey walls the upper."""
+    image = reach_env.reset(0)[CORNER2].astype(np.int16)
+    warmth = (image[..., 0] - image[..., 2]).mean(axis=1)  # [H] red minus blue per row
+    half = len(warmth) // 2
+    assert warmth[half:].mean() > warmth[:half].mean() + 8
+
+
+def test_expert_succeeds_on_reach_and_keeps_a_short_tail():
+    env = MetaWorldEnv("reach", image_size=32)
+    try:
+        result = expert_rollout(env, RolloutSpec("reach-v3", seed=1, image_size=32, steps_after_success=10))
+    finally:
+        env.close()
+    assert result.success and result.success_step < 150
+    frames = result.frames
+    length = result.success_step + 1 + 10
+    assert {k: len(v) for k, v in frames.items()} == dict.fromkeys(frames, length)
+    assert frames[SUCCESS].shape == (length, 1) and frames[SUCCESS][result.success_step, 0]
+    assert not frames[SUCCESS][: result.success_step].any()
+    assert frames[REWARD].dtype == np.float32 and frames[ACTION].dtype == np.float32
+    assert np.abs(frames[ACTION]).max() <= 1.0
+    es = frames[ENV_STATE]
+    np.testing.assert_allclose(es[1:, 18:36], es[:-1, 0:18], atol=1e-6)  # frame t+1 follows action t
+
+
+def test_run_spec_reuses_envs_and_matches_direct_rollout():
+    spec = RolloutSpec("reach-v3", seed=4, image_size=32, steps_after_success=2)
+    a, b = run_spec(spec), run_spec(spec)
+    for key in a.frames:
+        np.testing.assert_array_equal(a.frames[key], b.frames[key])
+
+
+def test_bad_camera_and_seed():
+    with pytest.raises(VlaforgeError, match="did you mean 'corner2'"):
+        MetaWorldEnv("reach-v3", cameras=("corner-2",))
+    with pytest.raises(VlaforgeError, match="did you mean"):
+        MetaWorldEnv("reech-v3")

@@ -1,0 +1,123 @@
+"""The rollout runner on real Meta-World: expert and random baselines, batching, crashes, Ctrl-C, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.eval.conftest import SMALL
+from vlaforge.cli import main as cli_main
+from vlaforge.data.video import read_mp4
+from vlaforge.errors import VlaforgeError
+from vlaforge.eval.baselines import ExpertPolicy, RandomPolicy, ScriptedConfig
+from vlaforge.eval.runner import EvalConfig, run_evaluation
+from vlaforge.eval.seeds import eval_seeds
+
+
+def test_expert_scores_high_and_writes_json_videos_and_html(tmp_path, capsys):
+    out = tmp_path / "E"
+    argv = ["eval", "--policy", "expert", "--suite", "reach-v3,drawer-open-v3", "--episodes-per-task", "3",
+            "--workers", "2", "--image-size", str(SMALL), "--videos-per-task", "1", "--out", str(out)]  # fmt: skip
+    assert cli_main(argv) == 0
+    info = json.loads((out / "eval_info.json").read_text())
+    for task in ("reach-v3", "drawer-open-v3"):
+        m = info["per_task"][task]
+        assert m["success_rate"] >= 0.9 and m["episodes"] == 3
+        assert m["seeds"] == eval_seeds(0, 3) and m["difficulty"] == "easy" and m["instruction"]
+        assert 0 < m["mean_length"] < 500
+        (video,) = m["videos"]
+        ep = next(e for e in info["episodes"] if e["task"] == task and e["episode"] == 0)
+        frames = read_mp4(out / video)
+        assert frames.shape == (ep["length"] + 1, SMALL, SMALL, 3)  # the reset frame + one per step
+    assert info["overall"]["success_rate"] >= 0.9 and list(info["per_group"]) == ["easy"]
+    assert info["timing"]["env_steps"] == sum(e["length"] for e in info["episodes"])
+    assert info["timing"]["env_steps_per_s"] > 0 and not info["interrupted"]
+    assert info["train_seeds"]["status"] == "not-applicable"
+    page = (out / "report.html").read_text()
+    assert '<video src="videos/reach-v3/episode_000.mp4"' in page and "Open a drawer" in page and "<svg" in page
+    assert "reach-v3" in capsys.readouterr().out  # the terminal table
+    assert cli_main(argv) == 2  # an existing evaluation is not overwritten without --overwrite
+
+
+def test_random_policy_scores_about_zero_on_pick_place(tmp_path):
+    # A uniform random walk never grasps, lifts and places the puck; 150 steps instead of 500 keep the
+    # test short and can only lower its (already ~0) chance, and every episode must then run to the limit.
+    cfg = EvalConfig(episodes_per_task=3, workers=2, envs_per_worker=2, max_steps=150, videos_per_task=0)
+    info = run_evaluation(RandomPolicy(ScriptedConfig(image_size=SMALL)), ["pick-place-v3"], cfg, tmp_path, name="random")
+    m = info["per_task"]["pick-place-v3"]
+    assert m["success_rate"] == 0.0 and m["episodes"] == 3 and m["mean_length"] == 150
+    assert info["per_group"]["hard"]["success_rate"] == 0.0
+
+
+@pytest.mark.parametrize(("mode", "calls"), [("receding", 3), ("ensemble", 6)])
+def test_one_batched_call_per_step_with_padded_history(tmp_path, recording_policy, mode, calls):
+    # 2 tasks x 2 episodes on 4 slots: all live at once, 6 steps each; history 3, chunk 4, k = 2.
+    cfg = EvalConfig(episodes_per_task=2, workers=2, envs_per_worker=2, max_steps=6, videos_per_task=0, execution=mode)
+    info = run_evaluation(recording_policy, ["reach-v3", "drawer-close-v3"], cfg, tmp_path, name="stub")
+    rec = recording_policy.calls
+    assert len(rec) == calls == info["timing"]["policy_calls"]
+    assert all(c["batch"] == 4 for c in rec)  # one call for every live environment
+    assert rec[0]["image_shape"] == (4, 3, SMALL, SMALL, 3) and rec[0]["state_shape"] == (4, 3, 4)
+    assert rec[0]["pad"] == [[True, True, False]] * 4  # before the episode start: copies, marked as padding
+    step_of_call = [0, 2, 4] if mode == "receding" else [0, 1, 2, 3, 4, 5]
+    for call, step in zip(rec, step_of_call, strict=True):
+        assert call["pad"] == [[i < 2 - step for i in range(3)]] * 4
+    assert sorted(set(rec[0]["task"])) == ["Push and close a drawer", "Reach a goal position"]
+    assert info["timing"]["env_steps"] == 4 * 6
+
+
+def test_a_killed_worker_is_restarted_and_its_episode_retried(tmp_path):
+    killed = []
+
+    def kill_worker_once(loop):
+        if loop.env_steps >= 10 and not killed:
+            killed.append(loop.pool.pids[0])
+            os.kill(killed[0], signal.SIGKILL)
+
+    cfg = EvalConfig(episodes_per_task=4, workers=2, envs_per_worker=1, videos_per_task=0)
+    policy = ExpertPolicy(ScriptedConfig(image_size=SMALL))
+    info = run_evaluation(policy, ["reach-v3"], cfg, tmp_path, name="expert", on_step=kill_worker_once)
+    assert killed
+    assert info["robustness"] == {"retries": 1, "worker_restarts": 1, "workers": 2}
+    m = info["per_task"]["reach-v3"]
+    assert m["episodes"] == 4 and m["success_rate"] == 1.0 and m["retries"] == 1
+    assert sum(e["retries"] for e in info["episodes"]) == 1
+    saved = json.loads((tmp_path / "eval_info.json").read_text())
+    assert saved["robustness"]["retries"] == 1
+
+
+def test_action_dim_mismatch_fails_before_any_rollout(tmp_path):
+    from vlaforge.models.config import PolicyConfig
+    from vlaforge.models.policy import VLAPolicy
+
+    policy = VLAPolicy(PolicyConfig(action_dim=7, image_size=SMALL))
+    with pytest.raises(VlaforgeError, match="7-d actions but Meta-World takes 4-d"):
+        run_evaluation(policy, ["reach-v3"], EvalConfig(episodes_per_task=1), tmp_path / "E", name="p7")
+    assert not (tmp_path / "E").exists()  # nothing written, no environment started
+
+
+def test_ctrl_c_writes_the_results_so_far(tmp_path):
+    out = tmp_path / "E"
+    cmd = [sys.executable, "-m", "vlaforge", "eval", "--policy", "expert", "--suite", "reach-v3",
+           "--episodes-per-task", "50", "--workers", "1", "--envs-per-worker", "1", "--image-size", str(SMALL),
+           "--videos-per-task", "50", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = out / "videos" / "reach-v3" / "episode_001.mp4"
+    deadline = time.monotonic() + 120
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert first.exists(), proc.communicate()[0].decode()[-2000:]
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 130, output[-2000:]
+    info = json.loads((out / "eval_info.json").read_text())
+    assert info["interrupted"] is True and "INTERRUPTED" in output
+    assert 2 <= info["per_task"]["reach-v3"]["episodes"] < 50
+    assert Path(out / "report.html").exists()

@@ -1,0 +1,86 @@
+"""`vlaforge train` end to end on a real (tiny) LeRobot v3 dataset and a real VLAPolicy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from train_helpers import FAST_TRAIN, TINY_MODEL
+
+from vlaforge.cli import main
+from vlaforge.models.policy import VLAPolicy
+from vlaforge.train.setup import execute
+
+
+def train_args(data, out, steps=4, extra=()):
+    sets = [a for s in TINY_MODEL + FAST_TRAIN + list(extra) for a in ("--set", s)]
+    return ["train", "--data", str(data), "--steps", str(steps), "--batch-size", "4", "--out", str(out),
+            "--device", "cpu", *sets]
+
+
+def test_train_writes_a_servable_checkpoint_with_data_metadata(pretrain_data, tmp_path):
+    out = tmp_path / "run"
+    assert main(train_args(pretrain_data, out, extra=["train.save_every=2"])) == 0
+    policy = VLAPolicy.from_pretrained(out / "checkpoints" / "last")
+    assert (policy.config.action_dim, policy.config.state_dim) == (4, 4)
+    meta = policy.metadata
+    assert meta["fps"] == 10 and meta["tasks"] == ["reach the goal"]
+    (ds,) = meta["datasets"]
+    assert ds["root"] == str(pretrain_data.resolve()) and len(ds["train_episodes"]) + len(ds["val_episodes"]) == 4
+    assert sorted(s["seed"] for s in meta["train_seeds"]) == [100, 101, 102, 103]
+    assert len(policy.stats) == 1
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert any("val_loss" in r for r in records)
+    assert (out / "checkpoints" / "best").exists() and (out / "checkpoints" / "step-000002").is_dir()
+    assert json.loads((out / "run.json").read_text())["command"] == "train"
+    assert main(train_args(pretrain_data, out)) == 2  # never overwrites a run with checkpoints
+
+
+def test_kill_and_resume_reproduces_the_losses(pretrain_data, tmp_path):
+    """A run killed after step 4 (checkpoint at 3) and resumed logs the losses of an unbroken run."""
+    spec = {"command": "train", "preset": None, "data": [str(pretrain_data)],
+            "overrides": TINY_MODEL + FAST_TRAIN + ["train.steps=6", "train.batch_size=4", "train.save_every=3",
+                                                    "train.seed=5", "train.lr=3e-3"]}
+    assert execute(spec, tmp_path / "full", False, device="cpu") == 0
+
+    def kill(trainer):
+        if trainer.step == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(spec, tmp_path / "cut", False, device="cpu", on_step=kill)
+    assert main(["train", "--resume", str(tmp_path / "cut"), "--device", "cpu"]) == 0
+
+    def losses(run):
+        lines = (tmp_path / run / "log.jsonl").read_text().splitlines()
+        return [(r["step"], r["loss"]) for r in map(json.loads, lines) if "loss" in r]
+
+    full, cut = losses("full"), losses("cut")
+    assert [s for s, _ in cut] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in full] == [s for s, _ in cut]
+    assert all(abs(a - b) <= 1e-6 for (_, a), (_, b) in zip(full, cut, strict=True)), (full, cut)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["model.cameras=topview"], "no camera 'topview'"),
+        (["model.trunk.dpth=2"], "did you mean 'depth'"),
+        (["modle.trunk.depth=2"], "did you mean 'model'"),
+        (["train.lrr=1"], "did you mean 'lr'"),
+    ],
+)
+def test_bad_input_fails_before_the_first_step(pretrain_data, tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert main(train_args(pretrain_data, out, extra=extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "log.jsonl").exists() and not (out / "checkpoints").exists()
+
+
+def test_unknown_preset_suggests_a_name(pretrain_data, tmp_path, capsys):
+    from vlaforge.models.presets import DEFAULT_PRESET
+
+    args = train_args(pretrain_data, tmp_path / "run")
+    assert main(args[:1] + ["--preset", DEFAULT_PRESET[:-1] + "x"] + args[1:]) == 2
+    assert f"did you mean {DEFAULT_PRESET!r}" in capsys.readouterr().err
