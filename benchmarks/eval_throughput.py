@@ -85,7 +85,9 @@ def main() -> None:
     from vlaforge.eval.baselines import ExpertPolicy, ScriptedConfig
 
     preset, policy = _policy(args.image_size)
-    rows = [_run("expert", ExpertPolicy(ScriptedConfig(image_size=args.image_size)), args, "receding")]
+    expert = ExpertPolicy(ScriptedConfig(image_size=args.image_size))
+    expert.uses_images = True  # render every step, as a policy run does: the env + render + IPC ceiling
+    rows = [_run("expert", expert, args, "receding")]
     rows.append(_run(f"policy-receding ({preset})", policy, args, "receding"))
     if not args.skip_single:
         rows.append(_run(f"policy-single ({preset})", policy, args, "single"))
@@ -95,7 +97,11 @@ def main() -> None:
     result = {
         "benchmark": "eval_throughput",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch_threads": torch.get_num_threads()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+        },
         "settings": vars(args) | {"preset": preset, "batch": args.workers * args.envs_per_worker},
         "runs": rows,
     }

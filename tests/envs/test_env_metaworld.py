@@ -97,11 +97,16 @@ def test_upright_image_has_the_table_at_the_bottom(reach_env):
 
 def test_expert_succeeds_on_reach_and_keeps_a_short_tail():
     env = MetaWorldEnv("reach", image_size=32)
+    spec = RolloutSpec("reach-v3", seed=1, image_size=32, steps_after_success=10)
     try:
-        result = expert_rollout(env, RolloutSpec("reach-v3", seed=1, image_size=32, steps_after_success=10))
+        result = expert_rollout(env, spec, probe=True)
+        one_pass = expert_rollout(env, spec, probe=False)
     finally:
         env.close()
     assert result.success and result.success_step < 150
+    assert one_pass.success_step == result.success_step
+    for key in result.frames:  # probing first changes nothing in what is recorded
+        np.testing.assert_array_equal(one_pass.frames[key], result.frames[key])
     frames = result.frames
     length = result.success_step + 1 + 10
     assert {k: len(v) for k, v in frames.items()} == dict.fromkeys(frames, length)

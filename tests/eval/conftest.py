@@ -41,7 +41,7 @@ class RecordingPolicy:
         pass
 
     def sample_actions(self, observation: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        image = observation[T.image_key(self.config.cameras[0])]
+        image = observation[T.image_key(self.config.cameras[0])]  # [B, T, H, W, C]
         self.calls.append(
             {
                 "batch": image.shape[0],

@@ -3,10 +3,9 @@ math, caching, overfitting. The bimodal toy is in test_bimodal.py."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from heads_helpers import D, one_thread, train  # noqa: F401 (one_thread: autouse fixture)
 
 from vlaforge.config import apply_overrides
 from vlaforge.errors import VlaforgeError
@@ -15,7 +14,7 @@ from vlaforge.models.heads.common import cosine_schedule, euler_integrate, maske
 from vlaforge.models.heads.diffusion import DiffusionHead
 from vlaforge.models.heads.flow import FlowHead
 
-D, A, H = 16, 3, 4  # trunk width, action dim, chunk
+A, H = 3, 4  # action dim, chunk (D: trunk width)
 TINY = {"hidden_dim": 32, "num_blocks": 1, "num_readouts": 2, "expert_width": 32, "expert_depth": 2}
 
 
@@ -29,7 +28,9 @@ def random_trunk(head, batch: int = 3, tokens: int = 5, seed: int = 1, pad_token
     mask = torch.ones(batch, tokens, dtype=torch.bool)
     mask[:, tokens - pad_tokens :] = False
     return TrunkOutput(
-        torch.randn(batch, head.num_readouts, D, generator=g), torch.randn(batch, tokens, D, generator=g), mask
+        torch.randn(batch, head.num_readouts, D, generator=g),
+        torch.randn(batch, tokens, D, generator=g),
+        mask,
     )
 
 
@@ -50,7 +51,9 @@ def test_shapes_readouts_and_loss(kind):
     trunk = random_trunk(head, batch=3)
     loss, metrics = head.loss(trunk, torch.rand(3, H, A) * 2 - 1, torch.ones(3, H, A, dtype=torch.bool))
     assert loss.ndim == 0 and torch.isfinite(loss) and loss.item() > 0
-    assert metrics["loss"] == pytest.approx(loss.item()) and all(isinstance(v, float) for v in metrics.values())
+    assert metrics["loss"] == pytest.approx(loss.item()) and all(
+        isinstance(v, float) for v in metrics.values()
+    )
     out = sample(head, trunk, num_samples=4)
     assert out.shape == (12, H, A) and torch.isfinite(out).all()
 
@@ -233,16 +236,3 @@ def test_each_head_overfits_one_small_batch(kind):
     after, error_after = eval_loss(), (sample(head, trunk) - actions).abs().mean().item()
     assert before / after > OVERFIT_FACTOR[kind], (before, after)
     assert error_after < 0.2 and error_before / error_after > 4, (error_before, error_after)
-
-
-def train(head, trunk, actions_fn, mask, steps: int, lr: float) -> None:
-    """Adam with cosine decay on a fixed trunk output (the heads' own parameters only)."""
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / steps)))
-    for _ in range(steps):
-        loss, _ = head.loss(trunk, actions_fn(), mask)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()

@@ -15,8 +15,14 @@ TASKS = ["reach the goal", "push the block"]
 
 def tiny_stats(action_dim: int = 4, state_dim: int = 4) -> list[dict]:
     def feature(dim: int, lo: float, hi: float) -> dict:
-        return {"mean": [0.1] * dim, "std": [0.5] * dim, "min": [lo] * dim, "max": [hi] * dim,
-                "q01": [lo] * dim, "q99": [hi] * dim}
+        return {
+            "mean": [0.1] * dim,
+            "std": [0.5] * dim,
+            "min": [lo] * dim,
+            "max": [hi] * dim,
+            "q01": [lo] * dim,
+            "q99": [hi] * dim,
+        }
 
     return [{"action": feature(action_dim, -1.0, 1.0), "observation.state": feature(state_dim, -0.5, 1.0)}]
 
@@ -25,7 +31,11 @@ def make_checkpoint(directory: Path, head: str = "regression", *, history: int =
     """A 32 px, 1-layer policy with `head`, saved to `directory`."""
     torch.manual_seed(seed)
     cfg = PolicyConfig(
-        image_size=32, history=history, chunk=8, execute_steps=4, normalization="bounds",
+        image_size=32,
+        history=history,
+        chunk=8,
+        execute_steps=4,
+        normalization="bounds",
         image=ImageEncoderConfig(stem_channels=(8, 16), patch_size=8),
         trunk=TrunkConfig(width=32, depth=1, heads=2),
         head=HeadConfig(kind=head, hidden_dim=32, num_blocks=1, num_bins=32),

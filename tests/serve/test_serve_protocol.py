@@ -26,7 +26,11 @@ def _message() -> dict:
         "observation.images.wrist": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
         "observation.state": rng.standard_normal(4).astype(np.float32),
         "prompt": "reach the goal",
-        "nested": {"ints": np.arange(6, dtype=np.int64).reshape(2, 3), "flag": np.bool_(True), "x": np.float64(2.5)},
+        "nested": {
+            "ints": np.arange(6, dtype=np.int64).reshape(2, 3),
+            "flag": np.bool_(True),
+            "x": np.float64(2.5),
+        },
     }
 
 
@@ -98,10 +102,19 @@ def test_valid_observation_single_frame_and_window():
         (lambda m: m.update({"observation.state": np.zeros(3, np.float32)}), r"shape \[4\]"),
         (lambda m: m.update({"observation.state": np.array([0, np.nan, 0, 0], np.float32)}), "NaN or Inf"),
         (lambda m: m.update({"observation.state": np.array(["a"] * 4)}), "float array"),
-        (lambda m: m.update({"observation.images.wrist": np.full((32, 32, 3), np.nan, np.float32)}), "must be uint8"),
+        (
+            lambda m: m.update({"observation.images.wrist": np.full((32, 32, 3), np.nan, np.float32)}),
+            "must be uint8",
+        ),
         (lambda m: m.update({"observation.images.wrist": np.zeros((32, 32), np.uint8)}), r"\[H, W, 3\]"),
-        (lambda m: m.update({"observation.images.wrist": np.zeros((5, 32, 32, 3), np.uint8)}), "carries 5 frames"),
-        (lambda m: m.update({"observation.images.wrist": np.zeros((16, 16, 3), np.uint8)}), "same image size"),
+        (
+            lambda m: m.update({"observation.images.wrist": np.zeros((5, 32, 32, 3), np.uint8)}),
+            "carries 5 frames",
+        ),
+        (
+            lambda m: m.update({"observation.images.wrist": np.zeros((16, 16, 3), np.uint8)}),
+            "same image size",
+        ),
         (lambda m: m.update({"observation.images.wrist": [1, 2, 3]}), "numpy array"),
     ],
 )

@@ -66,7 +66,13 @@ def test_metadata_is_enough_to_build_a_request(server):
     client = WebsocketClientPolicy("127.0.0.1", server.port)
     meta = client.get_server_metadata()
     assert meta["policy"] == {"name": "ckpt", "preset": "test-tiny", "head": "regression"}
-    assert (meta["action_dim"], meta["chunk"], meta["state_dim"], meta["history"], meta["fps"]) == (4, 8, 4, 2, 80)
+    assert (meta["action_dim"], meta["chunk"], meta["state_dim"], meta["history"], meta["fps"]) == (
+        4,
+        8,
+        4,
+        2,
+        80,
+    )
     assert meta["observation"][CAM] == {**meta["observation"][CAM], "dtype": "uint8", "shape": [32, 32, 3]}
     assert meta["observation"]["observation.state"]["shape"] == [4]
     assert set(meta["instruction_keys"]) == {"prompt", "task"} and "reach the goal" in meta["tasks"]
@@ -84,8 +90,11 @@ def test_full_window_equals_streamed_frames_and_reset_clears_history(server):
         first = client.infer(a)["actions"]
         streamed = client.infer(b)["actions"]
         client.reset()
-        window = {CAM: np.stack([a[CAM], b[CAM]]), "observation.state": np.stack([a["observation.state"], b["observation.state"]]),
-                  "task": a["prompt"]}
+        window = {
+            CAM: np.stack([a[CAM], b[CAM]]),
+            "observation.state": np.stack([a["observation.state"], b["observation.state"]]),
+            "task": a["prompt"],
+        }
         np.testing.assert_allclose(client.infer(window)["actions"], streamed, atol=1e-5)
         client.reset()
         np.testing.assert_allclose(client.infer(a)["actions"], first, atol=1e-5)
@@ -95,7 +104,9 @@ def _bad_frames() -> list[tuple[object, str]]:
     good = _obs(5)
     nan_state = {**good, "observation.state": np.array([0, np.nan, 0, 0], np.float32)}
     float_image = {**good, CAM: np.full((32, 32, 3), np.nan, np.float32)}
-    object_array = msgpack.packb({"x": {b"__ndarray__": True, b"data": b"\0" * 8, b"dtype": "|O", b"shape": [1]}})
+    object_array = msgpack.packb(
+        {"x": {b"__ndarray__": True, b"data": b"\0" * 8, b"dtype": "|O", b"shape": [1]}}
+    )
     return [
         ("a text frame", "text frame"),
         (b"\xc1 not msgpack", "not valid msgpack"),
@@ -187,9 +198,9 @@ def test_idle_timeout_closes_a_stalled_client(runtime):
         sock = _stalled_socket(srv.port)
         sock.settimeout(10)
         data = b""
-        while chunk := sock.recv(4096):  # metadata frame, then the close frame, then EOF
+        while b"idle for" not in data and (chunk := sock.recv(4096)):  # metadata, then the close frame
             data += chunk
-        assert b"idle for 0.3 s" in data
+        assert b"\x88\x10\x03\xe8idle for 0.3 s" in data  # CLOSE, code 1000, the reason
         sock.close()
         assert _healthz(srv.port) == 200
 

@@ -30,7 +30,11 @@ def pretrained_ckpt(pretrain_data, tmp_path_factory):
     from vlaforge.train.setup import execute
 
     out = tmp_path_factory.mktemp("runs") / "pretrain"
-    spec = {"command": "train", "preset": None, "data": [str(pretrain_data)],
-            "overrides": TINY_MODEL + FAST_TRAIN + ["train.steps=2", "train.batch_size=4"]}
+    spec = {
+        "command": "train",
+        "preset": None,
+        "data": [str(pretrain_data)],
+        "overrides": TINY_MODEL + FAST_TRAIN + ["train.steps=2", "train.batch_size=4"],
+    }
     assert execute(spec, out, False, device="cpu") == 0
     return out / "checkpoints" / "last"

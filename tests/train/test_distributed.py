@@ -18,10 +18,20 @@ from train_helpers import FAST_TRAIN, TINY_MODEL
 from vlaforge.models.policy import read_weights
 from vlaforge.train.setup import execute
 
-SETTINGS = TINY_MODEL + FAST_TRAIN + [
-    "model.chunk=1", "model.execute_steps=1", "train.steps=3", "train.batch_size=8", "train.ema_decay=0",
-    "train.val_fraction=0", "train.lr=1e-3", "train.seed=3",
-]
+SETTINGS = (
+    TINY_MODEL
+    + FAST_TRAIN
+    + [
+        "model.chunk=1",
+        "model.execute_steps=1",
+        "train.steps=3",
+        "train.batch_size=8",
+        "train.ema_decay=0",
+        "train.val_fraction=0",
+        "train.lr=1e-3",
+        "train.seed=3",
+    ]
+)
 
 
 def losses(run) -> list[float]:
@@ -34,8 +44,24 @@ def test_two_processes_match_one_process(pretrain_data, tmp_path):
     assert execute(spec, one, False, device="cpu") == 0
 
     sets = [a for s in SETTINGS for a in ("--set", s)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "vlaforge.cli", "train", "--data", str(pretrain_data), "--out", str(two), "--device", "cpu", *sets]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "vlaforge.cli",
+        "train",
+        "--data",
+        str(pretrain_data),
+        "--out",
+        str(two),
+        "--device",
+        "cpu",
+        *sets,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -45,8 +71,11 @@ def test_two_processes_match_one_process(pretrain_data, tmp_path):
     assert len(a) == len(b) == 3
     assert all(abs(x - y) <= 1e-5 * max(1.0, abs(x)) for x, y in zip(a, b, strict=True)), (a, b)
     wa, wb = read_weights(one / "checkpoints" / "last"), read_weights(two / "checkpoints" / "last")
-    start = read_weights(one / "checkpoints" / "last")
     assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.allclose(wa[key], wb[key], atol=1e-5, rtol=1e-4), key
-    assert start is not None
+    for key in [k for k in wa if k.endswith("qkv.bias")]:
+        # The key bias has an exactly-zero true gradient (softmax ignores a per-query constant), so
+        # Adam turns float-rounding noise into +-lr steps; compare only its query and value parts.
+        width = wa[key].shape[0] // 3
+        wa[key], wb[key] = (torch.cat([w[:width], w[2 * width:]]) for w in (wa[key], wb[key]))
+    diffs = {k: float((wa[k].double() - wb[k].double()).abs().max()) for k in wa}
+    assert max(diffs.values()) < 1e-5, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]

@@ -14,10 +14,19 @@ from vlaforge.train.setup import build_trainer
 LORA_TARGETS = (".qkv.", ".proj.", ".mlp.0.", ".mlp.2.")
 
 
-def test_lora_on_a_new_robot_trains_only_adapters_head_and_new_layers(pretrained_ckpt, new_robot_data, tmp_path):
-    spec = {"command": "finetune", "from": str(pretrained_ckpt), "freeze": [], "lora_rank": 4,
-            "data": [str(new_robot_data)],
-            "overrides": list(FINETUNE_DEFAULTS) + FAST_TRAIN + ["train.steps=3", "train.batch_size=4", "train.lr=1e-2"]}
+def test_lora_on_a_new_robot_trains_only_adapters_head_and_new_layers(
+    pretrained_ckpt, new_robot_data, tmp_path
+):
+    spec = {
+        "command": "finetune",
+        "from": str(pretrained_ckpt),
+        "freeze": [],
+        "lora_rank": 4,
+        "data": [str(new_robot_data)],
+        "overrides": list(FINETUNE_DEFAULTS)
+        + FAST_TRAIN
+        + ["train.steps=3", "train.batch_size=4", "train.lr=1e-2"],
+    }
     out = tmp_path / "ft"
     trainer = build_trainer(spec, out, False, Dist())
     before = read_weights(pretrained_ckpt)
@@ -38,28 +47,64 @@ def test_lora_on_a_new_robot_trains_only_adapters_head_and_new_layers(pretrained
     assert len(tuned.stats[0]["action"]["mean"]) == 6  # the new data's normalization
     after = tuned.state_dict()
     assert not any("lora" in k for k in after)
-    changed = {k for k, v in before.items() if k in after and v.shape == after[k].shape and not torch.equal(v, after[k])}
-    merged = {k for k in changed if k.startswith("trunk.") and k.endswith(".weight") and any(t in k for t in LORA_TARGETS)}
+    changed = {
+        k
+        for k, v in before.items()
+        if k in after and v.shape == after[k].shape and not torch.equal(v, after[k])
+    }
+    merged = {
+        k
+        for k in changed
+        if k.startswith("trunk.") and k.endswith(".weight") and any(t in k for t in LORA_TARGETS)
+    }
     assert merged, "LoRA updates must be merged into the trunk's linear weights"
-    frozen_changed = {k for k in changed - merged if not k.startswith(("head.", "action_norm.", "state_norm."))}
-    assert frozen_changed == set(), frozen_changed  # stem, text projection, norms, biases, readouts: untouched
+    frozen_changed = {
+        k for k in changed - merged if not k.startswith(("head.", "action_norm.", "state_norm."))
+    }
+    assert frozen_changed == set(), (
+        frozen_changed
+    )  # stem, text projection, norms, biases, readouts: untouched
 
 
-def test_finetune_cli_freezes_globs_and_reports_trainable_count(pretrained_ckpt, pretrain_data, tmp_path, capsys):
+def test_finetune_cli_freezes_globs_and_reports_trainable_count(
+    pretrained_ckpt, pretrain_data, tmp_path, capsys
+):
     out = tmp_path / "ft"
     sets = [a for s in FAST_TRAIN for a in ("--set", s)]
-    args = ["finetune", "--from", str(pretrained_ckpt), "--data", str(pretrain_data), "--freeze", "obs_encoder.*",
-            "--freeze", "trunk.*", "--steps", "2", "--batch-size", "4", "--lr", "1e-2", "--out", str(out),
-            "--device", "cpu", *sets]
+    args = [
+        "finetune",
+        "--from",
+        str(pretrained_ckpt),
+        "--data",
+        str(pretrain_data),
+        "--freeze",
+        "obs_encoder.*",
+        "--freeze",
+        "trunk.*",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-2",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *sets,
+    ]
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "trainable parameters" in err and "every pretrained tensor loaded" in err
-    before, after = read_weights(pretrained_ckpt), VLAPolicy.from_pretrained(out / "checkpoints" / "last").state_dict()
+    before, after = (
+        read_weights(pretrained_ckpt),
+        VLAPolicy.from_pretrained(out / "checkpoints" / "last").state_dict(),
+    )
     for key, value in before.items():
         if key.startswith(("obs_encoder.", "trunk.")):
             assert torch.equal(value, after[key]), key
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
-    bad = args[:-len(sets) - 2] + ["--out", str(tmp_path / "ft2"), "--device", "cpu"]
+    bad = args[: -len(sets) - 2] + ["--out", str(tmp_path / "ft2"), "--device", "cpu"]
     bad[bad.index("trunk.*")] = "trunc.*"
     assert main(bad) == 2
     assert "matches no parameter" in capsys.readouterr().err

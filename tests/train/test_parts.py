@@ -71,8 +71,16 @@ def test_shift_moves_content_and_identity_jitter_is_exact():
     img = torch.zeros(1, 1, 8, 8, 3, dtype=torch.uint8)
     img[0, 0, 4, 4] = 200
     cfg = AugmentConfig(shift=2, brightness=0, contrast=0, saturation=0)
-    outs = {tuple(torch.nonzero(augment_batch({"observation.images.a": img}, cfg, 0, s)["observation.images.a"][0, 0, :, :, 0]).flatten().tolist())
-            for s in range(20)}
+    outs = {
+        tuple(
+            torch.nonzero(
+                augment_batch({"observation.images.a": img}, cfg, 0, s)["observation.images.a"][0, 0, :, :, 0]
+            )
+            .flatten()
+            .tolist()
+        )
+        for s in range(20)
+    }
     assert len(outs) > 3  # the bright pixel lands in several places
     assert all(len(o) == 2 and abs(o[0] - 4) <= 2 and abs(o[1] - 4) <= 2 for o in outs)
     none = AugmentConfig(shift=0, brightness=0, contrast=0, saturation=0)

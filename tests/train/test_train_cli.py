@@ -14,8 +14,20 @@ from vlaforge.train.setup import execute
 
 def train_args(data, out, steps=4, extra=()):
     sets = [a for s in TINY_MODEL + FAST_TRAIN + list(extra) for a in ("--set", s)]
-    return ["train", "--data", str(data), "--steps", str(steps), "--batch-size", "4", "--out", str(out),
-            "--device", "cpu", *sets]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "4",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        *sets,
+    ]
 
 
 def test_train_writes_a_servable_checkpoint_with_data_metadata(pretrain_data, tmp_path):
@@ -26,7 +38,10 @@ def test_train_writes_a_servable_checkpoint_with_data_metadata(pretrain_data, tm
     meta = policy.metadata
     assert meta["fps"] == 10 and meta["tasks"] == ["reach the goal"]
     (ds,) = meta["datasets"]
-    assert ds["root"] == str(pretrain_data.resolve()) and len(ds["train_episodes"]) + len(ds["val_episodes"]) == 4
+    assert (
+        ds["root"] == str(pretrain_data.resolve())
+        and len(ds["train_episodes"]) + len(ds["val_episodes"]) == 4
+    )
     assert sorted(s["seed"] for s in meta["train_seeds"]) == [100, 101, 102, 103]
     assert len(policy.stats) == 1
     records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
@@ -39,9 +54,14 @@ def test_train_writes_a_servable_checkpoint_with_data_metadata(pretrain_data, tm
 
 def test_kill_and_resume_reproduces_the_losses(pretrain_data, tmp_path):
     """A run killed after step 4 (checkpoint at 3) and resumed logs the losses of an unbroken run."""
-    spec = {"command": "train", "preset": None, "data": [str(pretrain_data)],
-            "overrides": TINY_MODEL + FAST_TRAIN + ["train.steps=6", "train.batch_size=4", "train.save_every=3",
-                                                    "train.seed=5", "train.lr=3e-3"]}
+    spec = {
+        "command": "train",
+        "preset": None,
+        "data": [str(pretrain_data)],
+        "overrides": TINY_MODEL
+        + FAST_TRAIN
+        + ["train.steps=6", "train.batch_size=4", "train.save_every=3", "train.seed=5", "train.lr=3e-3"],
+    }
     assert execute(spec, tmp_path / "full", False, device="cpu") == 0
 
     def kill(trainer):

@@ -16,8 +16,18 @@ from vlaforge.train import checkpoint as ckpt
 from vlaforge.train.config import TrainConfig
 from vlaforge.train.trainer import Trainer, TrainingDiverged
 
-CFG = TrainConfig(steps=6, batch_size=4, lr=1e-3, warmup_steps=1, log_every=1, save_every=3, keep_last=2,
-                  val_every=3, tensorboard=False, ema_decay=0.9)
+CFG = TrainConfig(
+    steps=6,
+    batch_size=4,
+    lr=1e-3,
+    warmup_steps=1,
+    log_every=1,
+    save_every=3,
+    keep_last=2,
+    val_every=3,
+    tensorboard=False,
+    ema_decay=0.9,
+)
 
 
 def make_trainer(out, cfg=CFG, seed=0):

@@ -24,14 +24,28 @@ TINY_MODEL = [
 FAST_TRAIN = ["train.tensorboard=false", "train.warmup_steps=2", "train.log_every=1", "train.val_batches=1"]
 
 
-def write_dataset(root, *, episodes: int, length: int, action_dim: int, state_dim: int, seed: int,
-                  camera: str = "corner2", size: int = 32, task: str = "reach the goal") -> None:
+def write_dataset(
+    root,
+    *,
+    episodes: int,
+    length: int,
+    action_dim: int,
+    state_dim: int,
+    seed: int,
+    camera: str = "corner2",
+    size: int = 32,
+    task: str = "reach the goal",
+) -> None:
     """A LeRobot v3 dataset of random-walk episodes; each episode records its env seed."""
     from vlaforge.data.lerobot_v3 import LeRobotWriter
 
     rng = np.random.default_rng(seed)
     features = {
-        f"observation.images.{camera}": {"dtype": "video", "shape": [size, size, 3], "names": ["height", "width", "channels"]},
+        f"observation.images.{camera}": {
+            "dtype": "video",
+            "shape": [size, size, 3],
+            "names": ["height", "width", "channels"],
+        },
         "observation.state": {"dtype": "float32", "shape": [state_dim], "names": None},
         "action": {"dtype": "float32", "shape": [action_dim], "names": None},
     }
@@ -40,8 +54,11 @@ def write_dataset(root, *, episodes: int, length: int, action_dim: int, state_di
         action = np.cumsum(rng.normal(0, 0.1, (length, action_dim)), 0).astype(np.float32)
         state = np.cumsum(rng.normal(0, 0.1, (length, state_dim)), 0).astype(np.float32)
         frames = rng.integers(0, 255, (length, size, size, 3), dtype=np.uint8)
-        writer.add_episode({f"observation.images.{camera}": frames, "observation.state": state, "action": action},
-                           task=task, metadata={"seed": seed * 100 + ep})
+        writer.add_episode(
+            {f"observation.images.{camera}": frames, "observation.state": state, "action": action},
+            task=task,
+            metadata={"seed": seed * 100 + ep},
+        )
     writer.finalize()
 
 
@@ -49,7 +66,9 @@ class ListLoader:
     """An in-memory stand-in for `MixtureLoader` in the trainer-level tests: a seeded, endless
     stream of batches with an exact `state_dict` (the position), so the loop is tested alone."""
 
-    def __init__(self, batch_size: int, seed: int = 0, action_dim: int = 4, state_dim: int = 4, size: int = 32):
+    def __init__(
+        self, batch_size: int, seed: int = 0, action_dim: int = 4, state_dim: int = 4, size: int = 32
+    ):
         self.batch_size, self.seed, self.position = batch_size, seed, 0
         self.dims = (action_dim, state_dim, size)
 
@@ -59,7 +78,9 @@ class ListLoader:
         g = torch.Generator().manual_seed(self.seed * 10_000 + i)
         a, s, px, b = *self.dims, self.batch_size
         return {
-            "observation.images.corner2": torch.randint(0, 256, (b, 2, px, px, 3), generator=g, dtype=torch.uint8),
+            "observation.images.corner2": torch.randint(
+                0, 256, (b, 2, px, px, 3), generator=g, dtype=torch.uint8
+            ),
             "observation.state": torch.randn(b, 2, s, generator=g),
             "action": torch.randn(b, 4, a, generator=g),
             "observation_is_pad": torch.zeros(b, 2, dtype=torch.bool),

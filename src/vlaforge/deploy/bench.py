@@ -29,7 +29,9 @@ def fake_observation(config: Any, camera_size: int = 128, seed: int = 0) -> dict
     g = torch.Generator().manual_seed(seed)
     t = config.history
     obs: dict[str, Any] = {
-        types.image_key(cam): torch.randint(0, 256, (1, t, camera_size, camera_size, 3), generator=g, dtype=torch.uint8)
+        types.image_key(cam): torch.randint(
+            0, 256, (1, t, camera_size, camera_size, 3), generator=g, dtype=torch.uint8
+        )
         for cam in config.cameras
     }
     if config.state_dim > 0:

@@ -18,6 +18,7 @@ int8 weights in, so `vlaforge serve --policy DIR` serves exactly the exported we
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -35,9 +36,10 @@ from vlaforge.errors import VlaforgeError
 QUANT_FILE, INT8_WEIGHTS = "quantization.json", "model_int8.safetensors"
 FORMAT = "vlaforge-int8-dynamic"
 COPIED = ("config.json", "stats.json", "metadata.json")
-# Linear layers kept fp32: the task projection runs on a cached embedding and its `.weight` is read
-# as a tensor by the encoder (a quantized linear exposes `weight()` as a method).
-KEEP_FP32 = ("task_encoder.proj",)
+# Linear layers kept fp32 (fnmatch patterns of module names): model code reads their `.weight` as a
+# tensor (`.weight.device` in the task encoder, `.weight.dtype` in the heads' time embedding), which
+# a quantized linear exposes as a method `weight()`. Both are tiny (one call per chunk).
+KEEP_FP32 = ("task_encoder.proj", "*time.mlp.0")
 
 
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
@@ -47,7 +49,8 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch 2.13 deprecates torch.ao.quantization (see module doc)
         spec: dict[Any, Any] = {nn.Linear: per_channel_dynamic_qconfig}
-        spec.update({name: None for name in KEEP_FP32})
+        names = [name for name, _ in model.named_modules()]
+        spec.update({name: None for pattern in KEEP_FP32 for name in fnmatch.filter(names, pattern)})
         return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False)
 
 
@@ -116,9 +119,9 @@ def save_int8(policy: nn.Module, source: str | os.PathLike, out: str | os.PathLi
         scheme = {"format": FORMAT, "modules": "torch.nn.Linear", "weights": "int8 per-channel symmetric",
                   "activations": "int8 dynamic per batch", "engine": torch.backends.quantized.engine}
         (tmp / QUANT_FILE).write_text(json.dumps(scheme, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        out.mkdir(exist_ok=True)
+        for item in sorted(tmp.iterdir(), key=lambda p: p.name == QUANT_FILE):  # the marker file last
+            os.replace(item, out / item.name)  # file by file: never deletes what else is in `out`
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

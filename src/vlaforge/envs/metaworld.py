@@ -193,21 +193,22 @@ class Rollout:
         return self.frames is not None
 
 
-def expert_rollout(env: MetaWorldEnv, spec: RolloutSpec) -> Rollout:
+def expert_rollout(env: MetaWorldEnv, spec: RolloutSpec, *, probe: bool = True) -> Rollout:
     """Run the expert from `spec.seed`; on success, record up to `steps_after_success` steps past it.
 
-    Two passes: a physics-only probe finds the first success (failures cost no rendering), then a
-    rendered replay from the same seed records the frames (the simulator is deterministic per seed).
+    `probe=True`: a physics-only pass finds out first whether the attempt succeeds (a failure then
+    costs no rendering), then a rendered replay from the same seed records it (the simulator is
+    deterministic per seed). `probe=False` records in one rendered pass: cheaper when failures are
+    rare, wasteful when they are not. Both give identical frames.
     """
-    first = _probe(env, spec.seed)
-    probe_steps = env.steps
-    if first is None:
-        return Rollout(spec, None, probe_steps, None)
-    frames = _record(env, spec.seed, min(first + 1 + spec.steps_after_success, env.max_steps))
-    hits = np.flatnonzero(frames[SUCCESS][:, 0])
-    if hits.size == 0:  # cannot happen with a deterministic simulator; never keep a failed demo
-        return Rollout(spec, None, probe_steps + env.steps, None)
-    return Rollout(spec, int(hits[0]), probe_steps + env.steps, frames)
+    sim_steps = 0
+    if probe:
+        found = _probe(env, spec.seed)
+        sim_steps = env.steps
+        if found is None:
+            return Rollout(spec, None, sim_steps, None)
+    frames, first = _record(env, spec.seed, spec.steps_after_success)
+    return Rollout(spec, first, sim_steps + env.steps, frames if first is not None else None)
 
 
 def _probe(env: MetaWorldEnv, seed: int) -> int | None:
@@ -219,32 +220,47 @@ def _probe(env: MetaWorldEnv, seed: int) -> int | None:
     return None
 
 
-def _record(env: MetaWorldEnv, seed: int, length: int) -> dict[str, np.ndarray]:
-    """Frame t holds observation t, the action taken from it, and that action's reward/success."""
+def _record(env: MetaWorldEnv, seed: int, tail: int) -> tuple[dict[str, np.ndarray], int | None]:
+    """Rendered expert run until `tail` steps after the first success (or the step limit).
+
+    Frame t holds observation t, the action taken from it, and that action's reward and success.
+    Returns the frames and the index of the first success (None: the attempt failed).
+    """
     obs = env.reset(seed)
     rows: dict[str, list] = {key: [] for key in (*obs, ACTION, REWARD, SUCCESS) if key != TASK}
-    for _ in range(length):
-        action = env.expert_action()
-        nxt, success, _, info = env.step(action)
+    first = None
+    for t in range(env.max_steps):
         for key, value in obs.items():
             if key != TASK:
                 rows[key].append(value)
+        action = env.expert_action()
+        last_frame = first is not None and t >= first + tail  # its next observation is never used
+        obs, success, _, info = env.step(action, render=not last_frame)
         rows[ACTION].append(action)
-        rows[REWARD].append(np.float32(info["reward"]))
+        rows[REWARD].append(info["reward"])
         rows[SUCCESS].append(success)
-        obs = nxt
+        if success and first is None:
+            first = t
+            last_frame = tail == 0
+        if last_frame:
+            break
     frames = {key: np.stack(values) for key, values in rows.items()}
     frames[REWARD] = frames[REWARD].astype(np.float32).reshape(-1, 1)  # [T, 1]
     frames[SUCCESS] = frames[SUCCESS].astype(bool).reshape(-1, 1)  # [T, 1]
-    return frames
+    return frames, first
 
 
 _WORKER_ENVS: dict[tuple, MetaWorldEnv] = {}
 _WORKER_CACHE = 2  # envs kept per process (work arrives grouped by task)
+_WORKER_FAILED: set[str] = set()  # tasks whose expert failed here: probe before rendering from now on
 
 
 def run_spec(spec: RolloutSpec) -> Rollout:
-    """Worker entry point: reuse a cached env for (task, cameras, size, max_steps), run one attempt."""
+    """Worker entry point: reuse a cached env for (task, cameras, size, max_steps), run one attempt.
+
+    Attempts record in one rendered pass until the task's expert first fails in this process; from
+    then on they probe first (see `expert_rollout`). The frames are the same either way.
+    """
     key = (spec.task, spec.cameras, spec.image_size, spec.max_steps)
     env = _WORKER_ENVS.pop(key, None)
     if env is None:
@@ -254,7 +270,10 @@ def run_spec(spec: RolloutSpec) -> Rollout:
     _WORKER_ENVS[key] = env  # most recent last
     while len(_WORKER_ENVS) > _WORKER_CACHE:
         _WORKER_ENVS.pop(next(iter(_WORKER_ENVS))).close()
-    return expert_rollout(env, spec)
+    rollout = expert_rollout(env, spec, probe=spec.task in _WORKER_FAILED)
+    if not rollout.success:
+        _WORKER_FAILED.add(spec.task)
+    return rollout
 
 
 def worker_init(parent_pid: int) -> None:

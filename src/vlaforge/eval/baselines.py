@@ -5,7 +5,8 @@
   policy returns it as a one-step chunk. A set-up that scores well below ~98% with it is broken.
 - `RandomPolicy`: uniform actions in [-1, 1]^4, the floor (about 0 on anything but the easiest tasks).
 
-Both expose the slice of `PolicyConfig` the runner reads (`ScriptedConfig`).
+Both expose the slice of `PolicyConfig` the runner reads (`ScriptedConfig`) and set
+`uses_images = False`: the runner then renders only the episodes whose video it keeps.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class ExpertPolicy:
     """Meta-World's scripted expert: the worker computes the action from the privileged state."""
 
     uses_expert_action = True
+    uses_images = False  # episodes without a kept video run physics only (set True to render anyway)
 
     def __init__(self, config: ScriptedConfig | None = None) -> None:
         self.config = config or ScriptedConfig()
@@ -48,6 +50,8 @@ class ExpertPolicy:
 
 class RandomPolicy:
     """Uniform random actions in [-1, 1]^A."""
+
+    uses_images = False
 
     def __init__(self, config: ScriptedConfig | None = None) -> None:
         self.config = config or ScriptedConfig()

@@ -22,21 +22,45 @@ SCRIPTED = ("expert", "random")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", required=True, help="checkpoint directory or hub id, or 'expert' / 'random'")
-    p.add_argument("--suite", required=True, help="mt10|mt50|easy|medium|hard|very_hard|ml45-train|ml45-test|TASK,...")
+    p.add_argument(
+        "--suite", required=True, help="mt10|mt50|easy|medium|hard|very_hard|ml45-train|ml45-test|TASK,..."
+    )
     p.add_argument("--episodes-per-task", type=int, default=10)
     p.add_argument("--workers", type=int, default=2, help="environment worker processes")
-    p.add_argument("--envs-per-worker", type=int, default=4, help="environments per worker (policy batch = workers x this)")
+    p.add_argument(
+        "--envs-per-worker",
+        type=int,
+        default=4,
+        help="environments per worker (policy batch = workers x this)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="eval seed block (disjoint from collection seeds)")
-    p.add_argument("--allow-train-seeds", action="store_true", help="evaluate even on seeds used for training data")
+    p.add_argument(
+        "--allow-train-seeds", action="store_true", help="evaluate even on seeds used for training data"
+    )
     p.add_argument("--execution", choices=("receding", "ensemble", "single"), default="receding")
-    p.add_argument("--execute-steps", type=int, default=None, help="receding horizon: actions per chunk (default: the policy's)")
-    p.add_argument("--ensemble-coeff", type=float, default=0.01, help="temporal ensembling m in exp(-m*i), oldest i=0")
+    p.add_argument(
+        "--execute-steps",
+        type=int,
+        default=None,
+        help="receding horizon: actions per chunk (default: the policy's)",
+    )
+    p.add_argument(
+        "--ensemble-coeff", type=float, default=0.01, help="temporal ensembling m in exp(-m*i), oldest i=0"
+    )
     p.add_argument("--videos-per-task", type=int, default=2)
     p.add_argument("--max-steps", type=int, default=500)
-    p.add_argument("--image-size", type=int, default=128, help="render size for expert/random (a checkpoint sets its own)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=128,
+        help="render size for expert/random (a checkpoint sets its own)",
+    )
     p.add_argument("--cameras", default="corner2", help="cameras for expert/random, comma-separated")
     p.add_argument("--device", default="cpu", help="policy device: cpu, cuda, auto")
+    p.add_argument(
+        "--dataset-index", type=int, default=None, help="mixture policy: which training dataset is Meta-World"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing evaluation in --out")
 
 
@@ -75,7 +99,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.videos_per_task < 0:
         raise VlaforgeError(f"--videos-per-task must be >= 0, got {args.videos_per_task}")
     if (Path(args.out) / "eval_info.json").exists() and not args.overwrite:
-        raise VlaforgeError(f"{args.out} already holds an evaluation (eval_info.json); pass --overwrite or pick another --out")
+        raise VlaforgeError(
+            f"{args.out} already holds an evaluation (eval_info.json); pass --overwrite or pick another --out"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,9 +118,13 @@ def run(args: argparse.Namespace) -> int:
         episodes_per_task=args.episodes_per_task, workers=args.workers, envs_per_worker=args.envs_per_worker,
         max_steps=args.max_steps, seed=args.seed, execution=args.execution, execute_steps=args.execute_steps,
         ensemble_coeff=args.ensemble_coeff, videos_per_task=args.videos_per_task,
-        allow_train_seeds=args.allow_train_seeds,
+        allow_train_seeds=args.allow_train_seeds, dataset_index=args.dataset_index,
     )  # fmt: skip
-    seeds = TrainSeeds.not_applicable(args.policy) if args.policy in SCRIPTED else TrainSeeds.from_metadata(policy.metadata)
+    seeds = (
+        TrainSeeds.not_applicable(args.policy)
+        if args.policy in SCRIPTED
+        else TrainSeeds.from_metadata(policy.metadata)
+    )
     info = run_evaluation(policy, tasks, cfg, args.out, name=args.policy, suite=args.suite, train_seeds=seeds)
     print(format_table(info))
     print(f"report: {Path(args.out) / 'report.html'}")

@@ -10,9 +10,27 @@ from __future__ import annotations
 import html
 import json
 import os
+import time
 from pathlib import Path
+from typing import Any
 
-GROUP_COLORS = {"easy": "#2e9d5b", "medium": "#d9a21b", "hard": "#d9642b", "very_hard": "#c0392b", "other": "#607d8b"}
+from vlaforge.eval.metrics import summarize
+
+TIMING_KEYS = (
+    "wall_time_s",
+    "env_steps",
+    "env_steps_per_s",
+    "policy_calls",
+    "policy_time_s",
+    "torch_threads",
+)
+GROUP_COLORS = {
+    "easy": "#2e9d5b",
+    "medium": "#d9a21b",
+    "hard": "#d9642b",
+    "very_hard": "#c0392b",
+    "other": "#607d8b",
+}
 
 
 def _pct(value: float | None) -> str:
@@ -33,20 +51,68 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# -- eval_info.json --------------------------------------------------------------------------------
+def build_info(policy: Any, name: str, suite: str, tasks: list[str], cfg: Any, run: dict) -> dict:
+    """The eval_info.json record: per task / group / overall metrics plus how they were obtained.
+
+    `cfg` is the run's `EvalConfig`, `run` what `vlaforge.eval.runner.evaluate` returned.
+    """
+    from vlaforge.envs.tasks import TASK_DESCRIPTIONS, difficulty_of
+
+    summary = summarize(run["results"], tasks, difficulty_of)
+    for task, m in summary["per_task"].items():
+        m["instruction"] = TASK_DESCRIPTIONS.get(task, "")
+    pcfg = policy.config
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "policy": name,
+        "suite": suite,
+        "tasks": list(tasks),
+        "episodes_per_task": cfg.episodes_per_task,
+        "seed": cfg.seed,
+        "execution": {
+            "mode": cfg.execution,
+            "execute_steps": run["execute_steps"] if cfg.execution == "receding" else 1,
+            "chunk": int(pcfg.chunk),
+            "history": int(getattr(pcfg, "history", 1)),
+            "ensemble_coeff": cfg.ensemble_coeff if cfg.execution == "ensemble" else None,
+        },
+        "env": run["env"],
+        **summary,
+        "timing": {k: run[k] for k in TIMING_KEYS},
+        "robustness": {
+            "retries": run["retries"],
+            "worker_restarts": run["worker_restarts"],
+            "workers": cfg.workers,
+        },
+        "interrupted": run["interrupted"],
+        "train_seeds": run["train_seeds"],
+        "episodes": [
+            r.to_dict() for r in sorted(run["results"], key=lambda r: (tasks.index(r.task), r.episode))
+        ],
+    }
+
+
 # -- terminal -----------------------------------------------------------------------------------------
 def format_table(info: dict) -> str:
     """A plain-text table: one row per task, then the group means and the overall figures."""
     rows = [("task", "group", "success", "episodes", "mean len")]
     for task, m in info["per_task"].items():
-        rows.append((task, m["difficulty"], _pct(m["success_rate"]), str(m["episodes"]), _fmt_len(m["mean_length"])))
+        rows.append(
+            (task, m["difficulty"], _pct(m["success_rate"]), str(m["episodes"]), _fmt_len(m["mean_length"]))
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    line = lambda r: "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+    line = lambda r: "  ".join(
+        c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+    )
     out = [line(rows[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in rows[1:]]
     out.append("")
     for group, g in info["per_group"].items():
         out.append(f"{group:<10} {_pct(g['success_rate']):>7}  ({g['tasks']} tasks)")
     o = info["overall"]
-    out.append(f"overall    {_pct(o['success_rate']):>7}  (mean of group means; mean over tasks {_pct(o['success_rate_task_mean'])})")
+    out.append(
+        f"overall    {_pct(o['success_rate']):>7}  (mean of group means; mean over tasks {_pct(o['success_rate_task_mean'])})"
+    )
     out.append(_footer(info))
     return "\n".join(out)
 
@@ -57,7 +123,9 @@ def _fmt_len(value: float | None) -> str:
 
 def _footer(info: dict) -> str:
     t = info["timing"]
-    parts = [f"{t['env_steps']} env steps in {t['wall_time_s']:.1f} s ({t['env_steps_per_s'] or 0:.0f} steps/s)"]
+    parts = [
+        f"{t['env_steps']} env steps in {t['wall_time_s']:.1f} s ({t['env_steps_per_s'] or 0:.0f} steps/s)"
+    ]
     if info["robustness"]["retries"]:
         parts.append(f"{info['robustness']['retries']} episode(s) retried after worker crashes")
     if info["interrupted"]:
@@ -96,18 +164,28 @@ def success_chart_svg(per_task: dict, per_group: dict) -> str:
     rows += [(f"mean: {g}", m["success_rate"], g) for g, m in per_group.items()]
     label_w, bar_w, row_h = 230, 560, 20
     height = row_h * len(rows) + 30
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 70}" height="{height}" role="img" aria-label="success rate per task">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_w + bar_w + 70}" height="{height}" role="img" aria-label="success rate per task">'
+    ]
     for x in (0, 0.25, 0.5, 0.75, 1.0):
         px = label_w + x * bar_w
         parts.append(f'<line x1="{px}" y1="0" x2="{px}" y2="{height - 20}" stroke="#e3e3e3"/>')
-        parts.append(f'<text x="{px}" y="{height - 6}" font-size="11" text-anchor="middle" fill="#666">{int(x * 100)}%</text>')
+        parts.append(
+            f'<text x="{px}" y="{height - 6}" font-size="11" text-anchor="middle" fill="#666">{int(x * 100)}%</text>'
+        )
     for i, (name, rate, group) in enumerate(rows):
         y = i * row_h + 4
         w = (rate or 0) * bar_w
         bold = ' font-weight="600"' if name.startswith("mean: ") else ""
-        parts.append(f'<text x="{label_w - 8}" y="{y + 12}" font-size="12" text-anchor="end"{bold}>{_esc(name)}</text>')
-        parts.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{row_h - 6}" rx="2" fill="{GROUP_COLORS.get(group, "#607d8b")}"/>')
-        parts.append(f'<text x="{label_w + w + 6:.1f}" y="{y + 12}" font-size="11" fill="#333">{_pct(rate)}</text>')
+        parts.append(
+            f'<text x="{label_w - 8}" y="{y + 12}" font-size="12" text-anchor="end"{bold}>{_esc(name)}</text>'
+        )
+        parts.append(
+            f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{row_h - 6}" rx="2" fill="{GROUP_COLORS.get(group, "#607d8b")}"/>'
+        )
+        parts.append(
+            f'<text x="{label_w + w + 6:.1f}" y="{y + 12}" font-size="11" fill="#333">{_pct(rate)}</text>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -121,7 +199,10 @@ def _summary_cards(info: dict) -> str:
         (f"{t['env_steps_per_s'] or 0:.0f}", "env steps/s"),
         (f"{t['wall_time_s']:.0f} s", "wall time"),
     ]
-    body = "".join(f'<div class="card"><div class="v">{_esc(v)}</div><div class="l">{_esc(label)}</div></div>' for v, label in cards)
+    body = "".join(
+        f'<div class="card"><div class="v">{_esc(v)}</div><div class="l">{_esc(label)}</div></div>'
+        for v, label in cards
+    )
     return f'<div class="cards">{body}</div>'
 
 
@@ -146,7 +227,9 @@ def _videos(info: dict) -> str:
     for task, m in info["per_task"].items():
         for ep in (e for e in info["episodes"] if e["task"] == task and e.get("video")):
             e = by_key[(task, ep["episode"])]
-            verdict = '<span class="ok">success</span>' if e["success"] else '<span class="fail">failure</span>'
+            verdict = (
+                '<span class="ok">success</span>' if e["success"] else '<span class="fail">failure</span>'
+            )
             cards.append(
                 f'<div class="vid"><div class="t">{_esc(task)} · episode {e["episode"]} · seed {e["seed"]}</div>'
                 f'<div class="i">“{_esc(m.get("instruction", ""))}”</div>'

@@ -20,10 +20,11 @@ retried from their start with the same seed; Ctrl-C returns what finished so far
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,10 @@ import numpy as np
 import torch
 
 from vlaforge import types as T
-from vlaforge.errors import VlaforgeError
+from vlaforge.errors import VlaforgeError, unknown
 from vlaforge.eval.execution import EXECUTION_MODES, ActionExecutor, make_executor
-from vlaforge.eval.metrics import EpisodeResult, summarize
-from vlaforge.eval.report import write_report
+from vlaforge.eval.metrics import EpisodeResult
+from vlaforge.eval.report import build_info, write_report
 from vlaforge.eval.seeds import TrainSeeds, eval_seeds
 from vlaforge.eval.workers import EXPERT_ACTION, EnvPool, EnvSpec
 
@@ -58,6 +59,13 @@ class EvalConfig:
     videos_per_task: int = 2  # mp4 videos of the first K episodes of each task
     video_fps: int = 80  # Meta-World's control rate
     allow_train_seeds: bool = False  # evaluate even if an eval seed was used to collect training data
+    # torch threads of the policy while the workers render; None: the cores the workers leave free
+    # (at least 1). More threads than free cores makes torch spin against the renderers (8x slower
+    # measured on 2 cores with 2 workers).
+    torch_threads: int | None = None
+    # Which of a mixture policy's datasets (its normalization stats) Meta-World is; None: the policy's
+    # default (a single-dataset policy).
+    dataset_index: int | None = None
 
 
 @dataclass
@@ -78,20 +86,39 @@ class _Slot:
     steps: int = 0
     frames: list | None = None
     pending_reset: bool = True
-    extra: dict = field(default_factory=dict)
 
 
-def check_policy_fits(policy: Any) -> None:
-    """Fail before any rollout if the policy's action/proprio dimensions do not fit Meta-World."""
+def _dataset_dims(policy: Any, index: int | None) -> tuple[int | None, int | None]:
+    """(action_dim, state_dim) of training dataset `index` as the checkpoint metadata records them."""
+    datasets = (getattr(policy, "metadata", None) or {}).get("datasets") or []
+    if index is None or not 0 <= index < len(datasets) or not isinstance(datasets[index], dict):
+        return None, None
+    return datasets[index].get("action_dim"), datasets[index].get("state_dim")
+
+
+def check_policy_fits(policy: Any, dataset_index: int | None = None) -> None:
+    """Fail before any rollout if the policy's action/proprio dimensions do not fit Meta-World.
+
+    A mixture policy pads every robot's actions to its widest one (real dimensions first); it fits
+    when `dataset_index` names a training dataset whose own action and state dims are Meta-World's,
+    and the runner then executes the first 4 action dimensions.
+    """
     cfg = policy.config
-    if int(cfg.action_dim) != ENV_ACTION_DIM:
+    data_action, data_state = _dataset_dims(policy, dataset_index)
+    action_dim = data_action if data_action and cfg.action_dim > ENV_ACTION_DIM else cfg.action_dim
+    if int(action_dim) != ENV_ACTION_DIM:
         raise VlaforgeError(
-            f"the policy predicts {cfg.action_dim}-d actions but Meta-World takes {ENV_ACTION_DIM}-d actions "
+            f"the policy predicts {action_dim}-d actions but Meta-World takes {ENV_ACTION_DIM}-d actions "
             "(dx, dy, dz, gripper): evaluate a policy trained on Meta-World data"
+            + ("" if dataset_index is not None else " (or pass --dataset-index for a mixture policy)")
         )
-    state_dim = getattr(cfg, "state_dim", ENV_STATE_DIM)
-    if state_dim not in (None, 0, ENV_STATE_DIM):
-        raise VlaforgeError(f"the policy expects {state_dim}-d proprio but Meta-World gives {ENV_STATE_DIM}-d")
+    state_dim = getattr(cfg, "state_dim", ENV_STATE_DIM) or 0
+    if data_state and state_dim > ENV_STATE_DIM:
+        state_dim = data_state
+    if state_dim not in (0, ENV_STATE_DIM):
+        raise VlaforgeError(
+            f"the policy expects {state_dim}-d proprio but Meta-World gives {ENV_STATE_DIM}-d"
+        )
 
 
 def env_spec_for(policy: Any, cfg: EvalConfig) -> EnvSpec:
@@ -120,11 +147,25 @@ def _data_image_size(meta: dict, cameras: tuple[str, ...]) -> int | None:
     return None
 
 
+def _check_spec(spec: EnvSpec, cfg: EvalConfig) -> None:
+    from vlaforge.envs.metaworld import CAMERAS
+
+    for cam in spec.cameras:
+        if cam not in CAMERAS:
+            raise unknown("Meta-World camera (from the policy config)", cam, CAMERAS)
+    if cfg.videos_per_task and spec.image_size % 2:
+        raise VlaforgeError(
+            f"videos need an even image size, got {spec.image_size}; pass --videos-per-task 0"
+        )
+
+
 def resolve_execute_steps(policy: Any, cfg: EvalConfig) -> int:
     pcfg = policy.config
     k = cfg.execute_steps if cfg.execute_steps is not None else int(getattr(pcfg, "execute_steps", 1) or 1)
     if not 1 <= k <= int(pcfg.chunk):
-        raise VlaforgeError(f"--execute-steps {k} must be between 1 and the policy's chunk length {pcfg.chunk}")
+        raise VlaforgeError(
+            f"--execute-steps {k} must be between 1 and the policy's chunk length {pcfg.chunk}"
+        )
     return k
 
 
@@ -133,9 +174,12 @@ class Rollouts:
 
     def __init__(self, policy: Any, tasks: list[str], cfg: EvalConfig, pool: EnvPool, spec: EnvSpec) -> None:
         if cfg.execution not in EXECUTION_MODES:
-            raise VlaforgeError(f"unknown execution mode {cfg.execution!r}; choose from {', '.join(EXECUTION_MODES)}")
+            raise VlaforgeError(
+                f"unknown execution mode {cfg.execution!r}; choose from {', '.join(EXECUTION_MODES)}"
+            )
         self.policy, self.cfg, self.pool, self.spec = policy, cfg, pool, spec
         self.history = max(1, int(getattr(policy.config, "history", 1)))
+        self.uses_images = bool(getattr(policy, "uses_images", True))
         self.execute_steps = resolve_execute_steps(policy, cfg)
         seeds = eval_seeds(cfg.seed, cfg.episodes_per_task)
         self.queue = deque(_Episode(t, i, s) for t in tasks for i, s in enumerate(seeds))
@@ -164,7 +208,9 @@ class Rollouts:
         for slot in slots & set(self.slots):
             ep = self.slots[slot].episode
             if ep.retries >= MAX_RETRIES:
-                raise VlaforgeError(f"{ep.task} episode {ep.index} (seed {ep.seed}) crashed its worker {MAX_RETRIES + 1} times")
+                raise VlaforgeError(
+                    f"{ep.task} episode {ep.index} (seed {ep.seed}) crashed its worker {MAX_RETRIES + 1} times"
+                )
             ep.retries += 1
             self.retries += 1
             self._assign(slot, ep)
@@ -188,17 +234,27 @@ class Rollouts:
         if s.frames is not None:
             s.frames.append(obs[T.image_key(self.spec.cameras[0])])
 
+    def _renders(self, slot: int) -> bool:
+        """Render when the policy looks at images or this episode's video is kept."""
+        return self.uses_images or self.slots[slot].frames is not None
+
     def _batch(self, slots: list[int]) -> dict:
         """The policy input for `slots`: images [B, T, H, W, C] uint8, state [B, T, S], pads [B, T]."""
         hist = [list(self.slots[s].history) for s in slots]
         batch: dict[str, Any] = {}
-        for cam in self.spec.cameras:
+        for cam in self.spec.cameras if self.uses_images else ():
             key = T.image_key(cam)
             batch[key] = torch.from_numpy(np.stack([[o[key] for o in h] for h in hist]))  # [B, T, H, W, C]
-        batch[T.STATE] = torch.from_numpy(np.stack([[o[T.STATE] for o in h] for h in hist]).astype(np.float32))
+        batch[T.STATE] = torch.from_numpy(
+            np.stack([[o[T.STATE] for o in h] for h in hist]).astype(np.float32)
+        )
         pad = [[i < self.history - 1 - self.slots[s].steps for i in range(self.history)] for s in slots]
         batch[T.OBS_IS_PAD] = torch.tensor(pad, dtype=torch.bool)  # [B, T]
         batch[T.TASK] = [self.slots[s].history[-1][T.TASK] for s in slots]
+        if self.cfg.dataset_index is not None:
+            batch[T.DATASET_INDEX] = torch.full(
+                (len(slots),), self.cfg.dataset_index, dtype=torch.long
+            )  # [B]
         if self.spec.expert:
             batch[EXPERT_ACTION] = torch.from_numpy(np.stack([h[-1][EXPERT_ACTION] for h in hist]))  # [B, A]
         return batch
@@ -211,7 +267,9 @@ class Rollouts:
         batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self._batch(need).items()}
         with torch.inference_mode():
             chunks = self.policy.sample_actions(batch, generator=self.generator)  # [B, H, A]
-        chunks = chunks.detach().float().cpu().numpy()
+        chunks = (
+            chunks.detach().float().cpu().numpy()[..., :ENV_ACTION_DIM]
+        )  # [B, H, 4] (mixture: real dims first)
         self.policy_time += time.perf_counter() - start
         self.policy_calls += 1
         for s, chunk in zip(need, chunks, strict=True):
@@ -223,7 +281,9 @@ class Rollouts:
             pending = [s for s, slot in self.slots.items() if slot.pending_reset]
             if not pending:
                 return
-            items = [(s, self.slots[s].episode.task, self.slots[s].episode.seed) for s in pending]
+            items = [
+                (s, self.slots[s].episode.task, self.slots[s].episode.seed, self._renders(s)) for s in pending
+            ]
             obs, crashed = self.pool.reset(items)
             for s in pending:
                 if s in obs and s not in crashed:
@@ -273,16 +333,23 @@ def evaluate(
     on_step: Callable[[Rollouts], None] | None = None,
 ) -> dict:
     """Roll out `policy` on `tasks`; returns the raw run record (results, timing, counters)."""
-    check_policy_fits(policy)
+    check_policy_fits(policy, cfg.dataset_index)
     spec = env_spec_for(policy, cfg)
+    _check_spec(spec, cfg)
     seeds = eval_seeds(cfg.seed, cfg.episodes_per_task)
     seed_check = (train_seeds or TrainSeeds.unknown()).check(tasks, seeds, allow=cfg.allow_train_seeds)
+    threads = cfg.torch_threads or max(1, (os.cpu_count() or 1) - cfg.workers)
+    saved_threads = torch.get_num_threads()
     start = time.perf_counter()
-    with EnvPool(cfg.workers, spec) as pool:
-        loop = Rollouts(policy, tasks, cfg, pool, spec)
-        loop.on_step, loop.on_episode = on_step, on_episode
-        completed = loop.run()
-        restarts = pool.restarts
+    try:
+        torch.set_num_threads(threads)
+        with EnvPool(cfg.workers, spec) as pool:
+            loop = Rollouts(policy, tasks, cfg, pool, spec)
+            loop.on_step, loop.on_episode = on_step, on_episode
+            completed = loop.run()
+            restarts = pool.restarts
+    finally:
+        torch.set_num_threads(saved_threads)
     wall = time.perf_counter() - start
     return {
         "results": loop.results,
@@ -295,6 +362,7 @@ def evaluate(
         "retries": loop.retries,
         "worker_restarts": restarts,
         "execute_steps": loop.execute_steps,
+        "torch_threads": threads,
         "env": {"cameras": list(spec.cameras), "image_size": spec.image_size, "max_steps": spec.max_steps},
         "train_seeds": seed_check,
     }
@@ -304,38 +372,6 @@ def _policy_device(policy: Any) -> torch.device:
     params = getattr(policy, "parameters", None)
     first = next(iter(params()), None) if callable(params) else None
     return first.device if first is not None else torch.device("cpu")
-
-
-def build_info(policy: Any, name: str, suite: str, tasks: list[str], cfg: EvalConfig, run: dict) -> dict:
-    """The eval_info.json record: per task / group / overall metrics plus how they were obtained."""
-    from vlaforge.envs.tasks import TASK_DESCRIPTIONS, difficulty_of
-
-    summary = summarize(run["results"], tasks, difficulty_of)
-    for task, m in summary["per_task"].items():
-        m["instruction"] = TASK_DESCRIPTIONS.get(task, "")
-    pcfg = policy.config
-    return {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "policy": name,
-        "suite": suite,
-        "tasks": list(tasks),
-        "episodes_per_task": cfg.episodes_per_task,
-        "seed": cfg.seed,
-        "execution": {
-            "mode": cfg.execution,
-            "execute_steps": run["execute_steps"] if cfg.execution == "receding" else 1,
-            "chunk": int(pcfg.chunk),
-            "history": int(getattr(pcfg, "history", 1)),
-            "ensemble_coeff": cfg.ensemble_coeff if cfg.execution == "ensemble" else None,
-        },
-        "env": run["env"],
-        **summary,
-        "timing": {k: run[k] for k in ("wall_time_s", "env_steps", "env_steps_per_s", "policy_calls", "policy_time_s")},
-        "robustness": {"retries": run["retries"], "worker_restarts": run["worker_restarts"], "workers": cfg.workers},
-        "interrupted": run["interrupted"],
-        "train_seeds": run["train_seeds"],
-        "episodes": [r.to_dict() for r in sorted(run["results"], key=lambda r: (tasks.index(r.task), r.episode))],
-    }
 
 
 def run_evaluation(

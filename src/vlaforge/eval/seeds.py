@@ -10,7 +10,8 @@ Training seeds are read from the checkpoint's metadata, where the trainer record
 accept the shapes a metadata dict may take: seeds listed directly (`train_seeds`/`seeds`: a list, or a
 dict task -> list), per-episode records (`{"task", "seed"}`), or dataset roots whose episodes carry a
 `seed` (read from disk when the dataset is still there). A seed recorded without a task counts for
-every task (conservative).
+every task (conservative). Datasets name tasks by their instruction (LeRobot's `tasks`), so a recorded
+task matches an eval task by its name or by its instruction.
 """
 
 from __future__ import annotations
@@ -116,20 +117,26 @@ class TrainSeeds:
             for root in _roots(metadata[key]):
                 found = _dataset_pairs(root)
                 if found is None:
-                    return cls.unknown(f"checkpoint names dataset {root!r} but its episode seeds cannot be read")
+                    return cls.unknown(
+                        f"checkpoint names dataset {root!r} but its episode seeds cannot be read"
+                    )
                 pairs |= found
             if pairs:
                 return cls(frozenset(pairs), f"episode seeds of the datasets in metadata[{key!r}]")
         return cls.unknown("the checkpoint metadata records no training seeds or datasets")
 
     def overlap(self, tasks: Iterable[str], seeds: Iterable[int]) -> list[Pair]:
+        """Eval (task, seed) pairs used in training; a recorded task may be the name or its instruction."""
         if not self.pairs:
             return []
+        from vlaforge.envs.tasks import TASK_DESCRIPTIONS
+
         seeds = list(seeds)
-        return sorted(
-            ((t, s) for t in tasks for s in seeds if (t, s) in self.pairs or (None, s) in self.pairs),
-            key=lambda p: (p[0] or "", p[1]),
-        )
+        hits = []
+        for t in tasks:
+            names = {t, TASK_DESCRIPTIONS.get(t), None}
+            hits += [(t, s) for s in seeds if any((n, s) in self.pairs for n in names)]
+        return sorted(hits, key=lambda p: (p[0] or "", p[1]))
 
     def check(self, tasks: list[str], seeds: list[int], *, allow: bool) -> dict:
         """A report entry; raises VlaforgeError on overlap unless `allow`."""
@@ -145,4 +152,9 @@ class TrainSeeds:
                 "pick another --seed or pass --allow-train-seeds"
             )
         status = "overlap-allowed" if overlap else "disjoint"
-        return {"status": status, "source": self.source, "overlap": [list(p) for p in overlap], "train_pairs": len(self.pairs)}
+        return {
+            "status": status,
+            "source": self.source,
+            "overlap": [list(p) for p in overlap],
+            "train_pairs": len(self.pairs),
+        }

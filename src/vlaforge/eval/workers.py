@@ -1,7 +1,9 @@
 """Environment worker processes: each owns a few environment slots and steps them on request.
 
 The main process owns the policy; the workers own MuJoCo. Slot `s` lives on worker `s % num_workers`.
-One message per worker per step carries the actions of all its slots; the pool sends to every worker
+Each episode renders its cameras or not (`render=False`: physics only, ~20x faster, for scripted
+policies on episodes whose video is not kept). One message per worker per step carries the actions of
+all its slots; the pool sends to every worker
 first and then collects the replies, so the workers render in parallel.
 
 A worker that dies (segfault, OOM kill, SIGKILL) is restarted; every slot it held loses its episode and
@@ -20,8 +22,10 @@ import os
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("EGL_PLATFORM", "surfaceless")
 
+import contextlib  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import signal  # noqa: E402
+import time  # noqa: E402
 import traceback  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
@@ -30,6 +34,7 @@ import numpy as np  # noqa: E402
 
 EXPERT_ACTION = "expert_action"  # extra observation key holding env.expert_action() when requested
 StepResult = tuple[dict, bool, bool, dict]  # (obs, success, done, info) as Environment.step returns
+ResetItem = tuple[int, str, int, bool]  # (slot, task, seed, render): render=False leaves the images out
 _CONNECTION_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError, OSError)
 
 
@@ -61,23 +66,25 @@ class _Envs:
     def __init__(self, spec: EnvSpec) -> None:
         self.spec = spec
         self.envs: dict[int, Any] = {}
+        self.render: dict[int, bool] = {}  # per slot, for the current episode
 
-    def reset(self, items: list[tuple[int, str, int]]) -> dict[int, dict]:
+    def reset(self, items: list[ResetItem]) -> dict[int, dict]:
         out = {}
-        for slot, task, seed in items:
+        for slot, task, seed, render in items:
             env = self.envs.get(slot)
             if env is None or env.task != task:
                 if env is not None:
                     env.close()
                 env = self.envs[slot] = _make_env(task, self.spec)
-            out[slot] = _with_expert(env, env.reset(seed), self.spec)
+            self.render[slot] = render
+            out[slot] = _with_expert(env, env.reset(seed, render=render), self.spec)
         return out
 
     def step(self, actions: dict[int, np.ndarray]) -> dict[int, StepResult]:
         out = {}
         for slot, action in actions.items():
             env = self.envs[slot]
-            obs, success, done, info = env.step(action)
+            obs, success, done, info = env.step(action, render=self.render[slot])
             out[slot] = (_with_expert(env, obs, self.spec), bool(success), bool(done), _plain(info))
         return out
 
@@ -89,7 +96,9 @@ class _Envs:
 
 def _plain(info: dict) -> dict:
     """Keep the small scalar entries of an info dict (what the runner may log)."""
-    return {k: float(v) for k, v in info.items() if np.ndim(v) == 0 and isinstance(v, (int, float, np.number))}
+    return {
+        k: float(v) for k, v in info.items() if np.ndim(v) == 0 and isinstance(v, (int, float, np.number))
+    }
 
 
 def worker_main(conn: Any, spec: EnvSpec) -> None:
@@ -138,11 +147,12 @@ class EnvPool:
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs]
 
-    def reset(self, items: list[tuple[int, str, int]]) -> tuple[dict[int, dict], set[int]]:
-        """Reset slots to (task, seed); returns {slot: obs} and the slots lost to a crashed worker."""
+    def reset(self, items: list[ResetItem]) -> tuple[dict[int, dict], set[int]]:
+        """Reset slots to (task, seed), rendering their episode or not; returns {slot: obs} and the
+        slots lost to a crashed worker."""
         per_worker: dict[int, list] = {}
-        for slot, task, seed in items:
-            per_worker.setdefault(self.worker_of(slot), []).append((slot, task, int(seed)))
+        for slot, task, seed, render in items:
+            per_worker.setdefault(self.worker_of(slot), []).append((slot, task, int(seed), bool(render)))
             self._slots[self.worker_of(slot)].add(slot)
         return self._call("reset", per_worker)
 
@@ -157,16 +167,25 @@ class EnvPool:
         """Forget a slot that will not be used again (its crash no longer matters)."""
         self._slots[self.worker_of(slot)].discard(slot)
 
-    def close(self) -> None:
-        for w, conn in enumerate(self._conns):
-            try:
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Ask every worker to close its environments and exit; kill those that do not in time.
+
+        After an interruption a worker may still be sending a reply nobody will read (larger than the
+        pipe buffer, so it blocks): we keep draining until it exits.
+        """
+        for conn in self._conns:
+            with contextlib.suppress(*_CONNECTION_ERRORS):
                 conn.send(("close", None))
-            except _CONNECTION_ERRORS:
-                pass
-            self._procs[w].join(timeout=5)
-            if self._procs[w].is_alive():
-                self._procs[w].kill()
-                self._procs[w].join()
+        deadline = time.monotonic() + timeout_s
+        for proc, conn in zip(self._procs, self._conns, strict=True):
+            while proc.is_alive() and time.monotonic() < deadline:
+                with contextlib.suppress(*_CONNECTION_ERRORS):
+                    if conn.poll(0.05):
+                        conn.recv()
+                proc.join(timeout=0)
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
             conn.close()
 
     def __enter__(self) -> EnvPool:
@@ -177,7 +196,9 @@ class EnvPool:
 
     def _start(self, w: int) -> None:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=worker_main, args=(child, self.spec), daemon=True, name=f"vlaforge-env-{w}")
+        proc = self._ctx.Process(
+            target=worker_main, args=(child, self.spec), daemon=True, name=f"vlaforge-env-{w}"
+        )
         proc.start()
         child.close()
         self._procs[w], self._conns[w] = proc, parent

@@ -105,11 +105,17 @@ def validate(cfg: PolicyConfig) -> PolicyConfig:
         (cfg.history >= 1 and cfg.chunk >= 1, "history and chunk must be >= 1"),
         (cfg.action_dim >= 1 and cfg.state_dim >= 0, "action_dim must be >= 1 and state_dim >= 0"),
         (1 <= cfg.execute_steps <= cfg.chunk, f"execute_steps must be in [1, chunk={cfg.chunk}]"),
-        (cfg.image.patch_size % stem == 0, f"image.patch_size must be a multiple of 2**len(stem_channels)={stem}"),
+        (
+            cfg.image.patch_size % stem == 0,
+            f"image.patch_size must be a multiple of 2**len(stem_channels)={stem}",
+        ),
         (cfg.image_size % cfg.image.patch_size == 0, "image_size must be a multiple of image.patch_size"),
         (cfg.trunk.width % cfg.trunk.heads == 0, "trunk.heads must divide trunk.width"),
         (cfg.language.num_tokens >= 1, "language.num_tokens must be >= 1"),
-        (cfg.head.kind != "tokens" or cfg.normalization == "bounds", 'the tokens head needs normalization="bounds"'),
+        (
+            cfg.head.kind != "tokens" or cfg.normalization == "bounds",
+            'the tokens head needs normalization="bounds"',
+        ),
         (all(0 <= d < cfg.action_dim for d in cfg.raw_action_dims), "raw_action_dims out of range"),
         (all(0 <= d < cfg.state_dim for d in cfg.raw_state_dims), "raw_state_dims out of range"),
     ]

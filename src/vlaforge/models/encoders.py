@@ -57,7 +57,9 @@ class ImageStem(nn.Module):
         x = frames.to(self.mean.device).permute(0, 3, 1, 2).float() / 255.0  # [N, C, H, W]
         if x.shape[-2:] != (self.image_size, self.image_size):
             down = x.shape[-1] > self.image_size
-            x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", antialias=down, align_corners=False)
+            x = F.interpolate(
+                x, size=(self.image_size,) * 2, mode="bilinear", antialias=down, align_corners=False
+            )
         if self.pixel_norm == "imagenet":
             return (x - self.mean) / self.std
         return x * 2.0 - 1.0

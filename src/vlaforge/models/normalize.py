@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlaforge.errors import VlaforgeError
+
 EPS = 1e-6
 
 
@@ -40,6 +42,7 @@ class Normalizer(nn.Module):
     ) -> None:
         super().__init__()
         self.key, self.dim, self.mode = key, dim, mode
+        stats = [stats] if isinstance(stats, dict) else stats  # one dataset's dict is accepted too
         rows = [_affine(s.get(key) if s else None, dim, mode, raw_dims) for s in (stats or [None])]
         self.register_buffer("center", torch.stack([r[0] for r in rows]))  # [K, D]
         self.register_buffer("scale", torch.stack([r[1] for r in rows]))  # [K, D]
@@ -53,7 +56,11 @@ class Normalizer(nn.Module):
         """center/scale/clip for each batch row, shaped to broadcast against x [B, ..., D]."""
         if dataset_index is None:
             dataset_index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        idx = dataset_index.long().clamp(0, self.num_datasets - 1)
+        idx = dataset_index.long().to(self.center.device)
+        if idx.numel() and int(idx.max()) >= self.num_datasets:
+            raise VlaforgeError(
+                f"dataset_index {int(idx.max())} but the policy has stats for {self.num_datasets} dataset(s)"
+            )
         shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (self.dim,)
         return tuple(b[idx].reshape(shape) for b in (self.center, self.scale, self.clip))
 
@@ -70,9 +77,10 @@ class Normalizer(nn.Module):
         return n * scale + center
 
 
-def _vector(stats: dict[str, Any], name: str) -> np.ndarray | None:
-    value = stats.get(name)
-    return None if value is None else np.asarray(value, dtype=np.float64).reshape(-1)
+def _vector(stats: dict[str, Any], name: str) -> np.ndarray:
+    if stats.get(name) is None:
+        raise VlaforgeError(f"normalization stats lack {name!r} (have: {sorted(stats)})")
+    return np.asarray(stats[name], dtype=np.float64).reshape(-1)
 
 
 def _affine(

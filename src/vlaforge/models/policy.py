@@ -42,7 +42,12 @@ from vlaforge.models.language import text_model_parameters
 from vlaforge.models.normalize import Normalizer, jsonable_stats
 from vlaforge.models.trunk import Trunk
 
-CONFIG_FILE, WEIGHTS_FILE, STATS_FILE, METADATA_FILE = "config.json", "model.safetensors", "stats.json", "metadata.json"
+CONFIG_FILE, WEIGHTS_FILE, STATS_FILE, METADATA_FILE = (
+    "config.json",
+    "model.safetensors",
+    "stats.json",
+    "metadata.json",
+)
 NORM_PREFIXES = ("action_norm.", "state_norm.")
 
 
@@ -69,9 +74,12 @@ class VLAPolicy(nn.Module):
     ) -> None:
         super().__init__()
         cfg = self.config = validate(config)
+        stats = [stats] if isinstance(stats, dict) else stats  # one dataset's stats dict is accepted
         self.stats = jsonable_stats(stats)
         self.metadata = dict(metadata or {})
-        self.action_norm = Normalizer(types.ACTION, cfg.action_dim, stats, cfg.normalization, cfg.raw_action_dims)
+        self.action_norm = Normalizer(
+            types.ACTION, cfg.action_dim, stats, cfg.normalization, cfg.raw_action_dims
+        )
         self.state_norm = Normalizer(types.STATE, cfg.state_dim, stats, cfg.normalization, cfg.raw_state_dims)
         stem = ImageStem(cfg)
         self.obs_encoder = ObservationEncoder(cfg, stem)  # owns the (shared) stem
@@ -96,7 +104,9 @@ class VLAPolicy(nn.Module):
         images = []
         for cam in cfg.cameras:
             if types.image_key(cam) not in observation:
-                raise VlaforgeError(f"the observation lacks {types.image_key(cam)!r} (policy cameras: {cfg.cameras})")
+                raise VlaforgeError(
+                    f"the observation lacks {types.image_key(cam)!r} (policy cameras: {cfg.cameras})"
+                )
             images.append(_tensor(observation[types.image_key(cam)])[:, keep])  # [B, T, H, W, C]
         b = images[0].shape[0]
         index = observation.get(types.DATASET_INDEX)
@@ -111,12 +121,16 @@ class VLAPolicy(nn.Module):
         pad = None if pad is None else _tensor(pad, dev)[:, keep].bool()  # [B, T]
         return self.trunk(task_tokens, obs_tokens, pad)
 
-    def _state(self, obs: dict[str, Any], index: torch.Tensor | None, keep: slice, dev: torch.device) -> torch.Tensor:
+    def _state(
+        self, obs: dict[str, Any], index: torch.Tensor | None, keep: slice, dev: torch.device
+    ) -> torch.Tensor:
         if types.STATE not in obs:
             raise VlaforgeError(f"the observation lacks {types.STATE!r} (state_dim={self.config.state_dim})")
         raw = _tensor(obs[types.STATE], dev).float()[:, keep]  # [B, T, S']
         real = raw.shape[-1]
-        state = self.state_norm.normalize(_pad_last(raw, self.config.state_dim, types.STATE), index)  # [B, T, S]
+        state = self.state_norm.normalize(
+            _pad_last(raw, self.config.state_dim, types.STATE), index
+        )  # [B, T, S]
         dim_mask = obs.get(types.STATE_DIM_MASK)
         if dim_mask is None:
             dim_mask = (torch.arange(state.shape[-1], device=dev) < real).expand(state.shape[0], -1)
@@ -127,14 +141,18 @@ class VLAPolicy(nn.Module):
         cfg, dev = self.config, self.device
         raw = _tensor(batch[types.ACTION], dev).float()  # [B, H', A']
         if raw.shape[1] < cfg.chunk:
-            raise VlaforgeError(f"the batch has action chunks of {raw.shape[1]} steps; the policy needs {cfg.chunk}")
+            raise VlaforgeError(
+                f"the batch has action chunks of {raw.shape[1]} steps; the policy needs {cfg.chunk}"
+            )
         raw, real = raw[:, : cfg.chunk], raw.shape[-1]
         index = batch.get(types.DATASET_INDEX)
         index = None if index is None else _tensor(index, dev).reshape(-1)
         actions = self.action_norm.normalize(_pad_last(raw, cfg.action_dim, types.ACTION), index)  # [B, H, A]
         b, h, a = actions.shape
         dim_mask = batch.get(types.ACTION_DIM_MASK)
-        dim_mask = (torch.arange(a, device=dev) < real).expand(b, a) if dim_mask is None else _tensor(dim_mask, dev)
+        dim_mask = (
+            (torch.arange(a, device=dev) < real).expand(b, a) if dim_mask is None else _tensor(dim_mask, dev)
+        )
         is_pad = batch.get(types.ACTION_IS_PAD)
         is_pad = torch.zeros(b, h, dtype=torch.bool, device=dev) if is_pad is None else _tensor(is_pad, dev)
         mask = ~is_pad.bool()[:, : cfg.chunk, None] & dim_mask.bool()[:, None, :]  # [B, H, A]
@@ -146,7 +164,9 @@ class VLAPolicy(nn.Module):
         return self.head.loss(self.encode(batch), actions, mask)
 
     @torch.no_grad()
-    def sample_actions(self, observation: dict[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_actions(
+        self, observation: dict[str, Any], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Actions [B, H, A] in robot units (the observation is encoded once per call)."""
         normalized = self.head.sample(self.encode(observation), 1, generator)  # [B, H, A]
         index = observation.get(types.DATASET_INDEX)
@@ -183,7 +203,11 @@ class VLAPolicy(nn.Module):
     def _write_files(self, out: Path) -> None:
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "vlaforge"})
-        for name, data in ((STATS_FILE, self.stats), (METADATA_FILE, self.metadata), (CONFIG_FILE, to_dict(self.config))):
+        for name, data in (
+            (STATS_FILE, self.stats),
+            (METADATA_FILE, self.metadata),
+            (CONFIG_FILE, to_dict(self.config)),
+        ):
             (out / name).write_text(json.dumps(data, indent=2, default=_json_default))
 
     @classmethod
@@ -209,10 +233,14 @@ class VLAPolicy(nn.Module):
                 )
         extra = sorted(set(state) - set(own))
         if extra:
-            raise VlaforgeError(f"{where}: unexpected tensor {extra[0]!r} (not in the model its config builds)")
+            raise VlaforgeError(
+                f"{where}: unexpected tensor {extra[0]!r} (not in the model its config builds)"
+            )
         self.load_state_dict(state, strict=True)
 
-    def load_state_dict_partial(self, state: dict[str, torch.Tensor], strict_shapes: bool = False) -> list[str]:
+    def load_state_dict_partial(
+        self, state: dict[str, torch.Tensor], strict_shapes: bool = False
+    ) -> list[str]:
         """Fine-tuning load: copy every tensor whose name and shape fit; return the names left at
         their fresh initialisation (new input/output layers). Normalization buffers are never copied
         (the new policy's stats rule). With `strict_shapes`, a shape mismatch is a VlaforgeError."""
@@ -225,7 +253,9 @@ class VLAPolicy(nn.Module):
                 fits[key] = state[key]
                 continue
             if strict_shapes and key in state:
-                raise VlaforgeError(f"tensor {key!r}: checkpoint shape {list(state[key].shape)} != {list(value.shape)}")
+                raise VlaforgeError(
+                    f"tensor {key!r}: checkpoint shape {list(state[key].shape)} != {list(value.shape)}"
+                )
             fresh.append(key)
         self.load_state_dict(fits, strict=False)
         return fresh

@@ -4,9 +4,10 @@ Three ways to turn `[H, A]` chunks into one action per control step:
 
 - receding horizon and ACT temporal ensembling: `vlaforge.eval.execution` (`RecedingHorizon`,
   `TemporalEnsemble`, `ChunkBroker`), shared with the eval runner and re-exported here;
-- `AsyncChunkBroker` (this module): execute the current chunk step by step and, when `refill_at`
-  steps remain, request the next chunk *in a background thread* with the current observation while
-  the robot keeps executing. When the new chunk arrives `d` steps after it was requested, its first
+- `AsyncChunkBroker` (this module): execute the current chunk step by step and, when only `refill_at`
+  of its actions remain (counting the current step's), request the next chunk *in a background
+  thread* with the current observation while the robot keeps executing them (`refill_at=0`: only
+  when the chunk is used up, openpi's `ActionChunkBroker`). When the new chunk arrives `d` steps after it was requested, its first
   `d` rows are already in the past and dropped (row 0 was predicted for the request step); the rest
   overlaps the remaining old plan, and the overlap is cross-faded linearly (`blend_overlap`): on the
   i-th of L overlapping steps the new chunk has weight (i+1)/(L+1), so the first executed action is
@@ -99,16 +100,14 @@ class AsyncChunkBroker:
         if self._pending is not None and (self._pending.done() or (len(self._plan) == 0 and self.block)):
             self.stats["starved"] += int(not self._pending.done())
             self._merge(self._pending.result())
-        if len(self._plan) == 0 and self._pending is None:
-            self._request_next(obs)
-            if self._pending is not None and self.block:
-                self._merge(self._pending.result())
+        if len(self._plan) <= self.refill_at and self._pending is None:
+            self._request_next(obs)  # synchronous: merged at once; else in flight
+        if len(self._plan) == 0 and self._pending is not None and self.block:
+            self._merge(self._pending.result())
         if len(self._plan) == 0:
             self.stats["starved"] += 1
             self._step += 1
             return None
-        if len(self._plan) - 1 <= self.refill_at and self._pending is None:
-            self._request_next(obs)
         action, self._plan = self._plan[0], self._plan[1:]
         self._step += 1
         return action

@@ -28,7 +28,8 @@ command (an object in the hand is not dropped). The watchdog counts from the las
 (`infer` or `notify_chunk`): after `hold_after_ms` it holds, after `stop_after_ms` it latches the
 e-stop. The e-stop (`estop()`) is the same controlled stop, latched until `reset()`. Every
 intervention is counted in `interventions` and logged (`vlaforge.safety`; the first of each kind at
-WARNING, later ones at INFO) with the last 1000 kept in `events`.
+WARNING, later ones at INFO) with the last 1000 kept in `events`. After construction and `reset()`
+the robot is assumed at rest (previous step 0), so the first command also obeys the acceleration limit.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def _clip_to(interval_lo: np.ndarray, interval_hi: np.ndarray, lo: np.ndarray, h
     new_lo, new_hi = np.maximum(lo, interval_lo), np.minimum(hi, interval_hi)
     conflict = new_lo > new_hi
     nearest = np.clip(np.where(interval_lo > hi, hi, lo), lo, hi)
-    return np.where(conflict, nearest, new_lo), np.where(conflict, nearest, new_hi), bool(conflict.any())
+    real = (new_lo - new_hi) > 1e-9  # a nanometre: float32 rounding at a tight (feasible) braking step
+    return np.where(conflict, nearest, new_lo), np.where(conflict, nearest, new_hi), bool(real.any())
 
 
 class SafetySupervisor:
@@ -116,7 +118,7 @@ class SafetySupervisor:
     def reset(self, reset_policy: bool = True) -> None:
         """Clear the e-stop latch, the motion history and the watchdog timer (episode start)."""
         self.stopped: str | None = None
-        self._prev_step: np.ndarray | None = None  # [P] last commanded step, metres
+        self._prev_step = np.zeros(len(self.config.position_dims))  # [P] last step, metres (at rest)
         self._target: np.ndarray | None = None  # [P] last commanded target, metres
         self._last_safe: np.ndarray | None = None  # [A]
         self._last_chunk = self.clock()
@@ -162,6 +164,10 @@ class SafetySupervisor:
     # ------------------------------------------------------------------ per-step path
     def filter(self, action: Any, state: Any = None, now: float | None = None, *, _preview: bool = False) -> np.ndarray:
         """The command to send for this control step: finite and within every limit."""
+        with np.errstate(over="ignore", invalid="ignore"):  # 1e308 inputs are clipped, not warned about
+            return self._filter(action, state, now, _preview)
+
+    def _filter(self, action: Any, state: Any, now: float | None, _preview: bool) -> np.ndarray:
         cfg = self.config
         hold = self._hold_reason(action, now, _preview)
         a = np.zeros(self._width()) if hold else np.asarray(action, dtype=np.float64).copy()  # [A]
@@ -232,7 +238,7 @@ class SafetySupervisor:
             wanted = a[pos_dims] - ref  # [P] metres
         lo, hi = self._step_bounds(pos_dims)
         lo, hi = self._workspace_bounds(lo, hi, ref, quiet)
-        if cfg.max_step_change is not None and self._prev_step is not None:
+        if cfg.max_step_change is not None:
             change = cfg.max_step_change
             lo, hi, conflict = _clip_to(self._prev_step - change, self._prev_step + change, lo, hi)
             if conflict:

@@ -137,8 +137,8 @@ class Trainer:
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == 1 or self.step == cfg.steps:
                     rate = window_samples / max(1e-9, time.perf_counter() - window_start)
-                    record = {"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                              "samples_per_s": rate, **metrics}
+                    record = {**metrics, "step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                              "samples_per_s": rate}
                     self._log(record)
                     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}")
                     window_start, window_samples = time.perf_counter(), 0
@@ -168,7 +168,7 @@ class Trainer:
         step = self.step + 1
         if not math.isfinite(loss_value):
             raise self._diverged("loss", loss_value, step)
-        metrics = dict(metrics)
+        metrics = self._mean_metrics(metrics)
         if cfg.grad_clip > 0:
             norm = float(torch.nn.utils.clip_grad_norm_(self.optimizer_params(), cfg.grad_clip))
             if not math.isfinite(norm):
@@ -180,6 +180,14 @@ class Trainer:
             self.ema.update(self.policy)
         self.step = step
         return loss_value, {k: float(v) for k, v in metrics.items()}
+
+    def _mean_metrics(self, metrics: dict) -> dict[str, float]:
+        """The head's metrics (of the last micro-batch) averaged over processes."""
+        if not self.dist.enabled or not metrics:
+            return {k: float(v) for k, v in metrics.items()}
+        keys = sorted(metrics)
+        values = self.dist.mean(torch.tensor([float(metrics[k]) for k in keys], device=self.dist.device))
+        return dict(zip(keys, values.tolist(), strict=True))
 
     def optimizer_params(self) -> list[torch.nn.Parameter]:
         return [p for g in self.optimizer.param_groups for p in g["params"]]

@@ -136,7 +136,9 @@ class ConditionedMLP(nn.Module):
     once per observation and `forward(cond_h, x)` only the rest, once per denoising/Euler step.
     """
 
-    def __init__(self, cond_dim: int, x_dim: int, out_dim: int, hidden_dim: int, num_blocks: int, dropout: float):
+    def __init__(
+        self, cond_dim: int, x_dim: int, out_dim: int, hidden_dim: int, num_blocks: int, dropout: float
+    ):
         super().__init__()
         self.cond_proj = nn.Linear(cond_dim, hidden_dim)
         self.x_proj = nn.Linear(x_dim, hidden_dim, bias=False)
@@ -169,7 +171,9 @@ class PositionwiseMLP(nn.Module):
     readouts are similar. readouts [B, H, D] -> [B, H, out_dim].
     """
 
-    def __init__(self, embed_dim: int, horizon: int, out_dim: int, hidden_dim: int, num_blocks: int, dropout: float):
+    def __init__(
+        self, embed_dim: int, horizon: int, out_dim: int, hidden_dim: int, num_blocks: int, dropout: float
+    ):
         super().__init__()
         self.position = nn.Parameter(torch.randn(horizon, embed_dim) * 0.02)  # [H, D]
         self.norm = nn.LayerNorm(embed_dim)
@@ -177,5 +181,7 @@ class PositionwiseMLP(nn.Module):
 
     def forward(self, readouts: torch.Tensor) -> torch.Tensor:
         if readouts.shape[1] != self.position.shape[0]:
-            raise ValueError(f"expected {self.position.shape[0]} readouts (one per chunk position), got {readouts.shape[1]}")
+            raise ValueError(
+                f"expected {self.position.shape[0]} readouts (one per chunk position), got {readouts.shape[1]}"
+            )
         return self.mlp(self.norm(readouts + self.position))  # [B, H, out_dim]

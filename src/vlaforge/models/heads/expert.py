@@ -61,7 +61,9 @@ class ExpertLayer(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
+        )
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # [B, heads, L, head_dim]
@@ -86,7 +88,14 @@ class ActionExpert(nn.Module):
     """The expert transformer: `encode_prefix(trunk)` once, then `forward(x_t, t, prefix)` per step."""
 
     def __init__(
-        self, embed_dim: int, action_dim: int, horizon: int, width: int, depth: int, heads: int, mlp_ratio: int
+        self,
+        embed_dim: int,
+        action_dim: int,
+        horizon: int,
+        width: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: int,
     ) -> None:
         super().__init__()
         self.horizon = horizon

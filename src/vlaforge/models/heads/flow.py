@@ -169,7 +169,9 @@ class ExpertFlowHead(_FlowMatchingHead):
             None if trunk.token_mask is None else repeat_samples(trunk.token_mask, num_samples),
         )
         x = randn((rep.readouts.shape[0], self.horizon, self.action_dim), generator, like=rep.readouts)
-        return euler_integrate(lambda x_t, t: self.expert(x_t, t, self.expert.encode_prefix(rep)), x, self.flow_steps)
+        return euler_integrate(
+            lambda x_t, t: self.expert(x_t, t, self.expert.encode_prefix(rep)), x, self.flow_steps
+        )
 
 
 def _flow_kwargs(cfg) -> dict[str, Any]:

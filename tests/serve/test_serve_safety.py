@@ -1,0 +1,180 @@
+"""Safety supervisor: whatever the policy outputs, what reaches the robot stays within the limits."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vlaforge.serve.safety import SafetyConfig, SafetySupervisor, braking_limit
+
+CFG = SafetyConfig(max_step=0.01, max_step_change=0.004, hold_after_ms=None, stop_after_ms=None)
+LOW, HIGH = np.array(CFG.workspace_low), np.array(CFG.workspace_high)
+EPS = 1e-9
+
+wild = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e30, -1e30, 1e-300, 0.0, 1.0, -1.0]),
+    st.floats(-3, 3),
+)
+action = st.one_of(
+    st.lists(wild, min_size=4, max_size=4),
+    st.none(),
+    st.lists(st.floats(-2, 2), min_size=0, max_size=6),  # wrong shapes
+)
+inside = st.tuples(*(st.floats(float(lo), float(hi)) for lo, hi in zip(LOW, HIGH, strict=True)))
+fast = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _check(out: np.ndarray, cfg: SafetyConfig = CFG) -> None:
+    assert out.shape == (4,) and out.dtype == np.float32 and np.isfinite(out).all()
+    assert (out >= np.array(cfg.action_low) - EPS).all() and (out <= np.array(cfg.action_high) + EPS).all()
+    assert cfg.gripper_low - EPS <= out[3] <= cfg.gripper_high + EPS
+
+
+@fast
+@given(start=inside, actions=st.lists(action, min_size=1, max_size=40))
+def test_tracking_robot_never_leaves_the_limits(start, actions):
+    """A robot that follows each command: velocity, acceleration and workspace hold at every step."""
+    sup = SafetySupervisor(config=CFG)
+    pos, prev = np.array(start), np.zeros(3)
+    for a in actions:
+        out = sup.filter(a, state=np.array([*pos, 0.0]))
+        _check(out)
+        step = out[:3].astype(np.float64) * CFG.action_scale  # metres
+        assert (np.abs(step) <= CFG.max_step + EPS).all()
+        assert (np.abs(step - prev) <= CFG.max_step_change + 1e-7).all()
+        pos, prev = pos + step, step
+        assert (pos >= LOW - 1e-7).all() and (pos <= HIGH + 1e-7).all()
+    assert sup.interventions["limit_conflict"] == 0
+
+
+@fast
+@given(
+    states=st.lists(st.lists(st.floats(-5, 5), min_size=4, max_size=4), min_size=1, max_size=20),
+    actions=st.lists(action, min_size=20, max_size=20),
+)
+def test_arbitrary_observed_states_still_bounded(states, actions):
+    """The observed state jumps around (the robot does not follow): still finite, bounded, and a
+    target from inside the box stays inside."""
+    sup = SafetySupervisor(config=CFG)
+    for state, a in zip(states, actions, strict=False):
+        out = _check_step(sup, a, np.array(state))
+        pos = np.array(state[:3])
+        if (pos >= LOW).all() and (pos <= HIGH).all():
+            target = pos + out[:3].astype(np.float64) * CFG.action_scale
+            assert (target >= LOW - 1e-7).all() and (target <= HIGH + 1e-7).all()
+
+
+def _check_step(sup: SafetySupervisor, a, state) -> np.ndarray:
+    out = sup.filter(a, state=state)
+    _check(out)
+    assert (np.abs(out[:3].astype(np.float64) * CFG.action_scale) <= CFG.max_step + EPS).all()
+    return out
+
+
+@fast
+@given(start=inside, targets=st.lists(st.lists(wild, min_size=4, max_size=4), min_size=1, max_size=25))
+def test_absolute_mode_limits(start, targets):
+    cfg = SafetyConfig(
+        action_mode="absolute",
+        action_low=None,
+        action_high=None,
+        max_step=0.02,
+        max_step_change=0.005,
+        hold_after_ms=None,
+        stop_after_ms=None,
+    )
+    sup = SafetySupervisor(config=cfg)
+    pos, prev = np.array(start), np.zeros(3)
+    for i, t in enumerate(targets):
+        out = sup.filter(t, state=np.array([*pos, 0.0]) if i == 0 else None)
+        assert np.isfinite(out).all() and -1 - EPS <= out[3] <= 1 + EPS
+        step = out[:3].astype(np.float64) - pos
+        assert (np.abs(step) <= cfg.max_step + 1e-6).all() and (
+            np.abs(step - prev) <= cfg.max_step_change + 1e-6
+        ).all()
+        assert (out[:3] >= LOW - 1e-6).all() and (out[:3] <= HIGH + 1e-6).all()
+        pos, prev = out[:3].astype(np.float64), step
+
+
+@given(d=st.floats(0, 1), a=st.floats(1e-4, 0.1))
+def test_braking_limit_stops_inside(d, a):
+    """Decelerating by `a` from the allowed speed travels no further than `d`."""
+    v, travelled = float(braking_limit(np.array(d), a)), 0.0
+    while v > 0:
+        travelled += v
+        v -= a
+    assert travelled <= d + 1e-9
+
+
+def test_nan_holds_with_a_controlled_stop_and_keeps_the_gripper():
+    sup = SafetySupervisor(config=CFG)
+    state = np.array([0.0, 0.7, 0.2, 0.0])
+    for _ in range(5):
+        moving = sup.filter([1.0, 0.0, 0.0, 0.8], state=state)
+    assert moving[0] == pytest.approx(1.0)  # up to speed (0.004 m/step^2 -> 3 steps)
+    held = [sup.filter([np.nan, 0, 0, 0], state=state) for _ in range(5)]
+    steps = [h[0] * CFG.action_scale for h in held]
+    assert steps[0] == pytest.approx(0.006) and steps[-1] == 0.0  # decelerates within the limit
+    assert all(h[3] == pytest.approx(0.8) for h in held)  # the object in the hand is not dropped
+    assert sup.interventions["nonfinite"] == 5
+
+
+def test_watchdog_holds_then_latches_the_estop():
+    now = [0.0]
+    cfg = SafetyConfig(hold_after_ms=100, stop_after_ms=300, max_step_change=None)
+    sup = SafetySupervisor(config=cfg, clock=lambda: now[0])
+    state = np.array([0.0, 0.7, 0.2, 0.0])
+    assert sup.filter([0.5, 0, 0, 0], state=state)[0] == pytest.approx(0.5)
+    now[0] = 0.2
+    assert sup.filter([0.5, 0, 0, 0], state=state)[0] == 0.0 and sup.stopped is None
+    now[0] = 0.4
+    assert sup.filter([0.5, 0, 0, 0], state=state)[0] == 0.0 and "watchdog" in sup.stopped
+    sup.notify_chunk()  # a fresh chunk does not clear a latched stop
+    assert sup.filter([0.5, 0, 0, 0], state=state)[0] == 0.0
+    sup.reset()
+    assert sup.filter([0.5, 0, 0, 0], state=state)[0] == pytest.approx(0.5)
+    assert sup.interventions["watchdog_hold"] == 1 and sup.interventions["estop"] == 1
+
+
+def test_estop_latch_and_logged_interventions(caplog):
+    sup = SafetySupervisor(config=CFG)
+    state = np.array([0.0, 0.7, 0.2, 0.0])
+    with caplog.at_level(logging.INFO, logger="vlaforge.safety"):
+        sup.filter([0.0, 0.0, 0.0, 5.0], state=state)  # gripper out of range
+        sup.estop("operator")
+        outs = [sup.filter([1.0, 1.0, 1.0, 1.0], state=state) for _ in range(3)]
+    assert all((o[:3] == 0).all() for o in outs) and sup.stopped == "operator"
+    assert sup.interventions["gripper_range"] == 1 and sup.interventions["estop_active"] == 3
+    assert "gripper_range" in caplog.text and "estop" in caplog.text
+    assert [e[1] for e in sup.events][:2] == ["gripper_range", "estop"]
+
+
+def test_infer_previews_the_chunk_and_survives_a_failing_policy():
+    def policy_output(obs):
+        return {"actions": np.array([[1e9, -1e9, 3.0, 7.0]] * 5 + [[0, 0, np.inf, 0]] + [[np.nan] * 4] * 2)}
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def infer(self, obs):
+            self.calls += 1
+            if self.calls == 2:
+                raise ConnectionError("server went away")
+            return policy_output(obs)
+
+    sup = SafetySupervisor(Flaky(), CFG)
+    obs = {"observation.state": np.array([0.0, 0.7, 0.2, 0.0], np.float32)}
+    chunk = sup.infer(obs)["actions"]
+    assert chunk.shape == (8, 4) and np.isfinite(chunk).all() and (np.abs(chunk) <= 1 + EPS).all()
+    assert chunk[0, 0] == pytest.approx(0.4) and chunk[2, 0] == pytest.approx(1.0)  # ramps up, capped
+    assert (chunk[:, 3] == 1.0).all()  # gripper clipped, then held through the NaN rows
+    failed = sup.infer(obs)["actions"]
+    assert failed.shape == (8, 4) and (failed[:, :3] == 0).all() and sup.interventions["policy_error"] == 1
+    # the preview does not move the live state: the per-step path still starts from rest
+    assert sup.filter([1.0, 0, 0, 0], state=obs["observation.state"])[0] == pytest.approx(0.4)
