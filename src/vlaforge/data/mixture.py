@@ -1,0 +1,174 @@
+"""Weighted mixtures of window datasets (several robots), with exact resume.
+
+Each batch draws, per sample, a dataset by the normalised `weights` (the batch is then grouped by
+dataset: rows of dataset 0 first), then the next samples of that dataset's own shuffled epoch order (sampling without replacement inside an epoch; a new
+permutation per epoch). Everything random comes from `seed`: the dataset choice from one numpy
+Generator whose state is saved, each epoch's permutation from `(seed, dataset, epoch)`. So
+`state_dict()` (generator state + per-dataset epoch and cursor + step) restores the data position
+exactly: the batches after `load_state_dict` are identical to an uninterrupted run.
+
+Datasets may differ in action and proprio dimension: `action` and `observation.state` (and
+`observation.environment_state`) are zero-padded to the largest dimension, with
+`action_dim_mask` / `state_dim_mask` True for real dimensions, and `dataset_index` says which
+dataset (embodiment) a sample came from. Cameras, image size, fps, history and chunk must agree
+(a clear `VlaforgeError` names the disagreement).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vlaforge import types
+from vlaforge.data.dataset import WindowDataset, to_torch
+from vlaforge.errors import VlaforgeError
+
+PADDED = (types.ACTION, types.STATE, types.ENV_STATE)
+
+
+class MixtureLoader:
+    """Infinite iterator of mixed batches; `.stats` is the list of per-dataset stats."""
+
+    def __init__(
+        self,
+        datasets: Sequence[WindowDataset],
+        weights: Sequence[float] | None = None,
+        batch_size: int = 64,
+        seed: int = 0,
+    ):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise VlaforgeError("a mixture needs at least one dataset")
+        _check_compatible(self.datasets)
+        self.weights = _normalise(weights, len(self.datasets))
+        if batch_size < 1:
+            raise VlaforgeError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size, self.seed = batch_size, seed
+        self.stats = [d.stats for d in self.datasets]
+        self.action_dim = max(d.action_dim for d in self.datasets)
+        self.state_dim = max(d.state_dim for d in self.datasets)
+        self._dims = {k: max(_dim(d, k) for d in self.datasets) for k in PADDED}
+        self._rng = np.random.default_rng(seed)
+        self._epoch = [0] * len(self.datasets)
+        self._cursor = [0] * len(self.datasets)
+        self._perm = [self._permutation(i) for i in range(len(self.datasets))]
+        self.step = 0
+
+    def _permutation(self, i: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, i, self._epoch[i]])
+        return rng.permutation(len(self.datasets[i]))
+
+    def _take(self, i: int, count: int) -> np.ndarray:
+        """The next `count` sample ids of dataset i, rolling into new epochs as needed."""
+        out = []
+        while count > 0:
+            part = self._perm[i][self._cursor[i] : self._cursor[i] + count]
+            out.append(part)
+            self._cursor[i] += len(part)
+            count -= len(part)
+            if self._cursor[i] >= len(self._perm[i]):
+                self._epoch[i] += 1
+                self._cursor[i] = 0
+                self._perm[i] = self._permutation(i)
+        return np.concatenate(out)
+
+    def __iter__(self) -> MixtureLoader:
+        return self
+
+    def __next__(self) -> dict:
+        choice = self._rng.choice(len(self.datasets), size=self.batch_size, p=self.weights)  # [B]
+        counts = np.bincount(choice, minlength=len(self.datasets))
+        parts = [
+            self._padded(i, self.datasets[i].gather(self._take(i, n))) for i, n in enumerate(counts) if n
+        ]
+        self.step += 1
+        return to_torch(_merge(parts))
+
+    def _padded(self, i: int, batch: dict) -> dict:
+        batch[types.DATASET_INDEX] = np.full(len(batch[types.TASK]), i, dtype=np.int64)
+        for key in PADDED:
+            if key in batch:
+                batch[key] = _pad_last(batch[key], self._dims[key])
+        n = len(batch[types.TASK])
+        batch[types.ACTION_DIM_MASK] = _mask(n, self.datasets[i].action_dim, self.action_dim)
+        batch[types.STATE_DIM_MASK] = _mask(n, self.datasets[i].state_dim, self.state_dim)
+        return batch
+
+    def state_dict(self) -> dict:
+        """The exact data position (JSON-serialisable)."""
+        return {
+            "seed": self.seed,
+            "step": self.step,
+            "epoch": list(self._epoch),
+            "cursor": list(self._cursor),
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed or len(state["epoch"]) != len(self.datasets):
+            raise VlaforgeError(
+                "loader state does not match this mixture (different seed or number of datasets)"
+            )
+        self.step = int(state["step"])
+        self._epoch, self._cursor = [int(e) for e in state["epoch"]], [int(c) for c in state["cursor"]]
+        self._rng.bit_generator.state = state["rng"]
+        self._perm = [self._permutation(i) for i in range(len(self.datasets))]
+
+
+def _dim(dataset: WindowDataset, key: str) -> int:
+    if key == types.ACTION:
+        return dataset.action_dim
+    return dataset.obs[key].shape[1] if key in dataset.obs else 0
+
+
+def _pad_last(x: np.ndarray, dim: int) -> np.ndarray:
+    if x.shape[-1] == dim:
+        return x
+    width = [(0, 0)] * (x.ndim - 1) + [(0, dim - x.shape[-1])]
+    return np.pad(x, width)  # [..., dim]
+
+
+def _mask(n: int, real: int, total: int) -> np.ndarray:
+    mask = np.zeros((n, total), dtype=bool)  # [B, D]
+    mask[:, :real] = True
+    return mask
+
+
+def _merge(parts: list[dict]) -> dict:
+    """Concatenate per-dataset batches (grouped by dataset_index, in dataset order)."""
+    if len(parts) == 1:
+        return parts[0]
+    keys = [k for k in parts[0] if all(k in p for p in parts)]
+    out = {}
+    for key in keys:
+        if isinstance(parts[0][key], np.ndarray):
+            out[key] = np.concatenate([p[key] for p in parts])
+        else:
+            out[key] = [x for p in parts for x in p[key]]
+    return out
+
+
+def _normalise(weights: Sequence[float] | None, n: int) -> np.ndarray:
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,) or np.any(w < 0) or w.sum() <= 0:
+        raise VlaforgeError(
+            f"mixture weights must be {n} non-negative numbers with a positive sum, got {weights}"
+        )
+    return w / w.sum()
+
+
+def _check_compatible(datasets: list[WindowDataset]) -> None:
+    first = datasets[0]
+    for d in datasets[1:]:
+        checks = {
+            "cameras": (first.camera_keys, d.camera_keys),
+            "image size": (first.image_shape, d.image_shape),
+            "fps": (first.fps, d.fps),
+            "window": ((first.window.history, first.window.chunk), (d.window.history, d.window.chunk)),
+        }
+        for what, (a, b) in checks.items():
+            if a != b:
+                raise VlaforgeError(
+                    f"datasets in a mixture disagree on {what}: {str(first.root)!r} has {a}, {str(d.root)!r} has {b}"
+                )

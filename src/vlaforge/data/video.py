@@ -1,0 +1,178 @@
+"""MP4 video I/O with PyAV: encode episodes, decode whole files or one episode's time range.
+
+Encoding defaults to H.264 (`libx264`, crf 10, GOP 8, no B-frames) in **yuv444p** (High 4:4:4
+profile): fast to encode and decode on a laptop CPU, and read by every FFmpeg build (so by LeRobot's
+torchcodec and pyav backends). Deviation from LeRobot's default (AV1 `libsvtav1`, yuv420p, crf 30,
+GOP 2), measured on Meta-World renders: chroma subsampling alone (yuv420p) caps the round trip at
+~33 dB PSNR at 128 px and ~30 dB at 64 px (small, sharp, coloured objects), below the 35 dB we
+promise; yuv444p at crf 10 gives ~39 dB at 128 px and ~37.6 dB at 64 px for ~0.5-1.5 KB per frame.
+Browsers' built-in players do not play 4:4:4 H.264; pass `pix_fmt="yuv420p"` (and e.g.
+`codec="libsvtav1"`) where that matters more than fidelity.
+Decoding works for any codec FFmpeg knows (the LeRobot fixture is AV1, decoded by libdav1d).
+
+Frames are uint8 RGB `[T, H, W, 3]`. Frame `k` of a file lies at `k / fps` seconds; an episode
+stored inside a larger file starts at its `from_timestamp` (LeRobot v3) and frame `k` of it lies at
+`from_timestamp + k / fps`. Writes are atomic: encode to a temporary name, then `os.replace`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+
+from vlaforge.errors import VlaforgeError
+
+DEFAULT_CODEC = "libx264"
+DEFAULT_CRF = 10  # round trip ~39 dB PSNR on 128 px Meta-World renders (issue: >= 35 dB)
+DEFAULT_PIX_FMT = "yuv444p"
+DEFAULT_GOP = 8  # our loader never seeks; LeRobot's random access likes 2 (files ~1.9x bigger)
+
+
+def _codec_options(codec: str, crf: int, gop: int) -> dict[str, str]:
+    options = {"g": str(gop), "crf": str(crf)}
+    if codec == "libx264":
+        options.update({"preset": "veryfast", "bf": "0"})
+    elif codec == "libsvtav1":
+        options["preset"] = "12"
+    return options
+
+
+def write_mp4(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: int,
+    *,
+    codec: str = DEFAULT_CODEC,
+    crf: int = DEFAULT_CRF,
+    gop: int = DEFAULT_GOP,
+    pix_fmt: str = DEFAULT_PIX_FMT,
+) -> Path:
+    """Encode uint8 `[T, H, W, 3]` frames to `path` (atomically); returns the path."""
+    path = Path(path)
+    frames = _check_frames(frames)
+    _, height, width, _ = frames.shape
+    if height % 2 or width % 2:
+        raise VlaforgeError(f"video frames must have even height and width, got {height}x{width}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.mp4")
+    try:
+        with av.open(str(tmp), "w") as out:
+            stream = out.add_stream(codec, rate=int(fps), options=_codec_options(codec, crf, gop))
+            stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+            for image in frames:
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            out.mux(stream.encode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _check_frames(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise VlaforgeError(
+            f"video frames must be uint8 [T, H, W, 3] with T >= 1, got {frames.dtype} {list(frames.shape)}"
+        )
+    return np.ascontiguousarray(frames)
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.is_file():
+        raise VlaforgeError(f"video file {str(path)!r} does not exist")
+    try:
+        container = av.open(str(path))
+        container.streams.video[0].thread_type = "AUTO"
+        return container
+    except (av.FFmpegError, IndexError) as exc:
+        raise VlaforgeError(f"cannot read video {str(path)!r}: {exc}") from exc
+
+
+def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None:
+        return frame.to_ndarray(format="rgb24")
+    height, width = size
+    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+
+
+def read_mp4(path: str | Path, *, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode every frame of a video to uint8 `[T, H, W, 3]` (optionally resized to `size=(H, W)`)."""
+    with _open(path) as container:
+        try:
+            frames = [_to_rgb(f, size) for f in container.decode(video=0)]
+        except av.FFmpegError as exc:
+            raise VlaforgeError(f"corrupt video {str(path)!r}: {exc}") from exc
+    if not frames:
+        raise VlaforgeError(f"video {str(path)!r} has no frames")
+    return np.stack(frames)
+
+
+def read_mp4_ranges(
+    path: str | Path,
+    ranges: list[tuple[float, int]],
+    fps: float,
+    *,
+    size: tuple[int, int] | None = None,
+    out: list[np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Decode the file once and cut it into episodes.
+
+    `ranges` holds `(from_timestamp, length)` per episode; frame `k` of an episode is the decoded
+    frame whose timestamp rounds to the same frame slot as `from_timestamp + k / fps`. Returns one
+    uint8 `[length, H, W, 3]` array per range, written into `out` when given (e.g. slices of a
+    memory-mapped cache, so a long file never sits in RAM); a missing frame is a corrupt-video error.
+    """
+    slots: dict[int, list[tuple[int, int]]] = {}
+    for r, (start, length) in enumerate(ranges):
+        for k in range(length):
+            slots.setdefault(round(start * fps) + k, []).append((r, k))
+    found = [0] * len(ranges)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        if out is None:
+            height, width = size or (stream.height, stream.width)
+            out = [np.empty((length, height, width, 3), np.uint8) for _, length in ranges]
+        try:
+            for frame in container.decode(stream):
+                targets = slots.get(round(float(frame.pts * stream.time_base) * fps), ())
+                if targets:
+                    image = _to_rgb(frame, size)
+                    for r, k in targets:
+                        out[r][k] = image
+                        found[r] += 1
+        except av.FFmpegError as exc:
+            raise VlaforgeError(f"corrupt video {str(path)!r}: {exc}") from exc
+    for r, (start, length) in enumerate(ranges):
+        if found[r] != length:
+            raise VlaforgeError(
+                f"video {str(path)!r} has {found[r]} of the {length} frames expected from t={start:.4f}s "
+                "(corrupt or truncated video?)"
+            )
+    return out
+
+
+def video_info(path: str | Path) -> dict:
+    """The `info` block LeRobot stores for a video feature in meta/info.json."""
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        info = {
+            "video.height": stream.height,
+            "video.width": stream.width,
+            "video.codec": stream.codec.canonical_name,
+            "video.pix_fmt": stream.pix_fmt,
+            "video.is_depth_map": False,
+            "video.fps": int(stream.base_rate),
+            "video.channels": 3,
+            "has_audio": len(container.streams.audio) > 0,
+        }
+    return info
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two uint8 arrays of the same shape."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))

@@ -1,0 +1,95 @@
+"""Mixtures: padding masks for different robots, weights, exact resume, feature mismatches."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from datagen import write_dataset
+
+from vlaforge import types
+from vlaforge.data.dataset import WindowConfig, WindowDataset
+from vlaforge.data.mixture import MixtureLoader
+from vlaforge.errors import VlaforgeError
+
+
+@pytest.fixture(scope="module")
+def robots(tmp_path_factory):
+    """Two embodiments: 4-d action / 4-d state and 6-d action / 7-d state, same camera."""
+    base = tmp_path_factory.mktemp("mix")
+    write_dataset(base / "a", lengths=(10, 8), size=16)
+    write_dataset(base / "b", lengths=(7, 9, 6), size=16, action_dim=6, state_dim=7)
+    window = WindowConfig(history=2, chunk=4)
+    return [WindowDataset(base / n, window, cache_dir=base / "cache") for n in ("a", "b")]
+
+
+def test_padding_masks_and_dataset_index(robots):
+    loader = MixtureLoader(robots, weights=[0.5, 0.5], batch_size=32, seed=0)
+    batch = next(loader)
+    assert batch[types.ACTION].shape == (32, 4, 6) and batch[types.STATE].shape == (32, 2, 7)
+    ids = batch[types.DATASET_INDEX]
+    assert set(ids.tolist()) == {0, 1}
+    assert batch[types.ACTION_DIM_MASK][ids == 0].tolist() == [[True] * 4 + [False] * 2] * int(
+        (ids == 0).sum()
+    )
+    assert batch[types.ACTION_DIM_MASK][ids == 1].all() and batch[types.STATE_DIM_MASK][ids == 1].all()
+    assert batch[types.STATE_DIM_MASK][ids == 0][:, 4:].any().item() is False
+    assert torch.all(batch[types.ACTION][ids == 0][..., 4:] == 0)
+    assert torch.all(batch[types.STATE][ids == 0][..., 4:] == 0)
+    rows = torch.nonzero(ids == 0).ravel()
+    own = robots[0].sample_batch(np.arange(len(robots[0])))
+    for r in rows.tolist():  # each padded row is a real sample of dataset 0
+        key = (int(batch["episode_index"][r]), int(batch["frame_index"][r]))
+        j = [(int(e), int(f)) for e, f in zip(own["episode_index"], own["frame_index"], strict=True)].index(
+            key
+        )
+        torch.testing.assert_close(batch[types.ACTION][r, :, :4], own[types.ACTION][j])
+    assert loader.stats[1]["action"]["mean"].shape == (6,)
+
+
+def test_weights_and_epoch_coverage(robots):
+    loader = MixtureLoader(robots, weights=[0.8, 0.2], batch_size=50, seed=3)
+    ids = torch.cat([next(loader)[types.DATASET_INDEX] for _ in range(40)])
+    assert abs((ids == 0).float().mean().item() - 0.8) < 0.03
+    single = MixtureLoader([robots[1]], batch_size=11, seed=1)
+    batches = [next(single) for _ in range(2)]
+    seen = [
+        (int(e), int(f)) for b in batches for e, f in zip(b["episode_index"], b["frame_index"], strict=True)
+    ]
+    assert len(set(seen)) == len(robots[1]) == 22  # one epoch = every sample exactly once
+
+
+def test_state_dict_resumes_exactly(robots):
+    loader = MixtureLoader(robots, weights=[0.6, 0.4], batch_size=16, seed=7)
+    for _ in range(5):
+        next(loader)
+    state = json.loads(json.dumps(loader.state_dict()))
+    expected = [next(loader) for _ in range(4)]
+    fresh = MixtureLoader(robots, weights=[0.6, 0.4], batch_size=16, seed=7)
+    fresh.load_state_dict(state)
+    for want in expected:
+        got = next(fresh)
+        assert got[types.TASK] == want[types.TASK]
+        for key in (types.ACTION, CAM_KEY, types.DATASET_INDEX, "frame_index"):
+            assert torch.equal(got[key], want[key])
+    with pytest.raises(VlaforgeError, match="does not match"):
+        MixtureLoader(robots, batch_size=16, seed=8).load_state_dict(state)
+
+
+CAM_KEY = "observation.images.corner2"
+
+
+def test_mismatched_features_are_clear_errors(robots, tmp_path):
+    write_dataset(tmp_path / "cam", lengths=(5,), size=16, camera="top")
+    write_dataset(tmp_path / "fps", lengths=(5,), size=16, fps=20)
+    window = robots[0].window
+    other_cam = WindowDataset(tmp_path / "cam", window, cache_dir=tmp_path / "c")
+    with pytest.raises(VlaforgeError, match="disagree on cameras"):
+        MixtureLoader([robots[0], other_cam], batch_size=4)
+    other_fps = WindowDataset(tmp_path / "fps", window, cache_dir=tmp_path / "c")
+    with pytest.raises(VlaforgeError, match="disagree on fps"):
+        MixtureLoader([robots[0], other_fps], batch_size=4)
+    with pytest.raises(VlaforgeError, match="weights"):
+        MixtureLoader(robots, weights=[1.0], batch_size=4)
