@@ -62,6 +62,7 @@ def _run(name: str, policy, args: argparse.Namespace, execution: str) -> dict:
         "env_steps": t["env_steps"],
         "wall_time_s": round(t["wall_time_s"], 3),
         "env_steps_per_s": round(t["env_steps_per_s"], 1),
+        "rollout_steps_per_s": round(t["rollout_steps_per_s"], 1),
         "policy_calls": t["policy_calls"],
         "policy_time_s": round(t["policy_time_s"], 3),
         "policy_ms_per_call": round(1000 * t["policy_time_s"] / max(1, t["policy_calls"]), 2),
@@ -92,7 +93,7 @@ def main() -> None:
     if not args.skip_single:
         rows.append(_run(f"policy-single ({preset})", policy, args, "single"))
     for r in rows:
-        print(f"{r['run']:<40} {r['env_steps_per_s']:>8.1f} env steps/s  ({r['env_steps']} steps, "
+        print(f"{r['run']:<32} {r['env_steps_per_s']:>6.1f} env steps/s ({r['rollout_steps_per_s']:.1f} after start-up; {r['env_steps']} steps, "
               f"{r['policy_calls']} policy calls, {r['policy_ms_per_call']} ms/call)")  # fmt: skip
     result = {
         "benchmark": "eval_throughput",

@@ -37,8 +37,14 @@ RESULTS = Path(__file__).resolve().parent / "results" / "int8_export.json"
 
 def _stats(action_dim: int, state_dim: int) -> list[dict]:
     def feature(dim: int) -> dict:
-        return {"mean": [0.0] * dim, "std": [0.5] * dim, "min": [-1.0] * dim, "max": [1.0] * dim,
-                "q01": [-1.0] * dim, "q99": [1.0] * dim}
+        return {
+            "mean": [0.0] * dim,
+            "std": [0.5] * dim,
+            "min": [-1.0] * dim,
+            "max": [1.0] * dim,
+            "q01": [-1.0] * dim,
+            "q99": [1.0] * dim,
+        }
 
     return [{"action": feature(action_dim), "observation.state": feature(state_dim)}]
 
@@ -52,14 +58,18 @@ def build(preset: str | None, checkpoint: str | None):
         return load_policy(checkpoint)
     torch.manual_seed(0)
     cfg = get_preset(preset)
-    return VLAPolicy(cfg, stats=_stats(cfg.action_dim, cfg.state_dim), metadata={"tasks": ["reach the goal"]}).eval()
+    return VLAPolicy(
+        cfg, stats=_stats(cfg.action_dim, cfg.state_dim), metadata={"tasks": ["reach the goal"]}
+    ).eval()
 
 
 def observation(policy, seed: int) -> dict:
     from vlaforge.deploy.export import example_inputs
 
     inputs = example_inputs(policy, 1, seed=seed)
-    inputs["observation.state"] = torch.rand_like(inputs["observation.state"]) * 2 - 1 if "observation.state" in inputs else None
+    inputs["observation.state"] = (
+        torch.rand_like(inputs["observation.state"]) * 2 - 1 if "observation.state" in inputs else None
+    )
     inputs = {k: v for k, v in inputs.items() if v is not None}
     inputs["text_embedding"] = policy.task_encoder.text(["reach the goal"])  # [1, E]
     return inputs
@@ -68,7 +78,8 @@ def observation(policy, seed: int) -> dict:
 def _torch_call(policy, inputs: dict):
     batch = {k: v for k, v in inputs.items() if k != "text_embedding"}
     batch["task"] = ["reach the goal"]
-    return lambda: policy.sample_actions(batch).numpy()
+    # the same noise for every variant (diffusion/flow heads), so the error is the quantization's
+    return lambda: policy.sample_actions(batch, generator=torch.Generator().manual_seed(0)).numpy()
 
 
 def timed(fn, iters: int, warmup: int = 3) -> dict:
@@ -93,16 +104,26 @@ def measure(policy, args) -> dict:
     row["fp32"] = timed(_torch_call(policy, samples[0]), args.iters)
     row["int8"] = timed(_torch_call(int8, samples[0]), args.iters)
     ref = [_torch_call(policy, s)() for s in samples]
-    err = np.concatenate([np.abs(_torch_call(int8, s)() - r).ravel() for s, r in zip(samples, ref, strict=True)])
-    row["int8"].update(max_abs_err=float(err.max()), mean_abs_err=float(err.mean()),
-                       speedup=row["fp32"]["median_ms"] / row["int8"]["median_ms"])
+    err = np.concatenate(
+        [np.abs(_torch_call(int8, s)() - r).ravel() for s, r in zip(samples, ref, strict=True)]
+    )
+    row["int8"].update(
+        max_abs_err=float(err.max()),
+        mean_abs_err=float(err.mean()),
+        speedup=row["fp32"]["median_ms"] / row["int8"]["median_ms"],
+    )
     if row["head"] in EXPORTABLE_HEADS:
         with tempfile.TemporaryDirectory() as tmp:
             onnx = OnnxPolicy(export_onnx(policy, Path(tmp) / "p.onnx"), threads=args.threads)
             row["onnx"] = timed(lambda: onnx.sample_actions(samples[0]), args.iters)
-            err = np.concatenate([np.abs(onnx.sample_actions(s) - r).ravel() for s, r in zip(samples, ref, strict=True)])
-            row["onnx"].update(max_abs_err=float(err.max()), mean_abs_err=float(err.mean()),
-                               speedup=row["fp32"]["median_ms"] / row["onnx"]["median_ms"])
+            err = np.concatenate(
+                [np.abs(onnx.sample_actions(s) - r).ravel() for s, r in zip(samples, ref, strict=True)]
+            )
+            row["onnx"].update(
+                max_abs_err=float(err.max()),
+                mean_abs_err=float(err.mean()),
+                speedup=row["fp32"]["median_ms"] / row["onnx"]["median_ms"],
+            )
     return row
 
 
@@ -112,26 +133,49 @@ def success(policy, args) -> dict:
     from vlaforge.eval.runner import EvalConfig, evaluate
 
     tasks = resolve_tasks(args.eval_tasks)
-    cfg = EvalConfig(episodes_per_task=args.episodes, workers=args.workers, videos_per_task=0)
+    cfg = EvalConfig(
+        episodes_per_task=args.episodes,
+        workers=args.workers,
+        videos_per_task=0,
+        max_steps=args.max_steps,
+        envs_per_worker=args.envs_per_worker,
+    )
     out = {}
     for name, model in (("fp32", policy), ("int8", quantize_dynamic_int8(policy).eval())):
         run = evaluate(model, tasks, cfg)
         wins = [bool(r.success) for r in run["results"]]
-        out[name] = {"success_rate": float(np.mean(wins)), "episodes": len(wins), "wall_s": run["wall_time_s"]}
+        out[name] = {
+            "success_rate": float(np.mean(wins)),
+            "episodes": len(wins),
+            "wall_s": run["wall_time_s"],
+        }
     out["tasks"] = tasks
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--presets", default="default,oft,openvla", help="comma list of presets")
     parser.add_argument("--policy", default=None, help="a trained checkpoint instead of random-init presets")
-    parser.add_argument("--threads", type=int, default=1, help="torch and onnxruntime threads (1: stable figures on a shared machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch and onnxruntime threads (1: stable figures on a shared machine)",
+    )
     parser.add_argument("--iters", type=int, default=30, help="timed calls per variant")
     parser.add_argument("--samples", type=int, default=8, help="observations for the action error")
-    parser.add_argument("--eval-tasks", default=None, help="with --policy: Meta-World tasks for fp32 vs INT8 success")
+    parser.add_argument(
+        "--eval-tasks", default=None, help="with --policy: Meta-World tasks for fp32 vs INT8 success"
+    )
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task for --eval-tasks")
     parser.add_argument("--workers", type=int, default=2, help="env workers for --eval-tasks")
+    parser.add_argument(
+        "--envs-per-worker", type=int, default=4, help="env slots per worker for --eval-tasks"
+    )
+    parser.add_argument("--max-steps", type=int, default=500, help="episode step limit for --eval-tasks")
     parser.add_argument("--out", default=str(RESULTS), help="JSON output path")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -141,15 +185,24 @@ def main() -> None:
         policy = build(None if args.policy else name, args.policy)
         rows[name] = measure(policy, args)
         r = rows[name]
-        line = f"{name:>12} {r['head']:>10}  fp32 {r['fp32']['median_ms']:7.2f} ms  int8 {r['int8']['median_ms']:7.2f} ms " \
-               f"(x{r['int8']['speedup']:.2f}, max err {r['int8']['max_abs_err']:.4f})"
+        line = (
+            f"{name:>12} {r['head']:>10}  fp32 {r['fp32']['median_ms']:7.2f} ms  int8 {r['int8']['median_ms']:7.2f} ms "
+            f"(x{r['int8']['speedup']:.2f}, max err {r['int8']['max_abs_err']:.4f})"
+        )
         if "onnx" in r:
             line += f"  onnx {r['onnx']['median_ms']:7.2f} ms (x{r['onnx']['speedup']:.2f}, max err {r['onnx']['max_abs_err']:.1e})"
         print(line, flush=True)
-    result = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "torch": torch.__version__,
-              "machine": platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
-              "batch": 1, "quantized_engine": torch.backends.quantized.engine, "results": rows,
-              "note": "random-init weights unless `policy` is a checkpoint; shared, noisy CPU when measured"}
+    result = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "threads": args.threads,
+        "batch": 1,
+        "quantized_engine": torch.backends.quantized.engine,
+        "results": rows,
+        "note": "random-init weights unless `policy` is a checkpoint; shared, noisy CPU when measured",
+    }
     if args.eval_tasks:
         if not args.policy:
             raise SystemExit("--eval-tasks needs --policy (a trained checkpoint)")

@@ -1,4 +1,4 @@
-"""Fixtures for the eval tests: small renders, and policies that record what the runner gives them."""
+"""Fixtures for the eval tests: small renders, and a policy that records what the runner gives it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from vlaforge import types as T  # noqa: E402
-from vlaforge.eval.baselines import ExpertPolicy, ScriptedConfig  # noqa: E402
 
 SMALL = 64  # px: the smallest size the default camera still shows the scene at; keeps tests fast
 
@@ -54,23 +53,6 @@ class RecordingPolicy:
         return torch.zeros(image.shape[0], self.config.chunk, self.config.action_dim)  # [B, H, A]
 
 
-class CountingExpert(ExpertPolicy):
-    """The scripted expert, recording the batch size of every call."""
-
-    def __init__(self) -> None:
-        super().__init__(ScriptedConfig(image_size=SMALL))
-        self.batch_sizes: list[int] = []
-
-    def sample_actions(self, observation: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        self.batch_sizes.append(len(observation[T.TASK]))
-        return super().sample_actions(observation, generator)
-
-
 @pytest.fixture
 def recording_policy() -> RecordingPolicy:
     return RecordingPolicy()
-
-
-@pytest.fixture
-def counting_expert() -> CountingExpert:
-    return CountingExpert()

@@ -100,6 +100,22 @@ def test_a_killed_worker_is_restarted_and_its_episode_retried(tmp_path):
     assert saved["robustness"]["retries"] == 1
 
 
+def test_a_worker_that_keeps_crashing_stops_with_an_error_and_keeps_the_results(tmp_path):
+    def kill_after_first_episode(loop):
+        if loop.results:
+            os.kill(loop.pool.pids[0], signal.SIGKILL)
+
+    cfg = EvalConfig(episodes_per_task=3, workers=1, envs_per_worker=1, videos_per_task=0)
+    policy = ExpertPolicy(ScriptedConfig(image_size=SMALL))
+    with pytest.raises(VlaforgeError, match="crashed its worker 4 times"):
+        run_evaluation(policy, ["reach-v3"], cfg, tmp_path, name="expert", on_step=kill_after_first_episode)
+    info = json.loads((tmp_path / "eval_info.json").read_text())
+    assert (
+        info["per_task"]["reach-v3"]["episodes"] == 1 and info["per_task"]["reach-v3"]["success_rate"] == 1.0
+    )
+    assert "crashed its worker" in info["error"]["message"] and info["robustness"]["worker_restarts"] == 4
+
+
 def test_action_dim_mismatch_fails_before_any_rollout(tmp_path):
     from vlaforge.models.config import PolicyConfig
     from vlaforge.models.policy import VLAPolicy

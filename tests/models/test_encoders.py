@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from vlaforge.errors import VlaforgeError
 from vlaforge.models.config import ImageEncoderConfig
-from vlaforge.models.encoders import ImageStem
+from vlaforge.models.encoders import GOAL_IMAGE, ImageStem
 from vlaforge.models.language import TextEmbedder, load_text_model, resolve_model_dir
 from vlaforge.models.policy import VLAPolicy
 
@@ -32,7 +33,8 @@ def test_pixel_normalizations(tiny_config):
         tiny_config(image=ImageEncoderConfig(stem_channels=(8,), patch_size=8, pixel_norm="signed"))
     )
     x = signed.preprocess(frames)
-    assert x[0].eq(-1).all() and x[1].eq(1).all()
+    torch.testing.assert_close(x[0], torch.full_like(x[0], -1.0))
+    torch.testing.assert_close(x[1], torch.full_like(x[1], 1.0))
     imagenet = ImageStem(tiny_config()).preprocess(frames)
     assert imagenet[0, 0, 0, 0].item() == pytest.approx(-0.485 / 0.229, rel=1e-5)
 
@@ -67,7 +69,21 @@ def test_frozen_text_encoder_is_not_trained_or_saved(tiny_config):
 
 
 def test_unknown_text_encoder_is_a_clear_error():
-    from vlaforge.errors import VlaforgeError
-
     with pytest.raises(VlaforgeError, match="local Hub cache"):
         resolve_model_dir("nobody/no-such-encoder")
+
+
+def test_goal_image_joins_the_task_tokens(tiny_config, fake_batch):
+    cfg = tiny_config(
+        image=ImageEncoderConfig(stem_channels=(8, 8), patch_size=8, norm_groups=4, goal_image=True)
+    )
+    policy = VLAPolicy(cfg).eval()
+    batch = fake_batch(cfg)
+    with pytest.raises(VlaforgeError, match="goal_image"):
+        policy.sample_actions(batch)
+    batch[GOAL_IMAGE] = torch.randint(0, 256, (2, 40, 40, 3), dtype=torch.uint8)
+    trunk = policy.encode(batch)
+    num_task = cfg.language.num_tokens + (cfg.image_size // 8) ** 2
+    assert trunk.tokens.shape[1] == num_task + cfg.history * policy.obs_encoder.tokens_per_step
+    other = dict(batch, **{GOAL_IMAGE: torch.zeros(2, 40, 40, 3, dtype=torch.uint8)})
+    assert not torch.allclose(policy.sample_actions(other), policy.sample_actions(batch))

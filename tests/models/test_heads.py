@@ -72,6 +72,10 @@ def test_unknown_kind_and_bad_values_are_user_errors():
         build_head(HeadConfig(kind="difusion"), D, A, H)  # type: ignore[arg-type]
     with pytest.raises(VlaforgeError, match="num_bins"):
         build_head(HeadConfig(kind="tokens", num_bins=0), D, A, H)
+    with pytest.raises(VlaforgeError, match="sample_steps"):
+        build_head(HeadConfig(kind="diffusion", sample_steps=50, diffusion_train_steps=20), D, A, H)
+    with pytest.raises(VlaforgeError, match="expert_heads"):
+        build_head(HeadConfig(kind="flow-expert", expert_width=30, expert_heads=4), D, A, H)
     cfg = apply_overrides(HeadConfig(), ["kind=flow-expert", "flow_steps=4", "expert_depth=1"])
     assert (cfg.kind, cfg.flow_steps, cfg.expert_depth) == ("flow-expert", 4, 1)
     with pytest.raises(VlaforgeError, match="l1"):
@@ -155,6 +159,15 @@ def test_euler_with_exact_velocity_lands_on_the_data():
     assert torch.allclose(out, head.target.expand(6, H, A), atol=1e-5)
     x = euler_integrate(lambda x, t: torch.ones_like(x) * 2.0, torch.zeros(2, 3), num_steps=4)
     assert torch.allclose(x, torch.full((2, 3), -2.0))  # t from 1 to 0: x(0) = x(1) - 2
+
+
+def test_flow_training_times_follow_the_scaled_beta():
+    head = make_head("flow")
+    torch.manual_seed(0)
+    t = head.sample_time(20000, like=torch.zeros(1))
+    assert t.min() >= 0.001 and t.max() <= 1.0
+    assert t.mean().item() == pytest.approx(0.6 * 0.999 + 0.001, abs=0.01)  # Beta(1.5, 1) mean 0.6
+    assert (t < 0.5).float().mean().item() == pytest.approx(0.5**1.5, abs=0.02)  # CDF t^1.5
 
 
 def test_cosine_schedule_decreases_from_one_to_almost_zero():

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from openpi_client.action_chunk_broker import ActionChunkBroker
+from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
 from vlaforge.serve.chunking import AsyncChunkBroker, ChunkBroker, TemporalEnsemble, blend_overlap, chunk_fn
 from vlaforge.serve.client import PolicyClient
@@ -112,3 +114,8 @@ def test_broker_and_ensemble_over_a_real_server(server, runtime):
         assert broker.stats["requests"] >= 3
         ensemble = ChunkBroker(chunk_fn(client), TemporalEnsemble(0.01))
         assert all(ensemble.act(obs).shape == (4,) for _ in range(3))
+    # openpi's own broker slices our replies step by step (server_timing passes through)
+    openpi = ActionChunkBroker(WebsocketClientPolicy("127.0.0.1", server.port), action_horizon=4)
+    steps = [openpi.infer(obs)["actions"] for _ in range(5)]
+    assert all(s.shape == (4,) for s in steps)
+    np.testing.assert_allclose(steps[0], chunk[0], atol=1e-5)

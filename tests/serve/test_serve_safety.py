@@ -178,3 +178,24 @@ def test_infer_previews_the_chunk_and_survives_a_failing_policy():
     assert failed.shape == (8, 4) and (failed[:, :3] == 0).all() and sup.interventions["policy_error"] == 1
     # the preview does not move the live state: the per-step path still starts from rest
     assert sup.filter([1.0, 0, 0, 0], state=obs["observation.state"])[0] == pytest.approx(0.4)
+
+
+def test_supervisor_around_a_real_client_holds_when_the_server_goes_away(server):
+    from vlaforge.serve.client import PolicyClient
+
+    client = PolicyClient("127.0.0.1", server.port)
+    sup = SafetySupervisor(client, SafetyConfig(max_step=0.005, hold_after_ms=None, stop_after_ms=None))
+    obs = {
+        "observation.images.corner2": np.zeros((32, 32, 3), np.uint8),
+        "observation.state": np.array([0.0, 0.7, 0.2, 0.0], np.float32),
+        "prompt": "reach the goal",
+    }
+    raw = client.infer(obs)["actions"]
+    client.reset()
+    safe = sup.infer(obs)
+    assert safe["actions"].shape == raw.shape and "server_timing" in safe
+    assert (np.abs(safe["actions"][:, :3]) <= 0.5 + EPS).all()  # 0.005 m per step = 0.5 action units
+    client.close()  # the link to the server drops mid-episode
+    held = sup.infer(obs)["actions"]
+    assert held.shape == raw.shape and sup.interventions["policy_error"] == 1
+    assert np.abs(held[-1, :3]).max() == 0.0  # a controlled stop, not an exception on the robot

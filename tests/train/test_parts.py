@@ -121,3 +121,19 @@ def test_overrides_need_a_namespace_and_suggest_one():
         split_overrides(["trian.lr=1"])
     with pytest.raises(VlaforgeError, match="did you mean 'train.lr'"):
         split_overrides(["lr=1"])
+
+
+def test_fused_jitter_equals_brightness_then_contrast_then_saturation():
+    from vlaforge.train.augment import _jitter
+
+    x = torch.randint(0, 256, (4, 2, 6, 5, 3)).float()
+    b, c, s = torch.tensor([0.8, 1.2, 1.0, 0.9]), torch.tensor([1.1, 0.8, 1.0, 1.2]), torch.tensor([0.7, 1.3, 1.0, 1.0])
+    w = torch.tensor([0.299, 0.587, 0.114])
+    ref = x * b.view(-1, 1, 1, 1, 1)
+    mean = (ref @ w).mean((2, 3))[..., None, None, None]
+    ref = (ref - mean) * c.view(-1, 1, 1, 1, 1) + mean
+    grey = (ref @ w)[..., None]
+    ref = (ref - grey) * s.view(-1, 1, 1, 1, 1) + grey
+    out = _jitter(x, b, c, s)
+    assert (out.float() - ref.clamp(0, 255).round()).abs().max() <= 1
+    assert torch.equal(out[2], x[2].to(torch.uint8))  # factors of 1: unchanged

@@ -32,7 +32,7 @@ def train_args(data, out, steps=4, extra=()):
 
 def test_train_writes_a_servable_checkpoint_with_data_metadata(pretrain_data, tmp_path):
     out = tmp_path / "run"
-    assert main(train_args(pretrain_data, out, extra=["train.save_every=2"])) == 0
+    assert main(train_args(pretrain_data, out, extra=["train.save_every=2", "train.tensorboard=true"])) == 0
     policy = VLAPolicy.from_pretrained(out / "checkpoints" / "last")
     assert (policy.config.action_dim, policy.config.state_dim) == (4, 4)
     meta = policy.metadata
@@ -49,6 +49,7 @@ def test_train_writes_a_servable_checkpoint_with_data_metadata(pretrain_data, tm
     assert any("val_loss" in r for r in records)
     assert (out / "checkpoints" / "best").exists() and (out / "checkpoints" / "step-000002").is_dir()
     assert json.loads((out / "run.json").read_text())["command"] == "train"
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert main(train_args(pretrain_data, out)) == 2  # never overwrites a run with checkpoints
 
 
@@ -98,9 +99,27 @@ def test_bad_input_fails_before_the_first_step(pretrain_data, tmp_path, capsys, 
     assert not (out / "log.jsonl").exists() and not (out / "checkpoints").exists()
 
 
+def test_missing_dataset_is_a_one_line_error(tmp_path, capsys):
+    assert main(train_args(tmp_path / "nowhere", tmp_path / "run")) == 2
+    assert "not a LeRobot v3 dataset" in capsys.readouterr().err
+
+
 def test_unknown_preset_suggests_a_name(pretrain_data, tmp_path, capsys):
     from vlaforge.models.presets import DEFAULT_PRESET
 
     args = train_args(pretrain_data, tmp_path / "run")
     assert main(args[:1] + ["--preset", DEFAULT_PRESET[:-1] + "x"] + args[1:]) == 2
     assert f"did you mean {DEFAULT_PRESET!r}" in capsys.readouterr().err
+
+
+def test_grad_accumulation_matches_the_large_batch(pretrain_data, tmp_path):
+    """2 micro-batches of 4 take the same samples and the same step as one batch of 8 (chunk 1: no
+    padding, so the two half-batch means average to the full mean; augmentation off)."""
+    base = TINY_MODEL + FAST_TRAIN + ["model.chunk=1", "model.execute_steps=1", "train.steps=3", "train.lr=1e-3",
+                                      "train.val_fraction=0", "train.augment.enabled=false", "train.ema_decay=0"]
+    runs = {"big": ["train.batch_size=8"], "accum": ["train.batch_size=4", "train.grad_accum=2"]}
+    for name, extra in runs.items():
+        spec = {"command": "train", "preset": None, "data": [str(pretrain_data)], "overrides": base + extra}
+        assert execute(spec, tmp_path / name, False, device="cpu") == 0
+    big, accum = ([json.loads(x)["loss"] for x in (tmp_path / n / "log.jsonl").read_text().splitlines()] for n in runs)
+    assert big == pytest.approx(accum, abs=1e-5)

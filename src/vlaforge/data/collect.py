@@ -103,9 +103,10 @@ class TaskProgress:
 class CollectSummary:
     root: Path
     episodes: int
-    frames: int
-    seconds: float
+    frames: int  # in the whole dataset
+    seconds: float  # this run
     per_task: dict[str, dict[str, Any]]  # task -> episodes, attempts, success_rate, seeds
+    new_frames: int = 0  # written by this run (a resumed run counts only its own)
 
     def short_tasks(self, target: int) -> list[str]:
         return [t for t, s in self.per_task.items() if s["episodes"] < target]
@@ -359,7 +360,8 @@ def collect(
     writer.finalize()
     _write_sidecar(root, cfg, complete=True, per_task=per_task)
     frames = sum(ep["length"] for ep in writer.episode_metadata())
-    return CollectSummary(root, writer.num_episodes, frames, time.perf_counter() - start, per_task)
+    seconds = time.perf_counter() - start
+    return CollectSummary(root, writer.num_episodes, frames, seconds, per_task, new_frames=collector.frames)
 
 
 def _bar(cfg: CollectConfig, initial: int, enabled: bool | None) -> Any:

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         metavar="N",
         default=str(min(os.cpu_count() or 1, 8)),
-        help="worker processes that simulate and render; 0 = in this process (default: CPU count)",
+        help="worker processes that simulate and render; 0 = in this process (default: CPU count, at most 8)",
     )
     parser.add_argument(
         "--steps-after-success",
@@ -83,7 +83,7 @@ def _int(value: str, flag: str, low: int, high: int | None = None) -> int:
 
 
 def image_size(value: str) -> int:
-    """A valid square image side: an even integer in [16, MAX_IMAGE_SIZE] (H.264 4:2:0 needs even sides)."""
+    """A valid square image side: an even integer in [16, MAX_IMAGE_SIZE] (the video encoder needs even sides)."""
     size = _int(value, "--image-size", 16, MAX_IMAGE_SIZE)
     if size % 2:
         raise VlaforgeError(f"--image-size must be even (video encoding needs it), got {size}")
@@ -136,9 +136,10 @@ def _report(summary, target: int) -> None:  # summary: CollectSummary
     for task, s in summary.per_task.items():
         rate = f"{100 * s['success_rate']:.0f}%" if s["success_rate"] is not None else "n/a"
         print(f"  {task:<{width}}  {s['episodes']}/{s['attempts']}  {rate}")
-    fps = summary.frames / summary.seconds if summary.seconds > 0 else 0.0
+    fps = summary.new_frames / summary.seconds if summary.seconds > 0 else 0.0
     print(
-        f"wrote {summary.episodes} episodes, {summary.frames} frames to {summary.root} ({summary.seconds:.1f} s this run, {fps:.0f} frames/s)"
+        f"dataset {summary.root}: {summary.episodes} episodes, {summary.frames} frames"
+        f" ({summary.new_frames} frames written in {summary.seconds:.1f} s this run, {fps:.0f} frames/s)"
     )
     short = summary.short_tasks(target)
     if short:

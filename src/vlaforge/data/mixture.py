@@ -54,6 +54,9 @@ class MixtureLoader:
         self._cursor = [0] * len(self.datasets)
         self._perm = [self._permutation(i) for i in range(len(self.datasets))]
         self.step = 0
+        # Keys every dataset provides: a batch's keys never depend on which datasets it drew from.
+        probe = [set(d.gather(np.zeros(1, dtype=np.int64))) for d in self.datasets]
+        self._keys = set.intersection(*probe) | {types.DATASET_INDEX, types.ACTION_DIM_MASK, types.STATE_DIM_MASK}
 
     def _permutation(self, i: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, i, self._epoch[i]])
@@ -83,7 +86,8 @@ class MixtureLoader:
             self._padded(i, self.datasets[i].gather(self._take(i, n))) for i, n in enumerate(counts) if n
         ]
         self.step += 1
-        return to_torch(_merge(parts))
+        merged = _merge(parts)
+        return to_torch({k: v for k, v in merged.items() if k in self._keys})
 
     def _padded(self, i: int, batch: dict) -> dict:
         batch[types.DATASET_INDEX] = np.full(len(batch[types.TASK]), i, dtype=np.int64)

@@ -22,10 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", required=True, help="checkpoint directory")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--int8", action="store_true", help="dynamic INT8 quantization of the linear layers")
-    parser.add_argument("--onnx", action="store_true", help="ONNX graph observation -> actions (regression/tokens heads)")
-    parser.add_argument("--task", action="append", default=[],
-                        help="instruction whose text embedding is saved with the ONNX graph (repeatable; "
-                        "the checkpoint's known tasks are always saved)")
+    parser.add_argument(
+        "--onnx", action="store_true", help="ONNX graph observation -> actions (regression/tokens heads)"
+    )
+    parser.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        help="instruction whose text embedding is saved with the ONNX graph (repeatable; "
+        "the checkpoint's known tasks are always saved)",
+    )
     parser.add_argument("--batch", type=int, default=1, help="batch size of the ONNX graph (fixed)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
 

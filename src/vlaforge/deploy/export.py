@@ -63,7 +63,12 @@ class ObservationToActions(nn.Module):
         self.has_state = cfg.state_dim > 0
 
     def input_names(self) -> list[str]:
-        return [*self.keys, *(["observation.state"] if self.has_state else []), "observation_is_pad", "text_embedding"]
+        return [
+            *self.keys,
+            *(["observation.state"] if self.has_state else []),
+            "observation_is_pad",
+            "text_embedding",
+        ]
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         named = dict(zip(self.input_names(), inputs, strict=True))
@@ -85,13 +90,17 @@ def example_inputs(policy: nn.Module, batch: int = 1, seed: int = 0) -> dict[str
     cfg, g = policy.config, torch.Generator().manual_seed(seed)
     side, t = cfg.image_size, cfg.history
     out: dict[str, torch.Tensor] = {
-        f"observation.images.{cam}": torch.randint(0, 256, (batch, t, side, side, 3), generator=g, dtype=torch.uint8)
+        f"observation.images.{cam}": torch.randint(
+            0, 256, (batch, t, side, side, 3), generator=g, dtype=torch.uint8
+        )
         for cam in cfg.cameras
     }
     if cfg.state_dim > 0:
         out["observation.state"] = torch.randn(batch, t, cfg.state_dim, generator=g)
     out["observation_is_pad"] = (torch.arange(t) < min(1, t - 1)).expand(batch, t).clone()  # [B, T]
-    out["text_embedding"] = torch.nn.functional.normalize(torch.randn(batch, policy.task_encoder.text.dim, generator=g), dim=-1)
+    out["text_embedding"] = torch.nn.functional.normalize(
+        torch.randn(batch, policy.task_encoder.text.dim, generator=g), dim=-1
+    )
     return out
 
 
@@ -104,8 +113,15 @@ def export_onnx(policy: nn.Module, path: str | os.PathLike, *, batch: int = 1, o
     inputs = example_inputs(policy, batch)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python ints; the shapes are fixed by design
-        torch.onnx.export(graph, tuple(inputs[n] for n in graph.input_names()), str(path), dynamo=False,
-                          input_names=graph.input_names(), output_names=["actions"], opset_version=opset)
+        torch.onnx.export(
+            graph,
+            tuple(inputs[n] for n in graph.input_names()),
+            str(path),
+            dynamo=False,
+            input_names=graph.input_names(),
+            output_names=["actions"],
+            opset_version=opset,
+        )
     return Path(path)
 
 
@@ -117,7 +133,9 @@ def text_embeddings(policy: nn.Module, tasks: list[str]) -> dict[str, torch.Tens
     return {task: emb[i].contiguous() for i, task in enumerate(tasks)}
 
 
-def save_onnx_export(policy: nn.Module, out: str | os.PathLike, *, tasks: list[str] = (), batch: int = 1) -> Path:
+def save_onnx_export(
+    policy: nn.Module, out: str | os.PathLike, *, tasks: list[str] = (), batch: int = 1
+) -> Path:
     """`out/` = policy.onnx + text_embeddings.safetensors + onnx.json (inputs, shapes, tasks), atomically."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,9 +145,14 @@ def save_onnx_export(policy: nn.Module, out: str | os.PathLike, *, tasks: list[s
         known = sorted({*(policy.metadata.get("tasks") or []), *tasks})
         save_file(text_embeddings(policy, known), str(tmp / EMBED_FILE))
         cfg = policy.config
-        info = {"inputs": {k: list(v.shape) for k, v in example_inputs(policy, batch).items()},
-                "output": {"actions": [batch, cfg.chunk, cfg.action_dim]}, "head": cfg.head.kind,
-                "tasks": known, "fps": policy.metadata.get("fps"), "exporter": "torch.onnx (dynamo=False)"}
+        info = {
+            "inputs": {k: list(v.shape) for k, v in example_inputs(policy, batch).items()},
+            "output": {"actions": [batch, cfg.chunk, cfg.action_dim]},
+            "head": cfg.head.kind,
+            "tasks": known,
+            "fps": policy.metadata.get("fps"),
+            "exporter": "torch.onnx (dynamo=False)",
+        }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
         for name in (ONNX_FILE, EMBED_FILE, INFO_FILE):
             os.replace(tmp / name, out / name)
@@ -151,6 +174,8 @@ class OnnxPolicy:
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def sample_actions(self, inputs: dict[str, Any]) -> np.ndarray:
-        feed = {name: np.asarray(inputs[name].numpy() if isinstance(inputs[name], torch.Tensor) else inputs[name])
-                for name in self.input_names}
+        feed = {
+            name: np.asarray(inputs[name].numpy() if isinstance(inputs[name], torch.Tensor) else inputs[name])
+            for name in self.input_names
+        }
         return self.session.run(["actions"], feed)[0]

@@ -88,8 +88,11 @@ def load_int8_state(qmodel: nn.Module, tensors: dict[str, torch.Tensor], where: 
     for name, mod in _quantized_linears(qmodel).items():
         try:
             q = torch._make_per_channel_quantized_tensor(
-                tensors.pop(f"{name}.weight_int8"), tensors.pop(f"{name}.weight_scale").double(),
-                tensors.pop(f"{name}.weight_zero_point"), 0)
+                tensors.pop(f"{name}.weight_int8"),
+                tensors.pop(f"{name}.weight_scale").double(),
+                tensors.pop(f"{name}.weight_zero_point"),
+                0,
+            )
         except KeyError as err:
             raise VlaforgeError(f"{where}: missing int8 tensor {err.args[0]!r}") from err
         mod.set_weight_bias(q, tensors.pop(f"{name}.bias", None))
@@ -99,8 +102,10 @@ def load_int8_state(qmodel: nn.Module, tensors: dict[str, torch.Tensor], where: 
     missing, unexpected = sorted(plain - set(tensors)), sorted(set(tensors) - plain)
     bad = [k for k in plain & set(tensors) if tuple(tensors[k].shape) != tuple(full[k].shape)]
     if missing or unexpected or bad:
-        raise VlaforgeError(f"{where}: tensors do not match the config (missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]}, wrong shape {bad[:3]})")
+        raise VlaforgeError(
+            f"{where}: tensors do not match the config (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shape {bad[:3]})"
+        )
     full.update(tensors)
     qmodel.load_state_dict(full, strict=True)
 
@@ -116,8 +121,13 @@ def save_int8(policy: nn.Module, source: str | os.PathLike, out: str | os.PathLi
             if (Path(source) / name).exists():
                 shutil.copy2(Path(source) / name, tmp / name)
         save_file(int8_state(qmodel), str(tmp / INT8_WEIGHTS), metadata={"format": FORMAT})
-        scheme = {"format": FORMAT, "modules": "torch.nn.Linear", "weights": "int8 per-channel symmetric",
-                  "activations": "int8 dynamic per batch", "engine": torch.backends.quantized.engine}
+        scheme = {
+            "format": FORMAT,
+            "modules": "torch.nn.Linear",
+            "weights": "int8 per-channel symmetric",
+            "activations": "int8 dynamic per batch",
+            "engine": torch.backends.quantized.engine,
+        }
         (tmp / QUANT_FILE).write_text(json.dumps(scheme, indent=2))
         out.mkdir(exist_ok=True)
         for item in sorted(tmp.iterdir(), key=lambda p: p.name == QUANT_FILE):  # the marker file last
@@ -151,7 +161,9 @@ def _load_int8_dir(path: Path) -> Any:
 
     info = _read(path / QUANT_FILE)
     if info.get("format") != FORMAT:
-        raise VlaforgeError(f"{path}: unknown quantization format {info.get('format')!r} (expected {FORMAT!r})")
+        raise VlaforgeError(
+            f"{path}: unknown quantization format {info.get('format')!r} (expected {FORMAT!r})"
+        )
     config = from_dict(PolicyConfig, _read(path / "config.json"), where="config")
     stats = _read(path / "stats.json") if (path / "stats.json").exists() else None
     metadata = _read(path / "metadata.json") if (path / "metadata.json").exists() else {}

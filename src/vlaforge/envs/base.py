@@ -29,11 +29,14 @@ class Environment(Protocol):
     task: str
     instruction: str
 
-    def reset(self, seed: int) -> Observation:
-        """Start an episode; the same seed gives the same initial scene and observation."""
+    def reset(self, seed: int, *, render: bool = True) -> Observation:
+        """Start an episode; the same seed gives the same initial scene and observation.
+
+        `render=False` skips the cameras (the observation then has no image keys): for physics-only
+        work such as probing whether a seed succeeds."""
         ...
 
-    def step(self, action: np.ndarray) -> tuple[Observation, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray, *, render: bool = True) -> tuple[Observation, bool, bool, dict[str, Any]]:
         """Apply one action; return `(obs, success, done, info)` with `info["reward"]`."""
         ...
 

@@ -20,6 +20,8 @@ TIMING_KEYS = (
     "wall_time_s",
     "env_steps",
     "env_steps_per_s",
+    "rollout_time_s",
+    "rollout_steps_per_s",
     "policy_calls",
     "policy_time_s",
     "torch_threads",
@@ -86,6 +88,7 @@ def build_info(policy: Any, name: str, suite: str, tasks: list[str], cfg: Any, r
             "workers": cfg.workers,
         },
         "interrupted": run["interrupted"],
+        "error": run.get("error"),
         "train_seeds": run["train_seeds"],
         "episodes": [
             r.to_dict() for r in sorted(run["results"], key=lambda r: (tasks.index(r.task), r.episode))
@@ -130,6 +133,8 @@ def _footer(info: dict) -> str:
         parts.append(f"{info['robustness']['retries']} episode(s) retried after worker crashes")
     if info["interrupted"]:
         parts.append("INTERRUPTED: partial results")
+    if info.get("error"):
+        parts.append(f"STOPPED BY AN ERROR ({info['error']['message']}): partial results")
     return "; ".join(parts)
 
 
@@ -251,13 +256,46 @@ def _meta(info: dict) -> str:
     return "".join(f'<p class="meta">{line}</p>' for line in lines)
 
 
+# Meta-World MT50 success % from the SmolVLA paper (Table 2): easy, medium, hard, very hard, average.
+PUBLISHED_MT50 = {
+    "Diffusion Policy": (23.1, 10.7, 1.9, 6.1, 10.5),
+    "TinyVLA": (77.6, 21.5, 11.4, 15.8, 31.6),
+    "pi0 (3.5B, PaliGemma init)": (80.4, 40.9, 36.7, 44.0, 50.5),
+    "SmolVLA (0.45B)": (82.5, 41.8, 45.0, 60.0, 57.3),
+    "SmolVLA (2.25B)": (87.1, 51.8, 70.0, 64.0, 68.2),
+}
+
+
+def _published(info: dict) -> str:
+    """Published MT50 figures next to ours, only when this run covers all 50 tasks."""
+    if len(info["per_task"]) != 50 or list(info["per_group"]) != list(GROUP_COLORS)[:4]:
+        return ""
+    ours = [100 * info["per_group"][g]["success_rate"] for g in list(GROUP_COLORS)[:4]]
+    rows = [(f"<b>{_esc(info['policy'])}</b> (this run)", (*ours, 100 * info["overall"]["success_rate"]))]
+    rows += [(_esc(name), vals) for name, vals in PUBLISHED_MT50.items()]
+    head = (
+        "<tr><th>policy</th><th>easy</th><th>medium</th><th>hard</th><th>very hard</th><th>average</th></tr>"
+    )
+    body = "".join(
+        f"<tr><td>{n}</td>" + "".join(f'<td class="n">{v:.1f}</td>' for v in vals) + "</tr>"
+        for n, vals in rows
+    )
+    note = '<p class="meta">Published: SmolVLA paper, Table 2 (50 demos and 10 trials per task; average = mean of the group means).</p>'
+    return f"<h2>Compared with published MT50 results</h2><table>{head}{body}</table>{note}"
+
+
 def render_html(info: dict) -> str:
     warn = '<p class="warn">Interrupted: these are partial results.</p>' if info["interrupted"] else ""
+    if info.get("error"):
+        warn += (
+            f'<p class="warn">Stopped by an error ({_esc(info["error"]["message"])}): partial results.</p>'
+        )
+
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>vlaforge eval · {_esc(info["policy"])}</title>'
         f"<style>{_CSS}</style></head><body><h1>vlaforge evaluation</h1>{_meta(info)}{warn}{_summary_cards(info)}"
         f"<h2>Success rate</h2>{success_chart_svg(info['per_task'], info['per_group'])}"
-        f"<h2>Per task</h2>{_task_table(info)}<h2>Videos</h2>{_videos(info)}</body></html>\n"
+        f"<h2>Per task</h2>{_task_table(info)}{_published(info)}<h2>Videos</h2>{_videos(info)}</body></html>\n"
     )
 
 

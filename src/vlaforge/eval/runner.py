@@ -1,6 +1,7 @@
 """Vectorised Meta-World evaluation: many environments in worker processes, one policy call per step.
 
-`evaluate(policy, tasks, config, out_dir)` runs `episodes_per_task` episodes of each task. Episodes
+`evaluate(policy, tasks, config)` runs `episodes_per_task` episodes of each task (`run_evaluation`
+also writes the videos, eval_info.json and report.html into a directory). Episodes
 are queued task by task and handed to environment slots (`workers * envs_per_worker` of them); when
 an episode ends its slot takes the next one. At each control step the runner
 
@@ -14,14 +15,15 @@ an episode ends its slot takes the next one. At each control step the runner
 
 Seeds come from a range disjoint from collection seeds (`eval_seeds`); a crashed worker's episodes are
 retried from their start with the same seed; Ctrl-C returns what finished so far with
-`interrupted: True`.
+`interrupted: True`, and an error inside the loop still writes the results so far (with the error)
+before it is raised. Policies are checked against the environment first (`vlaforge.eval.compat`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,15 +34,20 @@ import numpy as np
 import torch
 
 from vlaforge import types as T
-from vlaforge.errors import VlaforgeError, unknown
-from vlaforge.eval.execution import EXECUTION_MODES, ActionExecutor, make_executor
+from vlaforge.errors import VlaforgeError
+from vlaforge.eval.compat import (
+    ENV_ACTION_DIM,
+    check_env_spec,
+    check_policy_fits,
+    env_spec_for,
+    resolve_execute_steps,
+)
+from vlaforge.eval.execution import ActionExecutor, make_executor
 from vlaforge.eval.metrics import EpisodeResult
 from vlaforge.eval.report import build_info, write_report
 from vlaforge.eval.seeds import TrainSeeds, eval_seeds
 from vlaforge.eval.workers import EXPERT_ACTION, EnvPool, EnvSpec
 
-ENV_ACTION_DIM = 4  # Meta-World: dx, dy, dz, gripper in [-1, 1]
-ENV_STATE_DIM = 4  # hand xyz + gripper opening
 MAX_RETRIES = 3  # per episode, after which the evaluation gives up
 
 
@@ -88,95 +95,10 @@ class _Slot:
     pending_reset: bool = True
 
 
-def _dataset_dims(policy: Any, index: int | None) -> tuple[int | None, int | None]:
-    """(action_dim, state_dim) of training dataset `index` as the checkpoint metadata records them."""
-    datasets = (getattr(policy, "metadata", None) or {}).get("datasets") or []
-    if index is None or not 0 <= index < len(datasets) or not isinstance(datasets[index], dict):
-        return None, None
-    return datasets[index].get("action_dim"), datasets[index].get("state_dim")
-
-
-def check_policy_fits(policy: Any, dataset_index: int | None = None) -> None:
-    """Fail before any rollout if the policy's action/proprio dimensions do not fit Meta-World.
-
-    A mixture policy pads every robot's actions to its widest one (real dimensions first); it fits
-    when `dataset_index` names a training dataset whose own action and state dims are Meta-World's,
-    and the runner then executes the first 4 action dimensions.
-    """
-    cfg = policy.config
-    data_action, data_state = _dataset_dims(policy, dataset_index)
-    action_dim = data_action if data_action and cfg.action_dim > ENV_ACTION_DIM else cfg.action_dim
-    if int(action_dim) != ENV_ACTION_DIM:
-        raise VlaforgeError(
-            f"the policy predicts {action_dim}-d actions but Meta-World takes {ENV_ACTION_DIM}-d actions "
-            "(dx, dy, dz, gripper): evaluate a policy trained on Meta-World data"
-            + ("" if dataset_index is not None else " (or pass --dataset-index for a mixture policy)")
-        )
-    state_dim = getattr(cfg, "state_dim", ENV_STATE_DIM) or 0
-    if data_state and state_dim > ENV_STATE_DIM:
-        state_dim = data_state
-    if state_dim not in (0, ENV_STATE_DIM):
-        raise VlaforgeError(
-            f"the policy expects {state_dim}-d proprio but Meta-World gives {ENV_STATE_DIM}-d"
-        )
-
-
-def env_spec_for(policy: Any, cfg: EvalConfig) -> EnvSpec:
-    """Environments rendered exactly as the policy's training data was (cameras, size, flags)."""
-    pcfg = policy.config
-    meta = getattr(policy, "metadata", None) or {}
-    size = meta.get("image_size") or _data_image_size(meta, pcfg.cameras) or pcfg.image_size
-    return EnvSpec(
-        cameras=tuple(pcfg.cameras),
-        image_size=int(size),
-        max_steps=cfg.max_steps,
-        expert=bool(getattr(policy, "uses_expert_action", False)),
-    )
-
-
-def _data_image_size(meta: dict, cameras: tuple[str, ...]) -> int | None:
-    """The frame size of the training data (its info.json), which may differ from the stem's size."""
-    for ds in meta.get("datasets") or []:
-        root = ds.get("root") if isinstance(ds, dict) else ds
-        info = Path(str(root), "meta", "info.json")
-        if not info.is_file():
-            continue
-        feature = json.loads(info.read_text()).get("features", {}).get(T.image_key(cameras[0]))
-        if feature and feature.get("shape"):
-            return int(feature["shape"][0])  # [H, W, 3]
-    return None
-
-
-def _check_spec(spec: EnvSpec, cfg: EvalConfig) -> None:
-    from vlaforge.envs.metaworld import CAMERAS
-
-    for cam in spec.cameras:
-        if cam not in CAMERAS:
-            raise unknown("Meta-World camera (from the policy config)", cam, CAMERAS)
-    if cfg.videos_per_task and spec.image_size % 2:
-        raise VlaforgeError(
-            f"videos need an even image size, got {spec.image_size}; pass --videos-per-task 0"
-        )
-
-
-def resolve_execute_steps(policy: Any, cfg: EvalConfig) -> int:
-    pcfg = policy.config
-    k = cfg.execute_steps if cfg.execute_steps is not None else int(getattr(pcfg, "execute_steps", 1) or 1)
-    if not 1 <= k <= int(pcfg.chunk):
-        raise VlaforgeError(
-            f"--execute-steps {k} must be between 1 and the policy's chunk length {pcfg.chunk}"
-        )
-    return k
-
-
 class Rollouts:
     """The rollout loop: owns the slots, the pool and the finished results."""
 
     def __init__(self, policy: Any, tasks: list[str], cfg: EvalConfig, pool: EnvPool, spec: EnvSpec) -> None:
-        if cfg.execution not in EXECUTION_MODES:
-            raise VlaforgeError(
-                f"unknown execution mode {cfg.execution!r}; choose from {', '.join(EXECUTION_MODES)}"
-            )
         self.policy, self.cfg, self.pool, self.spec = policy, cfg, pool, spec
         self.history = max(1, int(getattr(policy.config, "history", 1)))
         self.uses_images = bool(getattr(policy, "uses_images", True))
@@ -191,6 +113,7 @@ class Rollouts:
         self.device = _policy_device(policy)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.on_step: Callable[[Rollouts], None] | None = None
+        self.error: dict | None = None
         self.on_episode: Callable[[EpisodeResult, list | None], None] | None = None
 
     # -- episode bookkeeping -------------------------------------------------------------------
@@ -307,7 +230,8 @@ class Rollouts:
         self._retry(crashed)
 
     def run(self) -> bool:
-        """Run until every episode finished; returns False when interrupted by Ctrl-C."""
+        """Run until every episode finished; False when stopped early by Ctrl-C or by an error (kept
+        in `self.error` with its traceback, so the results so far can still be written)."""
         if hasattr(self.policy, "reset"):
             self.policy.reset()
         try:
@@ -320,6 +244,9 @@ class Rollouts:
                 if self.on_step is not None:
                     self.on_step(self)
         except KeyboardInterrupt:
+            return False
+        except Exception as err:
+            self.error = {"message": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
             return False
 
 
@@ -335,7 +262,8 @@ def evaluate(
     """Roll out `policy` on `tasks`; returns the raw run record (results, timing, counters)."""
     check_policy_fits(policy, cfg.dataset_index)
     spec = env_spec_for(policy, cfg)
-    _check_spec(spec, cfg)
+    check_env_spec(spec, cfg)
+    resolve_execute_steps(policy, cfg)
     seeds = eval_seeds(cfg.seed, cfg.episodes_per_task)
     seed_check = (train_seeds or TrainSeeds.unknown()).check(tasks, seeds, allow=cfg.allow_train_seeds)
     threads = cfg.torch_threads or max(1, (os.cpu_count() or 1) - cfg.workers)
@@ -346,17 +274,22 @@ def evaluate(
         with EnvPool(cfg.workers, spec) as pool:
             loop = Rollouts(policy, tasks, cfg, pool, spec)
             loop.on_step, loop.on_episode = on_step, on_episode
+            rollout_start = time.perf_counter()
             completed = loop.run()
+            rollout = time.perf_counter() - rollout_start
             restarts = pool.restarts
     finally:
         torch.set_num_threads(saved_threads)
     wall = time.perf_counter() - start
     return {
         "results": loop.results,
-        "interrupted": not completed,
+        "interrupted": not completed and loop.error is None,
+        "error": loop.error,
         "wall_time_s": wall,
         "env_steps": loop.env_steps,
         "env_steps_per_s": loop.env_steps / wall if wall > 0 else None,
+        "rollout_time_s": rollout,  # wall time without starting the workers
+        "rollout_steps_per_s": loop.env_steps / rollout if rollout > 0 else None,
         "policy_calls": loop.policy_calls,
         "policy_time_s": loop.policy_time,
         "retries": loop.retries,
@@ -398,4 +331,9 @@ def run_evaluation(
     run = evaluate(policy, tasks, cfg, train_seeds=train_seeds, on_episode=save_video, on_step=on_step)
     info = build_info(policy, name, suite or ",".join(tasks), tasks, cfg, run)
     write_report(out, info)
+    if run["error"]:
+        raise VlaforgeError(
+            f"evaluation stopped after {len(run['results'])} episodes by {run['error']['message']} "
+            f"(results so far and the traceback: {out / 'eval_info.json'})"
+        )
     return info

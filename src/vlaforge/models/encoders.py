@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlaforge.errors import VlaforgeError
 from vlaforge.models.config import PolicyConfig
 from vlaforge.models.language import TextEmbedder
 
@@ -49,20 +50,22 @@ class ImageStem(nn.Module):
         kernel = icfg.patch_size // 2 ** len(icfg.stem_channels)
         self.patch = nn.Conv2d(ch, width, kernel, stride=kernel)
         self.num_patches = (cfg.image_size // icfg.patch_size) ** 2
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # x/255 then (x - mean) / std, or x/255 * 2 - 1, folded into one multiply-add on [0, 255].
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        scale, shift = (1 / (255 * std), -mean / std) if icfg.pixel_norm == "imagenet" else (
+            torch.full((3,), 2 / 255), torch.full((3,), -1.0))  # fmt: skip
+        self.register_buffer("pix_scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pix_shift", shift.view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, C] -> normalized float [N, C, S, S]."""
-        x = frames.to(self.mean.device).permute(0, 3, 1, 2).float() / 255.0  # [N, C, H, W]
+        x = frames.to(self.pix_scale.device).permute(0, 3, 1, 2).float()  # [N, C, H, W] in [0, 255]
         if x.shape[-2:] != (self.image_size, self.image_size):
             down = x.shape[-1] > self.image_size
             x = F.interpolate(
                 x, size=(self.image_size,) * 2, mode="bilinear", antialias=down, align_corners=False
             )
-        if self.pixel_norm == "imagenet":
-            return (x - self.mean) / self.std
-        return x * 2.0 - 1.0
+        return torch.addcmul(self.pix_shift, x, self.pix_scale)  # [N, C, S, S]
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         x = self.patch(self.stem(self.preprocess(frames)))  # [N, D, s, s]
@@ -94,7 +97,9 @@ class TaskEncoder(nn.Module):
         if not self.goal:
             return tokens
         if goal_image is None:
-            raise ValueError(f"this policy is goal-conditioned: the batch needs {GOAL_IMAGE!r} [B, H, W, C]")
+            raise VlaforgeError(
+                f"this policy is goal-conditioned: the batch needs {GOAL_IMAGE!r} [B, H, W, C]"
+            )
         goal = self._stem[0](goal_image) + self.goal_pos  # [B, P, D]
         return torch.cat([tokens, goal], dim=1)  # [B, L + P, D]
 

@@ -327,6 +327,9 @@ class ObservationHistory:
         self._steps, self._count = [], 0
 
     def push(self, obs: dict[str, Any]) -> dict[str, Any]:
+        obs = {
+            k: v.copy() if isinstance(v, np.ndarray) else v for k, v in obs.items()
+        }  # envs may reuse buffers
         self._steps = ([obs] * self.history if not self._steps else self._steps + [obs])[-self.history :]
         self._count += 1
         real = min(self._count, self.history)

@@ -32,8 +32,15 @@ import numpy as np
 
 from vlaforge.eval.execution import ChunkBroker, RecedingHorizon, TemporalEnsemble, make_executor
 
-__all__ = ["AsyncChunkBroker", "ChunkBroker", "RecedingHorizon", "TemporalEnsemble", "blend_overlap",
-           "chunk_fn", "make_executor"]
+__all__ = [
+    "AsyncChunkBroker",
+    "ChunkBroker",
+    "RecedingHorizon",
+    "TemporalEnsemble",
+    "blend_overlap",
+    "chunk_fn",
+    "make_executor",
+]
 
 
 def chunk_fn(policy: Any) -> Callable[[Any], np.ndarray]:
@@ -59,7 +66,9 @@ def blend_overlap(old: np.ndarray, new: np.ndarray) -> np.ndarray:
 class AsyncChunkBroker:
     """Per-step actions with the next chunk requested `refill_at` steps early (see the module doc)."""
 
-    def __init__(self, policy: Any, *, refill_at: int = 4, synchronous: bool = False, block: bool = True) -> None:
+    def __init__(
+        self, policy: Any, *, refill_at: int = 4, synchronous: bool = False, block: bool = True
+    ) -> None:
         if refill_at < 0:
             raise ValueError(f"refill_at must be >= 0, got {refill_at}")
         self._infer = chunk_fn(policy)

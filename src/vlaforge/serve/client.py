@@ -29,8 +29,15 @@ class ServerError(VlaforgeError):
 class PolicyClient:
     """A blocking websocket client: `PolicyClient("127.0.0.1", 8000).infer(obs)["actions"]`."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = 8000, *, api_key: str | None = None,
-                 timeout_s: float | None = 60.0, retry_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int | None = 8000,
+        *,
+        api_key: str | None = None,
+        timeout_s: float | None = 60.0,
+        retry_s: float = 0.0,
+    ) -> None:
         self.uri = host if host.startswith("ws") else f"ws://{host}"
         if port is not None:
             self.uri += f":{port}"
@@ -43,16 +50,23 @@ class PolicyClient:
         deadline = time.monotonic() + retry_s
         while True:
             try:
-                ws = connect(self.uri, compression=None, max_size=None, additional_headers=headers,
-                             open_timeout=self.timeout_s)
+                ws = connect(
+                    self.uri,
+                    compression=None,
+                    max_size=None,
+                    additional_headers=headers,
+                    open_timeout=self.timeout_s,
+                )
                 break
             except ConnectionRefusedError as err:
                 if time.monotonic() >= deadline:
                     raise ServerError(f"no policy server at {self.uri} (connection refused)") from err
                 time.sleep(0.2)
             except websockets.InvalidStatus as err:
-                raise ServerError(f"{self.uri} refused the connection: HTTP {err.response.status_code} "
-                                  f"{err.response.body.decode(errors='replace').strip()}") from err
+                raise ServerError(
+                    f"{self.uri} refused the connection: HTTP {err.response.status_code} "
+                    f"{err.response.body.decode(errors='replace').strip()}"
+                ) from err
         return ws, to_str_keys(self._decode(ws.recv(timeout=self.timeout_s)))
 
     def get_server_metadata(self) -> dict:

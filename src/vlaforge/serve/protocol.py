@@ -42,7 +42,9 @@ def _pack_default(obj: Any) -> Any:
         return {b"__ndarray__": True, b"data": arr.tobytes(), b"dtype": arr.dtype.str, b"shape": arr.shape}
     if isinstance(obj, np.generic):
         return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
-    raise TypeError(f"cannot serialize {type(obj).__name__} (send numpy arrays, numbers, strings, lists, dicts)")
+    raise TypeError(
+        f"cannot serialize {type(obj).__name__} (send numpy arrays, numbers, strings, lists, dicts)"
+    )
 
 
 def _field(obj: dict, name: str) -> Any:
@@ -75,8 +77,10 @@ def _unpack_hook(obj: dict) -> Any:
         if not isinstance(data, (bytes, bytearray)):
             raise ProtocolError("array data must be msgpack bin (bytes)")
         if len(data) != math.prod(shape) * dtype.itemsize:
-            raise ProtocolError(f"array of shape {tuple(shape)} and dtype {dtype} needs "
-                                f"{math.prod(shape) * dtype.itemsize} bytes, got {len(data)}")
+            raise ProtocolError(
+                f"array of shape {tuple(shape)} and dtype {dtype} needs "
+                f"{math.prod(shape) * dtype.itemsize} bytes, got {len(data)}"
+            )
         return np.frombuffer(data, dtype=dtype).reshape(shape)
     if any(k in obj for k in _GENERIC_KEYS):
         return _dtype(_field(obj, "dtype")).type(_field(obj, "data"))
@@ -115,6 +119,7 @@ STATE_KEY = "observation.state"
 IMAGE_PREFIX = "observation.images."
 INSTRUCTION_KEYS = ("prompt", "task")  # openpi clients send `prompt`; LeRobot batches use `task`
 RESET_KEY = "reset"
+MAX_INSTRUCTION_CHARS = 1000  # instructions are embedded and cached per string: bound the cost
 
 
 @dataclass(frozen=True)
@@ -150,10 +155,14 @@ def _check_image(key: str, value: Any, spec: ObservationSpec) -> np.ndarray:
     _require(isinstance(value, np.ndarray), f"{key} must be a numpy array, got {type(value).__name__}")
     _require(value.dtype == np.uint8, f"{key} must be uint8 [H, W, 3] (0-255), got dtype {value.dtype}")
     frames = value[None] if value.ndim == 3 else value  # [T, H, W, 3]
-    _require(frames.ndim == 4 and frames.shape[-1] == 3 and min(frames.shape[1:3], default=0) > 0,
-             f"{key} must have shape [H, W, 3] or [{spec.history}, H, W, 3], got {value.shape}")
-    _require(frames.shape[0] in (1, spec.history),
-             f"{key} carries {frames.shape[0]} frames; send 1 (current) or {spec.history} (full history)")
+    _require(
+        frames.ndim == 4 and frames.shape[-1] == 3 and min(frames.shape[1:3], default=0) > 0,
+        f"{key} must have shape [H, W, 3] or [{spec.history}, H, W, 3], got {value.shape}",
+    )
+    _require(
+        frames.shape[0] in (1, spec.history),
+        f"{key} carries {frames.shape[0]} frames; send 1 (current) or {spec.history} (full history)",
+    )
     return frames
 
 
@@ -164,8 +173,10 @@ def _check_state(value: Any, spec: ObservationSpec) -> np.ndarray:
     _require(isinstance(value, np.ndarray), f"{STATE_KEY} must be a numpy array, got {type(value).__name__}")
     _require(value.dtype.kind in "fiu", f"{STATE_KEY} must be a float array, got dtype {value.dtype}")
     state = value[None] if value.ndim == 1 else value  # [T, S]
-    _require(state.ndim == 2 and state.shape[-1] == spec.state_dim,
-             f"{STATE_KEY} must have shape [{spec.state_dim}] or [{spec.history}, {spec.state_dim}], got {value.shape}")
+    _require(
+        state.ndim == 2 and state.shape[-1] == spec.state_dim,
+        f"{STATE_KEY} must have shape [{spec.state_dim}] or [{spec.history}, {spec.state_dim}], got {value.shape}",
+    )
     _require(bool(np.isfinite(state).all()), f"{STATE_KEY} contains NaN or Inf")
     return state.astype(np.float32)
 
@@ -175,6 +186,9 @@ def _instruction(obs: dict) -> str:
     _require(bool(given), "missing the instruction: send 'prompt' (openpi) or 'task' (a string)")
     for key, value in given.items():
         _require(isinstance(value, str) and value.strip() != "", f"{key!r} must be a non-empty string")
+        _require(
+            len(value) <= MAX_INSTRUCTION_CHARS, f"{key!r} is longer than {MAX_INSTRUCTION_CHARS} characters"
+        )
     _require(len(set(given.values())) == 1, "'prompt' and 'task' disagree: send one of them")
     return next(iter(given.values()))
 
@@ -192,7 +206,9 @@ def validate_observation(obs: Any, spec: ObservationSpec) -> Request:
         images[key] = _check_image(key, obs[key], spec)
     state = _check_state(obs.get(STATE_KEY), spec)
     lengths = {a.shape[0] for a in images.values()} | ({state.shape[0]} if spec.state_dim else set())
-    _require(len(lengths) == 1, f"images and state must carry the same number of steps, got {sorted(lengths)}")
+    _require(
+        len(lengths) == 1, f"images and state must carry the same number of steps, got {sorted(lengths)}"
+    )
     sizes = {a.shape[1:] for a in images.values()}
     _require(len(sizes) == 1, f"all cameras must have the same image size, got {sorted(sizes)}")
     return Request(images=images, state=state, task=_instruction(obs))

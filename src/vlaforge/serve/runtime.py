@@ -48,7 +48,9 @@ class ObservationHistory:
 
     def __init__(self, history: int) -> None:
         self.history = history
-        self._frames: collections.deque[tuple[dict[str, np.ndarray], np.ndarray]] = collections.deque(maxlen=history)
+        self._frames: collections.deque[tuple[dict[str, np.ndarray], np.ndarray]] = collections.deque(
+            maxlen=history
+        )
 
     def clear(self) -> None:
         self._frames.clear()
@@ -81,15 +83,26 @@ class PolicyRuntime:
     The future's result is `{"actions": float32 [H, A], "infer_ms", "queue_ms", "batch_size"}`.
     """
 
-    def __init__(self, policy: Any, *, name: str = "policy", max_batch: int = 8, seed: int | None = 0,
-                 warmup: bool = True) -> None:
+    def __init__(
+        self,
+        policy: Any,
+        *,
+        name: str = "policy",
+        max_batch: int = 8,
+        seed: int | None = 0,
+        warmup: bool = True,
+    ) -> None:
         self.policy = policy.eval()
         self.name = name
         self.max_batch = max(1, max_batch)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         cfg = policy.config
-        self.spec = ObservationSpec(cameras=tuple(cfg.cameras), image_size=int(cfg.image_size),
-                                    history=int(cfg.history), state_dim=int(cfg.state_dim))
+        self.spec = ObservationSpec(
+            cameras=tuple(cfg.cameras),
+            image_size=int(cfg.image_size),
+            history=int(cfg.history),
+            state_dim=int(cfg.state_dim),
+        )
         if warmup:
             self.warmup()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
@@ -102,8 +115,12 @@ class PolicyRuntime:
         first client is not served a multi-second first request."""
         side, t, s = self.spec.image_size, self.spec.history, self.spec.state_dim
         tasks = list((getattr(self.policy, "metadata", None) or {}).get("tasks") or []) or ["warm up"]
-        images = {f"observation.images.{c}": np.zeros((t, side, side, 3), np.uint8) for c in self.spec.cameras}
-        windows = [Window(images, np.zeros((t, s), np.float32), np.zeros(t, bool), task) for task in tasks[:256]]
+        images = {
+            f"observation.images.{c}": np.zeros((t, side, side, 3), np.uint8) for c in self.spec.cameras
+        }
+        windows = [
+            Window(images, np.zeros((t, s), np.float32), np.zeros(t, bool), task) for task in tasks[:256]
+        ]
         for i in range(0, len(windows), self.max_batch):
             self._forward(windows[i : i + self.max_batch])
 
@@ -147,15 +164,24 @@ class PolicyRuntime:
         start = time.perf_counter()
         try:
             actions = self._forward([j.window for j in jobs])  # [B, H, A]
-        except Exception as err:  # reported to each client; the server keeps serving
+        except Exception as err:  # reported to the client(s); the server keeps serving
+            if len(jobs) > 1:  # find the culprit: the others must not fail with it
+                for job in jobs:
+                    self._run([job])
+                return
             logger.exception("inference failed")
-            for job in jobs:
-                job.future.set_exception(err)
+            jobs[0].future.set_exception(err)
             return
         infer_ms = (time.perf_counter() - start) * 1000
         for i, job in enumerate(jobs):
-            job.future.set_result({"actions": actions[i], "infer_ms": infer_ms, "batch_size": len(jobs),
-                                   "queue_ms": (start - job.queued_at) * 1000})
+            job.future.set_result(
+                {
+                    "actions": actions[i],
+                    "infer_ms": infer_ms,
+                    "batch_size": len(jobs),
+                    "queue_ms": (start - job.queued_at) * 1000,
+                }
+            )
 
     @torch.inference_mode()
     def _forward(self, windows: list[Window]) -> np.ndarray:
@@ -183,14 +209,20 @@ def build_metadata(policy: Any, spec: ObservationSpec, *, name: str) -> dict:
     side, hist = spec.image_size, spec.history
     observation = {
         f"observation.images.{cam}": {
-            "dtype": "uint8", "shape": [side, side, 3], "history_shape": [hist, side, side, 3],
+            "dtype": "uint8",
+            "shape": [side, side, 3],
+            "history_shape": [hist, side, side, 3],
             "description": f"camera {cam!r}, RGB, LeRobot orientation; other sizes are resized (bilinear)",
         }
         for cam in spec.cameras
     }
     if spec.state_dim:
-        observation[STATE_KEY] = {"dtype": "float32", "shape": [spec.state_dim],
-                                  "history_shape": [hist, spec.state_dim], "description": "proprio, robot units"}
+        observation[STATE_KEY] = {
+            "dtype": "float32",
+            "shape": [spec.state_dim],
+            "history_shape": [hist, spec.state_dim],
+            "description": "proprio, robot units",
+        }
     return {
         "server": "vlaforge",
         "protocol": "openpi websocket, msgpack-numpy",
@@ -209,8 +241,13 @@ def build_metadata(policy: Any, spec: ObservationSpec, *, name: str) -> dict:
         "action_horizon": int(cfg.chunk),
         "execute_steps": int(cfg.execute_steps),
         "fps": meta.get("fps"),
-        "action": {"key": "actions", "dtype": "float32", "shape": [int(cfg.chunk), int(cfg.action_dim)],
-                   "units": "robot units (unnormalized)", "names": meta.get("action_names")},
+        "action": {
+            "key": "actions",
+            "dtype": "float32",
+            "shape": [int(cfg.chunk), int(cfg.action_dim)],
+            "units": "robot units (unnormalized)",
+            "names": meta.get("action_names"),
+        },
         "tasks": list(meta.get("tasks") or []),
         "reset": {RESET_KEY: True},
         "reset_note": "send {'reset': True} at an episode start to clear this connection's history",
@@ -224,7 +261,9 @@ def checkpoint_name(path: str | Path) -> str:
     return f"{p.parent.parent.name}/{p.name}" if p.parent.name == "checkpoints" else p.name
 
 
-def load_runtime(path: str | Path, *, int8: bool = False, max_batch: int = 8, seed: int | None = 0) -> PolicyRuntime:
+def load_runtime(
+    path: str | Path, *, int8: bool = False, max_batch: int = 8, seed: int | None = 0
+) -> PolicyRuntime:
     """Load a checkpoint (fp32, or an INT8 export from `vlaforge export --int8`) behind a runtime."""
     from vlaforge.deploy.quantize import load_policy
 

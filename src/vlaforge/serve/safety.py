@@ -35,6 +35,7 @@ the robot is assumed at rest (previous step 0), so the first command also obeys 
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -104,8 +105,12 @@ def _clip_to(interval_lo: np.ndarray, interval_hi: np.ndarray, lo: np.ndarray, h
 class SafetySupervisor:
     """Wrap `policy` (anything with `infer(obs) -> {"actions": ...}`, or None for `filter` only)."""
 
-    def __init__(self, policy: Any = None, config: SafetyConfig | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        policy: Any = None,
+        config: SafetyConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.policy = policy
         self.config = config or SafetyConfig()
         self.clock = clock
@@ -153,16 +158,19 @@ class SafetySupervisor:
         return result
 
     def _preview(self, chunk: np.ndarray, state: np.ndarray | None) -> np.ndarray:
-        saved = (self._prev_step, self._target, self._last_safe)
+        # A shallow copy: filter() only rebinds its fields, so the live per-step state is never
+        # touched, even when a broker calls infer() from a background thread during filter().
+        shadow = copy.copy(self)
         out = []
         for row in chunk:
-            out.append(self.filter(row, state, _preview=True))
+            out.append(shadow.filter(row, state, _preview=True))
             state = None  # later rows integrate from the previous target (perfect tracking)
-        self._prev_step, self._target, self._last_safe = saved
         return np.stack(out).astype(np.float32)  # [H, A]
 
     # ------------------------------------------------------------------ per-step path
-    def filter(self, action: Any, state: Any = None, now: float | None = None, *, _preview: bool = False) -> np.ndarray:
+    def filter(
+        self, action: Any, state: Any = None, now: float | None = None, *, _preview: bool = False
+    ) -> np.ndarray:
         """The command to send for this control step: finite and within every limit."""
         with np.errstate(over="ignore", invalid="ignore"):  # 1e308 inputs are clipped, not warned about
             return self._filter(action, state, now, _preview)
@@ -223,7 +231,9 @@ class SafetySupervisor:
             self._record("gripper_range", f"{a[grip]} -> {b[grip]}", quiet=quiet)
         return b
 
-    def _limit_position(self, a: np.ndarray, hold: str | None, state: np.ndarray | None, quiet: bool) -> np.ndarray:
+    def _limit_position(
+        self, a: np.ndarray, hold: str | None, state: np.ndarray | None, quiet: bool
+    ) -> np.ndarray:
         cfg = self.config
         pos_dims = list(cfg.position_dims)
         position = state[list(cfg.state_position_dims)] if state is not None else self._target  # [P] or None
@@ -245,7 +255,9 @@ class SafetySupervisor:
                 self._record("limit_conflict", "acceleration limit yields to workspace/velocity", quiet=quiet)
         step = np.clip(wanted, lo, hi)  # [P]
         if not hold and not np.allclose(step, wanted, rtol=0, atol=1e-12):
-            self._record("position_limit", f"step {np.round(wanted, 5)} -> {np.round(step, 5)} m", quiet=quiet)
+            self._record(
+                "position_limit", f"step {np.round(wanted, 5)} -> {np.round(step, 5)} m", quiet=quiet
+            )
         self._prev_step = step
         self._target = None if ref is None else ref + step
         a[pos_dims] = step / cfg.action_scale if cfg.action_mode == "delta" else self._target
@@ -272,7 +284,9 @@ class SafetySupervisor:
         ws_lo = -np.where(to_low >= 0, braking_limit(to_low, cfg.max_step_change), to_low)
         new_lo, new_hi, conflict = _clip_to(ws_lo, ws_hi, lo, hi)
         if conflict:
-            self._record("outside_workspace", f"position {np.round(position, 4)} is outside the box", quiet=quiet)
+            self._record(
+                "outside_workspace", f"position {np.round(position, 4)} is outside the box", quiet=quiet
+            )
         return new_lo, new_hi
 
     def _record(self, kind: str, detail: str, quiet: bool = False) -> None:

@@ -77,9 +77,15 @@ class PolicyServer:
     async def _start(self):
         cfg = self.config
         self._server = await serve(
-            self._handler, cfg.host, cfg.port, process_request=self._process_request, compression=None,
-            max_size=cfg.max_message_bytes, open_timeout=cfg.open_timeout_s,
-            ping_interval=cfg.ping_interval_s, ping_timeout=cfg.ping_interval_s,
+            self._handler,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=cfg.max_message_bytes,
+            open_timeout=cfg.open_timeout_s,
+            ping_interval=cfg.ping_interval_s,
+            ping_timeout=cfg.ping_interval_s,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("serving %s on ws://%s:%d", self.runtime.name, cfg.host, self.port)
@@ -112,6 +118,7 @@ class PolicyServer:
     def stop(self) -> None:
         """Stop a server started with `start_in_thread` and its runtime."""
         if self._loop is not None and self._server is not None:
+
             async def shutdown() -> None:
                 self._server.close()
                 await self._server.wait_closed()
@@ -183,7 +190,11 @@ class PolicyServer:
             result = await asyncio.wrap_future(self.runtime.submit(window))
         except Exception as err:
             return f"inference failed: {type(err).__name__}: {err}"
-        timing = {"infer_ms": result["infer_ms"], "queue_ms": result["queue_ms"], "batch_size": result["batch_size"]}
+        timing = {
+            "infer_ms": result["infer_ms"],
+            "queue_ms": result["queue_ms"],
+            "batch_size": result["batch_size"],
+        }
         if prev_total_ms is not None:
             timing["prev_total_ms"] = prev_total_ms
         return packb({"actions": result["actions"], "server_timing": timing})

@@ -1,7 +1,7 @@
 """Image augmentation on the training device: random shift (pad + crop) and colour jitter.
 
 Works on the batch's uint8 `[B, T, H, W, C]` camera tensors where they already live (the GPU when
-training on one), computes in float and hands uint8 back, so the policy sees exactly the dtype and
+training on one), shifts on uint8, jitters in float and hands uint8 back, so the policy sees exactly the dtype and
 layout it sees at evaluation (the contract of `types.py`); rounding back costs < 0.5 grey level.
 
 Randomness comes from a generator seeded by (seed, step) and is drawn for the *global* batch, of
@@ -14,7 +14,6 @@ Off at validation and evaluation (the trainer simply does not call it).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from vlaforge.train.config import AugmentConfig
 from vlaforge.types import IMAGE_PREFIX
@@ -45,11 +44,9 @@ def augment_batch(
 
 def apply_augmentation(images: torch.Tensor, params: dict[str, torch.Tensor], shift: int) -> torch.Tensor:
     """Deterministic given `params` (from `_draw`): uint8 [B, T, H, W, C] -> uint8 [B, T, H, W, C]."""
-    x = images.permute(0, 1, 4, 2, 3).float()  # [B, T, C, H, W]
     if shift > 0:
-        x = _shift(x, params["dy"], params["dx"], shift)
-    x = _jitter(x, params["brightness"], params["contrast"], params["saturation"])
-    return x.clamp_(0, 255).round_().to(torch.uint8).permute(0, 1, 3, 4, 2)
+        images = _shift(images, params["dy"] - shift, params["dx"] - shift)
+    return _jitter(images.float(), params["brightness"], params["contrast"], params["saturation"])
 
 
 def _draw(cfg: AugmentConfig, n: int, h: int, w: int, gen: torch.Generator, device) -> dict[str, torch.Tensor]:
@@ -67,28 +64,26 @@ def _draw(cfg: AugmentConfig, n: int, h: int, w: int, gen: torch.Generator, devi
     }
 
 
-def _shift(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int) -> torch.Tensor:
-    """Replicate-pad by `pad` and crop H x W at offset (dy, dx) per sample, with one gather."""
-    b, t, c, h, w = x.shape
-    padded = F.pad(x.reshape(b, t * c, h, w), (pad, pad, pad, pad), mode="replicate")  # [B, T*C, H+2p, W+2p]
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None]).long()  # [B, H]
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None]).long()  # [B, W]
-    bidx = torch.arange(b, device=x.device)[:, None, None]
-    out = padded.permute(0, 2, 3, 1)[bidx, rows[:, :, None], cols[:, None, :]]  # [B, H, W, T*C]
-    return out.permute(0, 3, 1, 2).reshape(b, t, c, h, w)
+def _shift(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Translate each sample by (dy, dx) pixels with edge replication (= replicate-pad + crop), on
+    uint8, as two gathers (rows, then columns); clamped indices stand in for the padding."""
+    b, t, h, w, c = images.shape
+    rows = (torch.arange(h, device=images.device)[None] + dy[:, None]).clamp_(0, h - 1)  # [B, H]
+    cols = (torch.arange(w, device=images.device)[None] + dx[:, None]).clamp_(0, w - 1)  # [B, W]
+    out = images.reshape(b, t, h, w * c).gather(2, rows[:, None, :, None].expand(b, t, h, w * c))
+    return out.view(b, t, h, w, c).gather(3, cols[:, None, None, :, None].expand(b, t, h, w, c))  # [B, T, H, W, C]
 
 
 def _jitter(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
-    """Brightness, then contrast around the mean grey, then saturation; factors are per sample [B]."""
-    def per_sample(f: torch.Tensor) -> torch.Tensor:
-        return f.view(-1, 1, 1, 1, 1)
-
-    weights = torch.tensor(_GREY, device=x.device).view(1, 1, 3, 1, 1)
-    x = x * per_sample(brightness)  # [B, T, C, H, W]
-    grey = (x * weights).sum(2, keepdim=True)  # [B, T, 1, H, W]
-    x = (x - grey.mean((3, 4), keepdim=True)) * per_sample(contrast) + grey.mean((3, 4), keepdim=True)
-    grey = (x * weights).sum(2, keepdim=True)  # [B, T, 1, H, W]
-    return (x - grey) * per_sample(saturation) + grey
+    """Brightness (x*b), then contrast around the frame's mean grey (c), then saturation against the
+    grey image (s), fused into one affine map per sample and one pass over the pixels:
+        out = s*c*b * x + (1-s)*c*b * grey + (1-c)*b * mean_grey
+    with grey the input's per-pixel luma. x: float [B, T, H, W, C] in 0..255 -> uint8 (rounded)."""
+    b, c, s = (f.view(-1, 1, 1, 1, 1) for f in (brightness, contrast, saturation))  # [B, 1, 1, 1, 1]
+    grey = x[..., 0:1] * _GREY[0] + x[..., 1:2] * _GREY[1] + x[..., 2:3] * _GREY[2]  # [B, T, H, W, 1]
+    mean = grey.mean((2, 3), keepdim=True)  # [B, T, 1, 1, 1]
+    offset = grey * ((1 - s) * c * b) + ((1 - c) * b * mean + 0.5)  # [B, T, H, W, 1]; +0.5 rounds below
+    return torch.addcmul(offset, x, s * c * b).clamp_(0, 255).to(torch.uint8)  # [B, T, H, W, C]
 
 
 def _mix(seed: int, step: int, camera: int) -> int:

@@ -38,7 +38,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grad-accum", type=int, help="micro-batches per step (train.grad_accum)")
     parser.add_argument("--val-fraction", type=float, help="held-out episode fraction (train.val_fraction)")
     parser.add_argument("--seed", type=int, help="seed (train.seed)")
-    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the loss (train.compile)")
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the image encoder and trunk (train.compile)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. model.head.kind=flow or train.ema_decay=0")
     parser.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")

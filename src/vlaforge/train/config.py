@@ -62,7 +62,7 @@ class TrainConfig:
     bf16: bool = True
     """bf16 autocast on CUDA (ignored on CPU, where float32 is faster on most laptops)."""
     compile: bool = False
-    """torch.compile the loss computation (first steps are slow while it compiles)."""
+    """torch.compile the image encoder and the trunk (`trainer.COMPILED`); the first steps compile."""
     val_fraction: float = 0.1
     """Fraction of each dataset's episodes held out for the validation loss (0 = no validation)."""
     val_every: int = 500

@@ -24,7 +24,8 @@ HELP = "fine-tune a trained policy on new data (full, frozen, LoRA)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="source", metavar="CKPT", help="pretrained checkpoint directory")
+    parser.add_argument("--from", dest="source", metavar="CKPT",
+                        help="pretrained checkpoint directory (or a run directory: its checkpoints/last)")
     parser.add_argument("--freeze", action="append", default=[], metavar="GLOB",
                         help="freeze parameters whose names match (e.g. 'trunk.*'); repeatable")
     parser.add_argument("--lora-rank", type=int, default=0, help="LoRA rank on the trunk's linear layers (0 = off)")
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume:
         if not args.source:
             raise VlaforgeError("`vlaforge finetune` needs --from CKPT (a checkpoint directory)")
+        if (Path(args.source) / "checkpoints" / "last").is_dir():  # a run directory: its last checkpoint
+            args.source = str(Path(args.source) / "checkpoints" / "last")
         if not Path(args.source).is_dir():
             raise VlaforgeError(f"--from {args.source}: not a checkpoint directory")
         if args.lora_rank < 0:

@@ -71,11 +71,12 @@ class Trainer:
         self.val_batches = val_batches
         self.export = export or (lambda m: m)
         self.info = info or {}
+        self.ema = EMA(self.policy, cfg.ema_decay) if cfg.ema_decay > 0 else None  # before compiling
+        if cfg.compile:
+            compile_modules(self.policy)
         self.model = wrap_ddp(LossModule(self.policy), self.dist)
-        self.loss_fn = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = build_optimizer(self.policy, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
-        self.ema = EMA(self.policy, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.step, self.best = 0, math.inf
         self.last_val: float | None = None
         self._recent: list[float] = []
@@ -161,7 +162,7 @@ class Trainer:
             batch = self._next_batch(self.step * cfg.grad_accum + micro)
             sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
             with self._autocast(), contextlib.nullcontext() if sync else self.model.no_sync():
-                loss, metrics = self.loss_fn(batch)
+                loss, metrics = self.model(batch)
                 (loss / cfg.grad_accum).backward()
             total += loss.detach().float()
         loss_value = float(self.dist.mean(total / cfg.grad_accum))
@@ -286,6 +287,18 @@ class Trainer:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+COMPILED = ("obs_encoder", "trunk")
+"""Submodules `--compile` compiles in place (names and state_dict keys unchanged). The text encoder
+(tokenizer, transformers) and the heads' loss methods stay eager: dynamo cannot trace the former."""
+
+
+def compile_modules(policy: nn.Module) -> None:
+    for name in COMPILED:
+        module = getattr(policy, name, None)
+        if isinstance(module, nn.Module):
+            module.compile()
 
 
 def shard(batch: dict, rows: slice | None) -> dict:

@@ -55,7 +55,8 @@ class HeadConfig:
     # --- diffusion (Octo) ---
     # T, the DDPM training steps of the cosine schedule (Octo: 20).
     diffusion_train_steps: int = 20
-    # DDIM sampling steps (<= diffusion_train_steps; equal to it with ddim_eta=1 is DDPM sampling).
+    # DDIM sampling steps, evenly spaced over the T train steps (<= diffusion_train_steps; equal to
+    # it with ddim_eta=1 is DDPM ancestral sampling).
     sample_steps: int = 10
     # DDIM eta: 0 = deterministic given the initial noise, 1 = DDPM-like posterior noise.
     ddim_eta: float = 0.0
@@ -83,11 +84,7 @@ class HeadConfig:
 
 def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> ActionHead:
     """The head `cfg.kind` for trunk width `embed_dim`, `action_dim` entries and chunk `horizon`."""
-    if cfg.kind not in HEAD_KINDS:
-        raise unknown("head kind", str(cfg.kind), HEAD_KINDS)
-    for name in ("hidden_dim", "num_blocks", "num_readouts", "num_bins", "diffusion_train_steps"):
-        if getattr(cfg, name) < 1:
-            raise VlaforgeError(f"head.{name} must be >= 1, got {getattr(cfg, name)}")
+    _validate(cfg)
     from vlaforge.models.heads import diffusion, flow, regression, tokens
 
     builders = {
@@ -98,6 +95,31 @@ def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -
         "flow-expert": flow.ExpertFlowHead.from_config,
     }
     return builders[cfg.kind](cfg, embed_dim, action_dim, horizon)
+
+
+_POSITIVE = (
+    "hidden_dim", "num_blocks", "num_readouts", "time_dim", "num_bins", "diffusion_train_steps",
+    "sample_steps", "flow_steps", "expert_width", "expert_depth", "expert_heads", "expert_mlp_ratio",
+)  # fmt: skip
+
+
+def _validate(cfg: HeadConfig) -> None:
+    """Raise `VlaforgeError` (one line naming the field) for a config no head can be built from."""
+    if cfg.kind not in HEAD_KINDS:
+        raise unknown("head kind", str(cfg.kind), HEAD_KINDS)
+    for name in _POSITIVE:
+        if getattr(cfg, name) < 1:
+            raise VlaforgeError(f"head.{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.kind == "diffusion" and cfg.sample_steps > cfg.diffusion_train_steps:
+        raise VlaforgeError(
+            f"head.sample_steps ({cfg.sample_steps}) must be <= head.diffusion_train_steps ({cfg.diffusion_train_steps})"
+        )
+    if cfg.kind == "flow-expert" and cfg.expert_width % cfg.expert_heads:
+        raise VlaforgeError(
+            f"head.expert_heads ({cfg.expert_heads}) must divide head.expert_width ({cfg.expert_width})"
+        )
+    if not 0 < cfg.time_min < 1 or cfg.time_beta_a <= 0 or cfg.time_beta_b <= 0:
+        raise VlaforgeError("head.time_min must be in (0, 1) and head.time_beta_a/b > 0")
 
 
 __all__ = ["HEAD_KINDS", "ActionHead", "HeadConfig", "HeadKind", "TrunkOutput", "build_head"]

@@ -16,7 +16,8 @@ noise; eta=1 with sample_steps = T is DDPM ancestral sampling.
 Deviations from Octo: the network's output goes through a skip, eps_hat = sqrt(1-a) x_k + sqrt(a) f
 (see `epsilon`; the objective is unchanged): with the cosine schedule's last alpha_bar ~ 6e-6 a plain
 eps network must reproduce x_k to ~1/400 precision, and the first deterministic DDIM step multiplied
-its error into garbage (mean error 0.7 vs 0.07 with the skip on an overfit toy). Time is fed as
+its error into garbage (one-batch overfit toy, 10 DDIM steps: mean chunk error 0.71 without the
+skip vs 0.17 with it after 300 Adam steps; 0.36 vs 0.07 after 1000). Time is fed as
 sinusoidal features of k/T (Octo: learnable Fourier features of k). Octo samples with DDPM over all
 T steps; we default to 10 deterministic DDIM steps of T=20.
 """
@@ -68,7 +69,9 @@ class DiffusionHead(ActionHead):
         self.time = TimeEmbedding(time_dim)
         self.net = ConditionedMLP(embed_dim, flat + time_dim, flat, hidden_dim, num_blocks, dropout)
         # Derived from the config, so not saved in checkpoints.
-        self.register_buffer("alpha_bar", cosine_schedule(train_steps).float(), persistent=False)  # [T]
+        schedule = cosine_schedule(train_steps)  # [T] float64
+        self.register_buffer("alpha_bar", schedule.float(), persistent=False)  # [T], indexed in training
+        self._alpha_bar = schedule.tolist()  # host floats for the sampler: no device sync per step
 
     @classmethod
     def from_config(cls, cfg, embed_dim: int, action_dim: int, horizon: int) -> DiffusionHead:
@@ -128,8 +131,8 @@ class DiffusionHead(ActionHead):
         self, x: torch.Tensor, eps: torch.Tensor, k: int, k_prev: int, generator: torch.Generator | None
     ) -> torch.Tensor:
         """One DDIM update from timestep k to k_prev (-1 = clean)."""
-        a = float(self.alpha_bar[k])
-        a_prev = float(self.alpha_bar[k_prev]) if k_prev >= 0 else 1.0
+        a = self._alpha_bar[k]
+        a_prev = self._alpha_bar[k_prev] if k_prev >= 0 else 1.0
         x0 = (x - math.sqrt(1 - a) * eps) / math.sqrt(a)  # [B, H*A]
         if self.sample_clip > 0:  # the model's eps is kept as is (as diffusers' DDIM does by default)
             x0 = x0.clamp(-self.sample_clip, self.sample_clip)
