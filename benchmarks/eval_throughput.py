@@ -64,6 +64,7 @@ def _run(name: str, policy, args: argparse.Namespace, execution: str) -> dict:
         "env_steps_per_s": round(t["env_steps_per_s"], 1),
         "rollout_steps_per_s": round(t["rollout_steps_per_s"], 1),
         "policy_calls": t["policy_calls"],
+        "torch_threads": t["torch_threads"],
         "policy_time_s": round(t["policy_time_s"], 3),
         "policy_ms_per_call": round(1000 * t["policy_time_s"] / max(1, t["policy_calls"]), 2),
         "success_rate": info["overall"]["success_rate"],
@@ -102,6 +103,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "torch_threads": torch.get_num_threads(),
+            "load_average_1m": round(os.getloadavg()[0], 2),  # > cpus: other work shared the cores (noisy)
         },
         "settings": vars(args) | {"preset": preset, "batch": args.workers * args.envs_per_worker},
         "runs": rows,

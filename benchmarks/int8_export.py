@@ -94,36 +94,39 @@ def timed(fn, iters: int, warmup: int = 3) -> dict:
     return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))]}
 
 
+def _variant(call, reference: list, run_on, samples: list, iters: int, base_ms: float | None) -> dict:
+    """Latency of `call` on the first sample and |run_on(s) - reference| over all samples."""
+    row = timed(call, iters)
+    err = np.concatenate([np.abs(run_on(s) - r).ravel() for s, r in zip(samples, reference, strict=True)])
+    row.update(max_abs_err=float(err.max()), mean_abs_err=float(err.mean()))
+    if base_ms is not None:
+        row["speedup"] = base_ms / row["median_ms"]
+    return row
+
+
 def measure(policy, args) -> dict:
-    from vlaforge.deploy.export import EXPORTABLE_HEADS, OnnxPolicy, export_onnx
+    from vlaforge.deploy.export import EXPORTABLE_HEADS, OnnxPolicy, export_onnx, quantize_onnx
     from vlaforge.deploy.quantize import quantize_dynamic_int8
 
-    int8 = quantize_dynamic_int8(policy).eval()
     samples = [observation(policy, seed) for seed in range(args.samples)]
+    ref = [_torch_call(policy, s)() for s in samples]
     row = {"head": policy.config.head.kind, "params": sum(p.numel() for p in policy.parameters())}
     row["fp32"] = timed(_torch_call(policy, samples[0]), args.iters)
-    row["int8"] = timed(_torch_call(int8, samples[0]), args.iters)
-    ref = [_torch_call(policy, s)() for s in samples]
-    err = np.concatenate(
-        [np.abs(_torch_call(int8, s)() - r).ravel() for s, r in zip(samples, ref, strict=True)]
-    )
-    row["int8"].update(
-        max_abs_err=float(err.max()),
-        mean_abs_err=float(err.mean()),
-        speedup=row["fp32"]["median_ms"] / row["int8"]["median_ms"],
+    base = row["fp32"]["median_ms"]
+    int8 = quantize_dynamic_int8(policy).eval()
+    row["int8"] = _variant(
+        _torch_call(int8, samples[0]), ref, lambda s: _torch_call(int8, s)(), samples, args.iters, base
     )
     if row["head"] in EXPORTABLE_HEADS:
         with tempfile.TemporaryDirectory() as tmp:
-            onnx = OnnxPolicy(export_onnx(policy, Path(tmp) / "p.onnx"), threads=args.threads)
-            row["onnx"] = timed(lambda: onnx.sample_actions(samples[0]), args.iters)
-            err = np.concatenate(
-                [np.abs(onnx.sample_actions(s) - r).ravel() for s, r in zip(samples, ref, strict=True)]
-            )
-            row["onnx"].update(
-                max_abs_err=float(err.max()),
-                mean_abs_err=float(err.mean()),
-                speedup=row["fp32"]["median_ms"] / row["onnx"]["median_ms"],
-            )
+            graph = export_onnx(policy, Path(tmp) / "p.onnx")
+            for name, path in (
+                ("onnx", graph),
+                ("onnx_int8", quantize_onnx(graph, Path(tmp) / "p.int8.onnx")),
+            ):
+                onnx = OnnxPolicy(path, threads=args.threads)
+                call = lambda onnx=onnx: onnx.sample_actions(samples[0])  # noqa: E731
+                row[name] = _variant(call, ref, onnx.sample_actions, samples, args.iters, base)
     return row
 
 
@@ -189,8 +192,9 @@ def main() -> None:
             f"{name:>12} {r['head']:>10}  fp32 {r['fp32']['median_ms']:7.2f} ms  int8 {r['int8']['median_ms']:7.2f} ms "
             f"(x{r['int8']['speedup']:.2f}, max err {r['int8']['max_abs_err']:.4f})"
         )
-        if "onnx" in r:
-            line += f"  onnx {r['onnx']['median_ms']:7.2f} ms (x{r['onnx']['speedup']:.2f}, max err {r['onnx']['max_abs_err']:.1e})"
+        for key in ("onnx", "onnx_int8"):
+            if key in r:
+                line += f"  {key} {r[key]['median_ms']:6.2f} ms (x{r[key]['speedup']:.2f}, err {r[key]['max_abs_err']:.1e})"
         print(line, flush=True)
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -1,4 +1,4 @@
-"""Suite-wide settings: headless rendering, offline hub, few threads (CI has 2 cores)."""
+"""Suite-wide settings: headless rendering, offline hub, one torch thread."""
 
 import os
 
@@ -10,4 +10,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+# Tiny test models gain nothing from threads and lose a lot when the cores are busy.
+torch.set_num_threads(1)

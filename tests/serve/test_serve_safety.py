@@ -134,10 +134,11 @@ def test_watchdog_holds_then_latches_the_estop():
     assert sup.filter([0.5, 0, 0, 0], state=state)[0] == 0.0 and sup.stopped is None
     now[0] = 0.4
     assert sup.filter([0.5, 0, 0, 0], state=state)[0] == 0.0 and "watchdog" in sup.stopped
-    sup.notify_chunk()  # a fresh chunk does not clear a latched stop
-    assert sup.filter([0.5, 0, 0, 0], state=state)[0] == 0.0
+    sup.notify_chunk()  # neither a fresh chunk nor an episode reset releases a latched stop
     sup.reset()
-    assert sup.filter([0.5, 0, 0, 0], state=state)[0] == pytest.approx(0.5)
+    assert sup.filter([0.5, 0, 0, 0], state=state)[0] == 0.0
+    sup.release_estop()
+    assert sup.filter([0.5, 0, 0, 0], state=state)[0] == pytest.approx(0.5) and sup.stopped is None
     assert sup.interventions["watchdog_hold"] == 1 and sup.interventions["estop"] == 1
 
 

@@ -59,8 +59,9 @@ def measure_latency(
     flops: bool = True,
 ) -> dict[str, Any]:
     """Time `policy.sample_actions` on a cached-instruction batch-1 observation; returns a dict:
-    p50_ms, p90_ms, mean_ms, min_ms, iters, threads, gflops (None with flops=False), chunk,
-    ms_per_action (p50 / chunk)."""
+    p50_ms, p90_ms, mean_ms, min_ms (wall clock), cpu_p50_ms (process CPU time per call, all threads
+    summed: a figure that other processes on a busy machine disturb much less), iters, threads,
+    gflops (None with flops=False), chunk, ms_per_action (p50 / chunk)."""
     if threads is not None:
         torch.set_num_threads(threads)
     if hasattr(policy, "eval"):
@@ -70,11 +71,12 @@ def measure_latency(
     with torch.inference_mode():
         for _ in range(max(1, warmup)):  # the first call also fills the instruction cache
             policy.sample_actions(obs, generator=gen)
-        times = []
+        times, cpu = [], []
         for _ in range(iters):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             policy.sample_actions(obs, generator=gen)
             times.append((time.perf_counter() - start) * 1e3)
+            cpu.append((time.process_time() - start_cpu) * 1e3)
     gflops = count_gflops(policy, obs) if flops else None
     p50 = statistics.median(times)
     return {
@@ -82,6 +84,7 @@ def measure_latency(
         "p90_ms": round(float(np.percentile(times, 90)), 3),
         "mean_ms": round(statistics.fmean(times), 3),
         "min_ms": round(min(times), 3),
+        "cpu_p50_ms": round(statistics.median(cpu), 3),
         "iters": iters,
         "threads": torch.get_num_threads(),
         "gflops": None if gflops is None else round(gflops, 4),

@@ -4,7 +4,7 @@
          `vlaforge serve --policy DIR` serves it.
 --onnx   DIR/policy.onnx (+ text_embeddings.safetensors, onnx.json) from the fp32 weights
          (`vlaforge.deploy.export`; regression and token heads).
-Both may be given. An existing, non-empty DIR is refused unless --overwrite.
+Both may be given; then DIR also gets policy.int8.onnx (onnxruntime dynamic quantization). An existing, non-empty DIR is refused unless --overwrite.
 """
 
 from __future__ import annotations
@@ -55,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
         save_int8(policy, source, out)
         written.append(str(out))
     if args.onnx:
-        written.append(str(save_onnx_export(policy, out, tasks=args.task, batch=args.batch)))
+        written.append(str(save_onnx_export(policy, out, tasks=args.task, batch=args.batch, int8=args.int8)))
     print(json.dumps({"policy": str(source), "written": written}, indent=2))
     return 0

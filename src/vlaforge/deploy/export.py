@@ -5,6 +5,9 @@ file holds everything but the frozen text encoder; the embeddings of the checkpo
 (`metadata["tasks"]`, plus any given with `--task`) are computed once and saved beside it
 (`text_embeddings.safetensors`, key = instruction string, value float32 [E]).
 
+With `vlaforge export --onnx --int8`, `policy.int8.onnx` is the same graph after onnxruntime's
+dynamic quantization (int8 weights, activations quantized at run time; `quantize_onnx`).
+
 Inputs / output (B = `batch`, fixed at export; T = history; A, H, S from the config):
     observation.images.<cam>   uint8   [B, T, image_size, image_size, 3]
     observation.state          float32 [B, T, S]          (absent when state_dim = 0)
@@ -40,6 +43,7 @@ from vlaforge.errors import VlaforgeError
 
 EXPORTABLE_HEADS = ("regression", "tokens")
 ONNX_FILE, EMBED_FILE, INFO_FILE = "policy.onnx", "text_embeddings.safetensors", "onnx.json"
+ONNX_INT8_FILE = "policy.int8.onnx"
 
 
 class _FixedText:
@@ -134,9 +138,10 @@ def text_embeddings(policy: nn.Module, tasks: list[str]) -> dict[str, torch.Tens
 
 
 def save_onnx_export(
-    policy: nn.Module, out: str | os.PathLike, *, tasks: list[str] = (), batch: int = 1
+    policy: nn.Module, out: str | os.PathLike, *, tasks: list[str] = (), batch: int = 1, int8: bool = False
 ) -> Path:
-    """`out/` = policy.onnx + text_embeddings.safetensors + onnx.json (inputs, shapes, tasks), atomically."""
+    """`out/` = policy.onnx (+ policy.int8.onnx with `int8`) + text_embeddings.safetensors + onnx.json
+    (inputs, shapes, tasks); each file appears whole."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".onnx.tmp-", dir=out))
@@ -154,11 +159,26 @@ def save_onnx_export(
             "exporter": "torch.onnx (dynamo=False)",
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
-        for name in (ONNX_FILE, EMBED_FILE, INFO_FILE):
+        names = [ONNX_FILE, EMBED_FILE, INFO_FILE]
+        if int8:
+            quantize_onnx(tmp / ONNX_FILE, tmp / ONNX_INT8_FILE)
+            names.append(ONNX_INT8_FILE)
+        for name in names:
             os.replace(tmp / name, out / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out / ONNX_FILE
+
+
+def quantize_onnx(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """onnxruntime's dynamic quantization of an exported graph (int8 weights of MatMul/Gemm; activations
+    quantized at run time), the ONNX counterpart of `vlaforge.deploy.quantize`."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = Path(target).with_name(f".{Path(target).name}.tmp")
+    quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+    os.replace(tmp, target)
+    return Path(target)
 
 
 class OnnxPolicy:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from vlaforge.envs.tasks import resolve_tasks
     from vlaforge.eval.report import format_table
-    from vlaforge.eval.runner import EvalConfig, run_evaluation
+    from vlaforge.eval.runner import EvalConfig, preflight, run_evaluation
     from vlaforge.eval.seeds import TrainSeeds
 
     _check_args(args)
@@ -125,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         if args.policy in SCRIPTED
         else TrainSeeds.from_metadata(policy.metadata)
     )
+    preflight(policy, tasks, cfg, seeds)  # everything that can fail, before the old results go
+    if args.overwrite and (Path(args.out) / "eval_info.json").exists():
+        shutil.rmtree(Path(args.out) / "videos", ignore_errors=True)  # the replaced run's videos
     info = run_evaluation(policy, tasks, cfg, args.out, name=args.policy, suite=args.suite, train_seeds=seeds)
     print(format_table(info))
     print(f"report: {Path(args.out) / 'report.html'}")

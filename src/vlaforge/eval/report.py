@@ -131,6 +131,11 @@ def _footer(info: dict) -> str:
     ]
     if info["robustness"]["retries"]:
         parts.append(f"{info['robustness']['retries']} episode(s) retried after worker crashes")
+    seeds = info["train_seeds"]
+    if seeds["status"] == "unknown":
+        parts.append(f"training seeds unknown ({seeds['source']}): disjointness not checked")
+    elif seeds["status"] == "overlap-allowed":
+        parts.append(f"{len(seeds['overlap'])} eval (task, seed) pairs were also training episodes")
     if info["interrupted"]:
         parts.append("INTERRUPTED: partial results")
     if info.get("error"):

@@ -250,6 +250,18 @@ class Rollouts:
             return False
 
 
+def preflight(
+    policy: Any, tasks: list[str], cfg: EvalConfig, train_seeds: TrainSeeds | None
+) -> tuple[EnvSpec, dict]:
+    """Every check that can fail before an environment starts: dims, cameras, k, training seeds."""
+    check_policy_fits(policy, cfg.dataset_index)
+    spec = env_spec_for(policy, cfg)
+    check_env_spec(spec, cfg)
+    resolve_execute_steps(policy, cfg)
+    seeds = eval_seeds(cfg.seed, cfg.episodes_per_task)
+    return spec, (train_seeds or TrainSeeds.unknown()).check(tasks, seeds, allow=cfg.allow_train_seeds)
+
+
 def evaluate(
     policy: Any,
     tasks: list[str],
@@ -260,12 +272,7 @@ def evaluate(
     on_step: Callable[[Rollouts], None] | None = None,
 ) -> dict:
     """Roll out `policy` on `tasks`; returns the raw run record (results, timing, counters)."""
-    check_policy_fits(policy, cfg.dataset_index)
-    spec = env_spec_for(policy, cfg)
-    check_env_spec(spec, cfg)
-    resolve_execute_steps(policy, cfg)
-    seeds = eval_seeds(cfg.seed, cfg.episodes_per_task)
-    seed_check = (train_seeds or TrainSeeds.unknown()).check(tasks, seeds, allow=cfg.allow_train_seeds)
+    spec, seed_check = preflight(policy, tasks, cfg, train_seeds)
     threads = cfg.torch_threads or max(1, (os.cpu_count() or 1) - cfg.workers)
     saved_threads = torch.get_num_threads()
     start = time.perf_counter()

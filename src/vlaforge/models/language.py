@@ -102,6 +102,7 @@ class TextEmbedder:
                 self.cache[text] = emb
         return torch.stack([self.cache[t] for t in texts])  # [B, E]
 
+    @torch.inference_mode(False)  # cached embeddings must be usable by later training steps
     @torch.no_grad()
     def _encode(self, texts: list[str]) -> torch.Tensor:
         tokenizer, model = load_text_model(self.model_id)

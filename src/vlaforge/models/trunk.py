@@ -77,7 +77,8 @@ class Trunk(nn.Module):
     def _mask(self, shape: tuple[int, int, int, int], device: torch.device) -> torch.Tensor:
         key = (*shape, str(device))
         if key not in self._masks:
-            self._masks[key] = blockwise_mask(*shape).to(device)
+            with torch.inference_mode(False):  # a cached mask must also serve later training steps
+                self._masks[key] = blockwise_mask(*shape).to(device)
         return self._masks[key]
 
     def forward(
@@ -89,7 +90,7 @@ class Trunk(nn.Module):
         x = torch.cat([task, obs.reshape(b, t * k, d), readouts], dim=1)  # [B, N, D]
         mask = self._mask((task.shape[1], t, k, self.num_readouts), x.device)  # [N, N]
         token_mask = None
-        if obs_is_pad is not None and bool(obs_is_pad.any()):
+        if obs_is_pad is not None:  # no data-dependent branch, so traced/exported graphs keep the mask
             real = torch.ones(b, x.shape[1], dtype=torch.bool, device=x.device)  # [B, N]
             real[:, task.shape[1] : n_ctx] = ~obs_is_pad.bool().repeat_interleave(k, dim=1)
             mask = mask[None, None] & real[:, None, None, :]  # [B, 1, N, N]

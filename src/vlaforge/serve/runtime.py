@@ -16,6 +16,7 @@ cleared by a `{"reset": True}` message, or by reconnecting.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import queue
 import threading
@@ -206,13 +207,15 @@ def _group_by_shape(jobs: list[_Job]) -> list[list[_Job]]:
 def build_metadata(policy: Any, spec: ObservationSpec, *, name: str) -> dict:
     """Everything a client needs to build a valid request without reading vlaforge's code."""
     cfg, meta = policy.config, dict(getattr(policy, "metadata", None) or {})
-    side, hist = spec.image_size, spec.history
+    hist = spec.history
+    side = _recorded_frame_size(meta, spec.cameras[0]) or spec.image_size
     observation = {
         f"observation.images.{cam}": {
             "dtype": "uint8",
             "shape": [side, side, 3],
             "history_shape": [hist, side, side, 3],
-            "description": f"camera {cam!r}, RGB, LeRobot orientation; other sizes are resized (bilinear)",
+            "description": f"camera {cam!r}, RGB, LeRobot orientation, at the training frames' size; "
+            f"any size is accepted and resized (bilinear) to the model's {spec.image_size} px",
         }
         for cam in spec.cameras
     }
@@ -234,7 +237,7 @@ def build_metadata(policy: Any, spec: ObservationSpec, *, name: str) -> dict:
         "history_note": "send the current frame; the server keeps the last `history` per connection "
         "(first frame repeated as padding) - or send full [history, ...] arrays",
         "cameras": list(spec.cameras),
-        "image_size": side,
+        "image_size": spec.image_size,
         "state_dim": spec.state_dim,
         "action_dim": int(cfg.action_dim),
         "chunk": int(cfg.chunk),
@@ -253,6 +256,18 @@ def build_metadata(policy: Any, spec: ObservationSpec, *, name: str) -> dict:
         "reset_note": "send {'reset': True} at an episode start to clear this connection's history",
         "errors": "a bad request gets a text frame naming the problem; the connection stays open",
     }
+
+
+def _recorded_frame_size(meta: dict, camera: str) -> int | None:
+    """The frame side of the training data (its meta/info.json, when that dataset is on this machine)."""
+    for ds in meta.get("datasets") or []:
+        info = Path(str(ds.get("root", "") if isinstance(ds, dict) else ds), "meta", "info.json")
+        try:
+            shape = json.loads(info.read_text())["features"][f"observation.images.{camera}"]["shape"]
+            return int(shape[0])
+        except (OSError, KeyError, ValueError, TypeError, IndexError):
+            continue
+    return None
 
 
 def checkpoint_name(path: str | Path) -> str:

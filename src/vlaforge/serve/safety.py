@@ -26,10 +26,20 @@ Hold (NaN/Inf guard, missing action, watchdog) commands a step of zero through t
 a controlled stop that decelerates within the acceleration limit, and keeps the last safe gripper
 command (an object in the hand is not dropped). The watchdog counts from the last fresh chunk
 (`infer` or `notify_chunk`): after `hold_after_ms` it holds, after `stop_after_ms` it latches the
-e-stop. The e-stop (`estop()`) is the same controlled stop, latched until `reset()`. Every
+e-stop. The e-stop (`estop()`) is the same controlled stop, latched until `release_estop()`
+(`reset()`, called at each episode start, does not release it). Every
 intervention is counted in `interventions` and logged (`vlaforge.safety`; the first of each kind at
 WARNING, later ones at INFO) with the last 1000 kept in `events`. After construction and `reset()`
 the robot is assumed at rest (previous step 0), so the first command also obeys the acceleration limit.
+
+A robot loop (the supervisor both wraps the client, for the watchdog, and filters every command):
+
+    safety = SafetySupervisor(PolicyClient(host, port), SafetyConfig())
+    broker = AsyncChunkBroker(safety, refill_at=4, block=False)   # vlaforge.serve.chunking
+    broker.reset()                                                 # each episode (server history too)
+    while running:
+        obs = robot.observe()
+        robot.send(safety.filter(broker.act(obs), obs["observation.state"]))
 """
 
 from __future__ import annotations
@@ -117,18 +127,28 @@ class SafetySupervisor:
         self.interventions: collections.Counter[str] = collections.Counter()
         self.events: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=1000)
         self._chunk_len = 1
+        self.stopped: str | None = None  # the e-stop reason while latched
         self.reset(reset_policy=False)
 
     # ------------------------------------------------------------------ state
     def reset(self, reset_policy: bool = True) -> None:
-        """Clear the e-stop latch, the motion history and the watchdog timer (episode start)."""
-        self.stopped: str | None = None
+        """Episode start: clear the motion history and the watchdog timer, reset the policy.
+
+        A latched e-stop survives this (a broker resetting its policy must not release it): only
+        `release_estop()` does."""
         self._prev_step = np.zeros(len(self.config.position_dims))  # [P] last step, metres (at rest)
         self._target: np.ndarray | None = None  # [P] last commanded target, metres
         self._last_safe: np.ndarray | None = None  # [A]
         self._last_chunk = self.clock()
         if reset_policy and hasattr(self.policy, "reset"):
             self.policy.reset()
+
+    def release_estop(self) -> None:
+        """Release a latched e-stop (an explicit operator action); motion restarts from rest."""
+        if self.stopped is not None:
+            self._record("estop_released", self.stopped)
+        self.stopped = None
+        self.reset(reset_policy=False)
 
     def estop(self, reason: str = "manual") -> None:
         """Latch the e-stop: every later command is a controlled stop until `reset()`."""

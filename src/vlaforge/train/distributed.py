@@ -66,6 +66,8 @@ def init_distributed(device: str | None = None) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VlaforgeError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
     cuda = torch.cuda.is_available() and device != "cpu"
     dev = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
     if cuda:

@@ -25,6 +25,7 @@ T steps; we default to 10 deterministic DDIM steps of T=20.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -38,6 +39,9 @@ from vlaforge.models.heads.common import (
     randn,
     repeat_samples,
 )
+
+if TYPE_CHECKING:
+    from vlaforge.models.heads import HeadConfig
 
 
 class DiffusionHead(ActionHead):
@@ -74,7 +78,7 @@ class DiffusionHead(ActionHead):
         self._alpha_bar = schedule.tolist()  # host floats for the sampler: no device sync per step
 
     @classmethod
-    def from_config(cls, cfg, embed_dim: int, action_dim: int, horizon: int) -> DiffusionHead:
+    def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> DiffusionHead:
         return cls(
             embed_dim, action_dim, horizon,
             num_readouts=cfg.num_readouts, train_steps=cfg.diffusion_train_steps,

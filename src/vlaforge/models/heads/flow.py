@@ -19,7 +19,7 @@ at each Euler step.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -34,6 +34,9 @@ from vlaforge.models.heads.common import (
     repeat_samples,
 )
 from vlaforge.models.heads.expert import ActionExpert
+
+if TYPE_CHECKING:
+    from vlaforge.models.heads import HeadConfig
 
 
 class _FlowMatchingHead(ActionHead):
@@ -111,7 +114,7 @@ class FlowHead(_FlowMatchingHead):
         self.net = ConditionedMLP(embed_dim, flat + time_dim, flat, hidden_dim, num_blocks, dropout)
 
     @classmethod
-    def from_config(cls, cfg, embed_dim: int, action_dim: int, horizon: int) -> FlowHead:
+    def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> FlowHead:
         return cls(
             embed_dim, action_dim, horizon,
             hidden_dim=cfg.hidden_dim, num_blocks=cfg.num_blocks, dropout=cfg.dropout, time_dim=cfg.time_dim,
@@ -145,7 +148,7 @@ class ExpertFlowHead(_FlowMatchingHead):
         self.expert = ActionExpert(embed_dim, action_dim, horizon, width, depth, heads, mlp_ratio)
 
     @classmethod
-    def from_config(cls, cfg, embed_dim: int, action_dim: int, horizon: int) -> ExpertFlowHead:
+    def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> ExpertFlowHead:
         return cls(
             embed_dim, action_dim, horizon,
             width=cfg.expert_width, depth=cfg.expert_depth, heads=cfg.expert_heads,
@@ -174,7 +177,7 @@ class ExpertFlowHead(_FlowMatchingHead):
         )
 
 
-def _flow_kwargs(cfg) -> dict[str, Any]:
+def _flow_kwargs(cfg: HeadConfig) -> dict[str, Any]:
     return {
         "num_readouts": cfg.num_readouts,
         "flow_steps": cfg.flow_steps,

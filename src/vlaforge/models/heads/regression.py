@@ -13,7 +13,7 @@ L1 model facing a bimodal target returns one point (a median), never both modes.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
@@ -24,6 +24,9 @@ _LOSSES = {
     "l1": lambda pred, target: (pred - target).abs(),
     "mse": lambda pred, target: (pred - target) ** 2,
 }
+
+if TYPE_CHECKING:
+    from vlaforge.models.heads import HeadConfig
 
 
 class RegressionHead(ActionHead):
@@ -47,7 +50,7 @@ class RegressionHead(ActionHead):
         self.mlp = PositionwiseMLP(embed_dim, horizon, action_dim, hidden_dim, num_blocks, dropout)
 
     @classmethod
-    def from_config(cls, cfg, embed_dim: int, action_dim: int, horizon: int) -> RegressionHead:
+    def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> RegressionHead:
         return cls(
             embed_dim, action_dim, horizon,
             loss=cfg.loss, hidden_dim=cfg.hidden_dim, num_blocks=cfg.num_blocks, dropout=cfg.dropout,

@@ -14,11 +14,16 @@ speed). OpenVLA's `np.digitize` over 256 edges yields 255 usable bins; we use al
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from vlaforge.models.heads.base import ActionHead, TrunkOutput
 from vlaforge.models.heads.common import PositionwiseMLP, masked_mean, repeat_samples
+
+if TYPE_CHECKING:
+    from vlaforge.models.heads import HeadConfig
 
 
 class TokenHead(ActionHead):
@@ -40,7 +45,7 @@ class TokenHead(ActionHead):
         self.mlp = PositionwiseMLP(embed_dim, horizon, action_dim * num_bins, hidden_dim, num_blocks, dropout)
 
     @classmethod
-    def from_config(cls, cfg, embed_dim: int, action_dim: int, horizon: int) -> TokenHead:
+    def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> TokenHead:
         return cls(
             embed_dim, action_dim, horizon,
             num_bins=cfg.num_bins, hidden_dim=cfg.hidden_dim, num_blocks=cfg.num_blocks, dropout=cfg.dropout,
