@@ -1,7 +1,8 @@
 """Policy-server round trip on loopback: p50/p99 latency for 1 and 8 concurrent openpi clients.
 
-A real `PolicyServer` on 127.0.0.1 (ephemeral port) serves a preset's policy (random init; latency
-does not depend on the weights) or `--policy CKPT`, fp32 and dynamic INT8. Each client is openpi's
+`vlaforge serve` runs in its own process on 127.0.0.1 (ephemeral port, `--threads` torch threads)
+and serves a preset's policy (random init, saved to a temporary checkpoint; latency does not depend
+on the weights) or `--policy CKPT`, fp32 and `--int8`. Each client is openpi's
 own `WebsocketClientPolicy` sending one camera frame + state + prompt per request, as a robot would;
 the round trip is timed on the client. Every run is bounded by `--requests` per client and
 `--seconds` of wall time, whichever comes first. Concurrent requests are batched by the server
@@ -14,9 +15,14 @@ Writes benchmarks/results/serve_latency.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import re
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,16 +35,52 @@ import torch  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_latency.json"
 
 
-def load(args, int8: bool):
-    from vlaforge.deploy.quantize import load_policy, quantize_dynamic_int8
+def checkpoint(args, tmp: str) -> str:
+    """`--policy`, or the preset's random-init policy saved to `tmp` (the server loads it like any)."""
     from vlaforge.models.policy import VLAPolicy
     from vlaforge.models.presets import get_preset
 
     if args.policy:
-        return load_policy(args.policy, int8=int8)
+        return args.policy
     torch.manual_seed(0)
-    policy = VLAPolicy(get_preset(args.preset), metadata={"fps": 80, "tasks": ["reach the goal"]}).eval()
-    return quantize_dynamic_int8(policy).eval() if int8 else policy
+    policy = VLAPolicy(get_preset(args.preset), metadata={"fps": 80, "tasks": ["reach the goal"]})
+    return str(policy.save_pretrained(Path(tmp) / args.preset))
+
+
+@contextlib.contextmanager
+def serve(path: str, int8: bool, threads: int):
+    """`vlaforge serve` in its own process (as deployed); yields (port, metadata)."""
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "vlaforge",
+        "serve",
+        "--policy",
+        path,
+        "--port",
+        "0",
+        "--threads",
+        str(threads),
+    ]
+    cmd += ["--log-level", "WARNING"] + (["--int8"] if int8 else [])
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        port = None
+        for line in proc.stderr:
+            if match := re.search(r"serving .* on ws://127\.0\.0\.1:(\d+)", line):
+                port = int(match.group(1))
+                break
+        if port is None:
+            raise SystemExit("the server did not start")
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        probe = WebsocketClientPolicy("127.0.0.1", port)
+        yield port, probe.get_server_metadata()
+        probe._ws.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def client_loop(port: int, meta: dict, args, deadline: float, out: list, seed: int) -> None:
@@ -94,9 +136,6 @@ def run_clients(port: int, meta: dict, n: int, args) -> dict:
 
 
 def main() -> None:
-    from vlaforge.serve.runtime import PolicyRuntime
-    from vlaforge.serve.server import PolicyServer, ServerConfig
-
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -106,24 +145,23 @@ def main() -> None:
     parser.add_argument("--variants", default="fp32,int8", help="fp32 and/or int8")
     parser.add_argument("--requests", type=int, default=100, help="requests per client, at most")
     parser.add_argument("--seconds", type=float, default=8.0, help="wall time per run, at most")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the server process")
     parser.add_argument("--out", default=str(RESULTS), help="JSON output path")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     rows = []
-    for variant in args.variants.split(","):
-        runtime = PolicyRuntime(load(args, variant == "int8"), name=args.policy or args.preset)
-        with PolicyServer(runtime, ServerConfig(port=0)) as server:
-            meta = runtime.metadata()
-            for n in (int(c) for c in args.clients.split(",")):
-                row = {"variant": variant, **run_clients(server.port, meta, n, args)}
-                rows.append(row)
-                print(
-                    f"{variant:>5} {n:2d} clients: p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
-                    f"{row['requests_per_s']:6.1f} req/s  (server infer {row['mean_infer_ms']:.1f} ms, "
-                    f"mean batch {row['mean_batch']:.1f}, {row['requests']} requests)",
-                    flush=True,
-                )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = checkpoint(args, tmp)
+        for variant in args.variants.split(","):
+            with serve(path, variant == "int8", args.threads) as (port, meta):
+                for n in (int(c) for c in args.clients.split(",")):
+                    row = {"variant": variant, **run_clients(port, meta, n, args)}
+                    rows.append(row)
+                    print(
+                        f"{variant:>5} {n:2d} clients: p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
+                        f"{row['requests_per_s']:6.1f} req/s  (server infer {row['mean_infer_ms']:.1f} ms, "
+                        f"mean batch {row['mean_batch']:.1f}, {row['requests']} requests)",
+                        flush=True,
+                    )
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "policy": args.policy or args.preset,

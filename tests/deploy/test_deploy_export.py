@@ -84,6 +84,19 @@ def test_onnx_parity(head, regression_ckpt, tokens_ckpt, tmp_path):
             assert np.mean(np.abs(got - ref) < 1e-5) >= 0.95 and np.abs(got - ref).max() <= 2 / 32 + 1e-5
 
 
+def test_int8_onnx_is_close(regression_ckpt, tmp_path):
+    out = tmp_path / "both"
+    assert main(["export", "--policy", str(regression_ckpt), "--int8", "--onnx", "--out", str(out)]) == 0
+    assert (out / "quantization.json").exists() and (out / "policy.onnx").exists()
+    embeddings = load_file(str(out / "text_embeddings.safetensors"))
+    batch = _batch(3, ["reach the goal"], True)
+    ref = load_policy(regression_ckpt).sample_actions(batch).numpy()
+    got = OnnxPolicy(out / "policy.int8.onnx").sample_actions(
+        {**batch, "text_embedding": embeddings["reach the goal"][None]}
+    )
+    assert 0 < np.abs(got - ref).max() < 0.05
+
+
 def test_export_refuses_bad_requests(regression_ckpt, tmp_path, capsys):
     assert main(["export", "--policy", str(regression_ckpt), "--out", str(tmp_path / "x")]) == 2
     assert main(["export", "--policy", str(regression_ckpt), "--int8", "--out", str(regression_ckpt)]) == 2

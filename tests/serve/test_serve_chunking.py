@@ -32,7 +32,7 @@ class Clock:
         return {"actions": (obs["t"] + np.arange(self.horizon))[:, None] * np.ones((1, 2))}
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, database=None)
 @given(old=st.integers(0, 10), new=st.integers(1, 10), a=st.floats(-5, 5), b=st.floats(-5, 5))
 def test_blend_overlap_crossfades_linearly(old, new, a, b):
     out = blend_overlap(np.full((old, 1), a), np.full((new, 1), b))
@@ -64,7 +64,9 @@ def test_async_broker_requests_in_the_background_and_stays_aligned():
         time.sleep(0.005)  # the control period; the request takes ~4 periods
     broker.close()
     np.testing.assert_allclose([a[0] for a in actions], np.arange(60))  # late chunks are re-aligned
-    assert broker.stats["blended"] >= 5 and broker.stats["requests"] == policy.calls
+    # timing decides how many chunks arrive before the plan runs dry (blended) or after (starved); never
+    # the alignment above, and every request is one policy call
+    assert broker.stats["requests"] == policy.calls >= 60 // 10
 
 
 def test_blending_smooths_the_switch_between_disagreeing_chunks():

@@ -26,7 +26,8 @@ action = st.one_of(
     st.lists(st.floats(-2, 2), min_size=0, max_size=6),  # wrong shapes
 )
 inside = st.tuples(*(st.floats(float(lo), float(hi)) for lo, hi in zip(LOW, HIGH, strict=True)))
-fast = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# database=None: no .hypothesis/ folder in the repo; bounded examples keep the suite fast
+fast = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _check(out: np.ndarray, cfg: SafetyConfig = CFG) -> None:
@@ -101,6 +102,7 @@ def test_absolute_mode_limits(start, targets):
         pos, prev = out[:3].astype(np.float64), step
 
 
+@settings(max_examples=100, database=None)
 @given(d=st.floats(0, 1), a=st.floats(1e-4, 0.1))
 def test_braking_limit_stops_inside(d, a):
     """Decelerating by `a` from the allowed speed travels no further than `d`."""

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--iters", type=int, default=50, help="timed calls")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls first")
+    parser.add_argument(
+        "--int8", action="store_true", help="time the dynamic INT8 policy (vlaforge.deploy.quantize)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -42,7 +45,9 @@ def build_policy(args: argparse.Namespace):
     if args.policy:
         if args.preset or args.head or args.override:
             raise VlaforgeError("--policy cannot be combined with --preset, --head or -o")
-        return VLAPolicy.from_pretrained(args.policy), args.policy
+        from vlaforge.deploy.quantize import load_policy
+
+        return load_policy(args.policy), args.policy
     name = args.preset or DEFAULT_PRESET
     cfg = get_preset(name)
     if args.head:
@@ -60,10 +65,14 @@ def run(args: argparse.Namespace) -> int:
     from vlaforge.deploy.bench import measure_latency
 
     policy, name = build_policy(args)
+    params = policy.num_parameters()  # counted on the fp32 model (quantized linears hold no Parameters)
+    if args.int8:
+        from vlaforge.deploy.quantize import quantize_dynamic_int8
+
+        policy = quantize_dynamic_int8(policy).eval()
     result = measure_latency(policy, iters=args.iters, warmup=args.warmup, threads=args.threads)
-    params = policy.num_parameters()
-    result = {"preset": name, "head": policy.config.head.kind, "image_size": policy.config.image_size,
-              "camera_px": 128, "history": policy.config.history, **result,
+    result = {"preset": name, "head": policy.config.head.kind, "int8": args.int8,
+              "image_size": policy.config.image_size, "camera_px": 128, "history": policy.config.history, **result,
               "params_trainable": params["trainable"], "params_frozen_text": params["frozen_text"]}  # fmt: skip
     if args.json:
         print(json.dumps(result))

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         save_int8(policy, source, out)
         written.append(str(out))
     if args.onnx:
-        written.append(str(save_onnx_export(policy, out, tasks=args.task, batch=args.batch, int8=args.int8)))
+        onnx = save_onnx_export(policy, out, tasks=args.task, batch=args.batch, int8=args.int8)
+        written += [str(onnx)] + ([str(onnx.with_name("policy.int8.onnx"))] if args.int8 else [])
     print(json.dumps({"policy": str(source), "written": written}, indent=2))
     return 0

@@ -27,6 +27,7 @@ input tensor, so there is no second copy of the model code.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -176,7 +177,13 @@ def quantize_onnx(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = Path(target).with_name(f".{Path(target).name}.tmp")
-    quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # onnxruntime warns on the root logger about the uint8 image inputs
+    try:
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     os.replace(tmp, target)
     return Path(target)
 

@@ -107,14 +107,13 @@ class Rollouts:
         self.queue = deque(_Episode(t, i, s) for t in tasks for i, s in enumerate(seeds))
         self.slots: dict[int, _Slot] = {}
         self.results: list[EpisodeResult] = []
-        self.finished_frames: list[tuple[EpisodeResult, list]] = []
         self.env_steps = self.policy_calls = self.retries = 0
         self.policy_time = 0.0
         self.device = _policy_device(policy)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.on_step: Callable[[Rollouts], None] | None = None
-        self.error: dict | None = None
         self.on_episode: Callable[[EpisodeResult, list | None], None] | None = None
+        self.error: dict | None = None  # {"message", "traceback"} when an error stopped the loop
 
     # -- episode bookkeeping -------------------------------------------------------------------
     def _assign(self, slot: int, episode: _Episode) -> None:
@@ -168,16 +167,13 @@ class Rollouts:
         for cam in self.spec.cameras if self.uses_images else ():
             key = T.image_key(cam)
             batch[key] = torch.from_numpy(np.stack([[o[key] for o in h] for h in hist]))  # [B, T, H, W, C]
-        batch[T.STATE] = torch.from_numpy(
-            np.stack([[o[T.STATE] for o in h] for h in hist]).astype(np.float32)
-        )
+        states = np.stack([[o[T.STATE] for o in h] for h in hist]).astype(np.float32)
+        batch[T.STATE] = torch.from_numpy(states)  # [B, T, S]
         pad = [[i < self.history - 1 - self.slots[s].steps for i in range(self.history)] for s in slots]
         batch[T.OBS_IS_PAD] = torch.tensor(pad, dtype=torch.bool)  # [B, T]
         batch[T.TASK] = [self.slots[s].history[-1][T.TASK] for s in slots]
         if self.cfg.dataset_index is not None:
-            batch[T.DATASET_INDEX] = torch.full(
-                (len(slots),), self.cfg.dataset_index, dtype=torch.long
-            )  # [B]
+            batch[T.DATASET_INDEX] = torch.full((len(slots),), self.cfg.dataset_index)  # [B] int64
         if self.spec.expert:
             batch[EXPERT_ACTION] = torch.from_numpy(np.stack([h[-1][EXPERT_ACTION] for h in hist]))  # [B, A]
         return batch
@@ -190,9 +186,12 @@ class Rollouts:
         batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self._batch(need).items()}
         with torch.inference_mode():
             chunks = self.policy.sample_actions(batch, generator=self.generator)  # [B, H, A]
-        chunks = (
-            chunks.detach().float().cpu().numpy()[..., :ENV_ACTION_DIM]
-        )  # [B, H, 4] (mixture: real dims first)
+        chunks = chunks.detach().float().cpu().numpy()
+        chunks = chunks[..., :ENV_ACTION_DIM]  # [B, H, 4]: a mixture policy's real dims come first
+        if not np.isfinite(chunks).all():
+            raise VlaforgeError(
+                f"the policy returned non-finite actions (NaN/inf) at policy call {self.policy_calls + 1}"
+            )
         self.policy_time += time.perf_counter() - start
         self.policy_calls += 1
         for s, chunk in zip(need, chunks, strict=True):

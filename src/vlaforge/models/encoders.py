@@ -92,7 +92,7 @@ class TaskEncoder(nn.Module):
         return self.num_text + (self._stem[0].num_patches if self.goal else 0)
 
     def forward(self, texts: list[str], goal_image: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.text(list(texts)).to(self.proj.weight.device)  # [B, E]
+        emb = self.text(list(texts)).to(self.pos.device)  # [B, E]
         tokens = self.proj(emb).view(len(texts), self.num_text, -1) + self.pos  # [B, L, D]
         if not self.goal:
             return tokens

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 from vlaforge.errors import VlaforgeError
 
@@ -51,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="sampling seed of the server (diffusion/flow heads)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads for inference (default: torch's)"
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
 
 
@@ -68,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("vlaforge.serve").warning(
             "binding %s without --api-key: anyone who can reach it may drive the robot", args.host
         )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     policy = load_policy(args.policy, int8=args.int8)
     runtime = PolicyRuntime(
         policy, name=checkpoint_name(args.policy), max_batch=args.max_batch, seed=args.seed
@@ -80,8 +88,17 @@ def run(args: argparse.Namespace) -> int:
         idle_timeout_s=args.idle_timeout or None,
     )
     server = PolicyServer(runtime, config)
+
+    def ready(port: int) -> None:
+        url = f"{args.host}:{port}"
+        print(
+            f"vlaforge: serving {runtime.name} on ws://{url} (health: http://{url}/healthz)",
+            file=sys.stderr,
+            flush=True,
+        )
+
     try:
-        server.serve_forever()
+        server.serve_forever(on_ready=ready)
     except OSError as err:
         raise VlaforgeError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from err
     finally:

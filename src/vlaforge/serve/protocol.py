@@ -163,7 +163,7 @@ def _check_image(key: str, value: Any, spec: ObservationSpec) -> np.ndarray:
         frames.shape[0] in (1, spec.history),
         f"{key} carries {frames.shape[0]} frames; send 1 (current) or {spec.history} (full history)",
     )
-    return frames
+    return np.array(frames)  # a writable copy, detached from the message buffer  # [T, H, W, 3]
 
 
 def _check_state(value: Any, spec: ObservationSpec) -> np.ndarray:

@@ -7,15 +7,15 @@ batched forward pass instead of 8 serial ones, and the asyncio event loop never 
 
 History (deviation from openpi, whose server is stateless): the policy consumes `config.history`
 frames. A client may send the current frame only (`[H, W, 3]`, `[S]`), and `ObservationHistory`
-(one per connection) supplies the earlier ones; at the start of an episode the first frame is
-repeated and marked as padding (`observation_is_pad`), as LeRobot pads windows. A client may instead
+(one per connection, built on the model's own history helper that the eval runner uses too)
+supplies the earlier ones; at the start of an episode the first frame is repeated and marked as
+padding (`observation_is_pad`), as LeRobot pads windows. A client may instead
 send the whole window (`[T, H, W, 3]`, `[T, S]`), which replaces the stored history. The history is
 cleared by a `{"reset": True}` message, or by reconnecting.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import queue
@@ -29,51 +29,48 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge.serve.protocol import INSTRUCTION_KEYS, RESET_KEY, STATE_KEY, ObservationSpec, Request
+from vlaforge.models.policy import ObservationHistory as PolicyHistory
+from vlaforge.models.policy import collate
+from vlaforge.serve.protocol import (
+    IMAGE_PREFIX,
+    INSTRUCTION_KEYS,
+    RESET_KEY,
+    STATE_KEY,
+    ObservationSpec,
+    Request,
+)
 
 logger = logging.getLogger("vlaforge.serve")
 
 
-@dataclass
-class Window:
-    """One request ready for the model: images uint8 [T, H, W, 3] per key, state [T, S], is_pad [T]."""
-
-    images: dict[str, np.ndarray]
-    state: np.ndarray
-    is_pad: np.ndarray
-    task: str
-
-
 class ObservationHistory:
-    """The last `history` observations of one connection (see the module docstring)."""
+    """One connection's history: the model's own `vlaforge.models.policy.ObservationHistory` (the
+    eval runner's padding rule) plus full-window requests and frame-size changes."""
 
     def __init__(self, history: int) -> None:
         self.history = history
-        self._frames: collections.deque[tuple[dict[str, np.ndarray], np.ndarray]] = collections.deque(
-            maxlen=history
-        )
+        self._inner = PolicyHistory(history)
+        self._frame_shape: list[int] | None = None
 
     def clear(self) -> None:
-        self._frames.clear()
+        self._inner.reset()
+        self._frame_shape = None
 
-    def window(self, req: Request) -> Window:
+    def window(self, req: Request) -> dict[str, Any]:
+        """The model batch [1, T, ...] for this request (images, state, observation_is_pad, task)."""
         steps, *frame_shape = next(iter(req.images.values())).shape  # [T, H, W, 3]
-        last = next(iter(self._frames[-1][0].values())).shape if self._frames else None  # [H, W, 3]
-        if (steps == self.history and steps > 1) or (last is not None and list(last) != frame_shape):
-            self._frames.clear()  # a full window replaces the history; a new frame size starts over
+        if (steps == self.history and steps > 1) or self._frame_shape not in (None, frame_shape):
+            self.clear()  # a full window replaces the history; a new frame size starts over
+        self._frame_shape = frame_shape
         for t in range(steps):
-            self._frames.append(({k: v[t] for k, v in req.images.items()}, req.state[t]))
-        pad = self.history - len(self._frames)
-        frames = [self._frames[0]] * pad + list(self._frames)
-        images = {k: np.stack([f[0][k] for f in frames]) for k in req.images}  # [T, H, W, 3]
-        state = np.stack([f[1] for f in frames]).astype(np.float32)  # [T, S]
-        is_pad = np.arange(self.history) < pad  # [T]
-        return Window(images=images, state=state, is_pad=is_pad, task=req.task)
+            frame = {key: v[t] for key, v in req.images.items()}  # [H, W, 3] each
+            batch = self._inner.push({**frame, STATE_KEY: req.state[t], "task": req.task})
+        return batch
 
 
 @dataclass
 class _Job:
-    window: Window
+    window: dict[str, Any]  # a model batch [1, T, ...]
     future: Future
     queued_at: float
 
@@ -120,17 +117,18 @@ class PolicyRuntime:
             f"observation.images.{c}": np.zeros((t, side, side, 3), np.uint8) for c in self.spec.cameras
         }
         windows = [
-            Window(images, np.zeros((t, s), np.float32), np.zeros(t, bool), task) for task in tasks[:256]
+            ObservationHistory(t).window(Request(images, np.zeros((t, s), np.float32), task))
+            for task in tasks[:256]
         ]
         for i in range(0, len(windows), self.max_batch):
             self._forward(windows[i : i + self.max_batch])
 
-    def submit(self, window: Window) -> Future:
+    def submit(self, window: dict[str, Any]) -> Future:
         future: Future = Future()
         self._queue.put(_Job(window, future, time.perf_counter()))
         return future
 
-    def infer(self, window: Window) -> dict:
+    def infer(self, window: dict[str, Any]) -> dict:
         """Blocking inference for one window (used by tests and the latency benchmark)."""
         return self.submit(window).result()
 
@@ -185,13 +183,8 @@ class PolicyRuntime:
             )
 
     @torch.inference_mode()
-    def _forward(self, windows: list[Window]) -> np.ndarray:
-        batch: dict[str, Any] = {
-            key: torch.from_numpy(np.stack([w.images[key] for w in windows])) for key in windows[0].images
-        }  # each [B, T, H, W, 3] uint8
-        batch[STATE_KEY] = torch.from_numpy(np.stack([w.state for w in windows]))  # [B, T, S]
-        batch["observation_is_pad"] = torch.from_numpy(np.stack([w.is_pad for w in windows]))  # [B, T]
-        batch["task"] = [w.task for w in windows]
+    def _forward(self, windows: list[dict[str, Any]]) -> np.ndarray:
+        batch = collate(windows)  # images [B, T, H, W, 3] uint8, state [B, T, S], is_pad [B, T], task
         actions = self.policy.sample_actions(batch, generator=self.generator)  # [B, H, A]
         return actions.float().cpu().numpy().astype(np.float32)
 
@@ -199,7 +192,7 @@ class PolicyRuntime:
 def _group_by_shape(jobs: list[_Job]) -> list[list[_Job]]:
     groups: dict[tuple, list[_Job]] = {}
     for job in jobs:
-        key = tuple(sorted((k, v.shape) for k, v in job.window.images.items()))
+        key = tuple(sorted((k, tuple(v.shape)) for k, v in job.window.items() if k.startswith(IMAGE_PREFIX)))
         groups.setdefault(key, []).append(job)
     return list(groups.values())
 

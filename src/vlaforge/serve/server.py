@@ -30,6 +30,7 @@ import http
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import websockets
@@ -91,12 +92,15 @@ class PolicyServer:
         logger.info("serving %s on ws://%s:%d", self.runtime.name, cfg.host, self.port)
         return self._server
 
-    async def run(self) -> None:
+    async def run(self, on_ready: Callable[[int], None] | None = None) -> None:
         server = await self._start()
+        if on_ready is not None:
+            on_ready(self.port)
         await server.serve_forever()
 
-    def serve_forever(self) -> None:
-        asyncio.run(self.run())
+    def serve_forever(self, on_ready: Callable[[int], None] | None = None) -> None:
+        """Serve until interrupted; `on_ready(port)` runs once the port is bound."""
+        asyncio.run(self.run(on_ready))
 
     def start_in_thread(self) -> PolicyServer:
         """Start on a background event loop; returns once the port is bound (tests, benchmarks)."""
@@ -186,6 +190,9 @@ class PolicyServer:
         except ProtocolError as err:
             logger.info("bad request: %s", err)
             return f"bad request: {err}"
+        except Exception as err:  # a bug of ours must not end the client's session either
+            logger.exception("could not prepare a request")
+            return f"server error: {type(err).__name__}: {err}"
         try:
             result = await asyncio.wrap_future(self.runtime.submit(window))
         except Exception as err:

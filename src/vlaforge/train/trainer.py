@@ -232,7 +232,7 @@ class Trainer:
         was_training = module.training
         module.eval()
         losses = []
-        devices = [self.dist.device] if self.dist.device.type == "cuda" else []
+        devices = [torch.cuda.current_device()] if self.dist.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.cfg.seed + 1)
             for batch in self.val_batches():

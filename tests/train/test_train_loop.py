@@ -1,0 +1,72 @@
+"""The loop's guarantees on a real dataset and a real (tiny) VLAPolicy: EMA weights in checkpoints,
+a NaN stops training with the last good checkpoint intact, a failed save keeps the previous one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from train_helpers import FAST_TRAIN, TINY_MODEL
+
+from vlaforge.cli import main
+from vlaforge.models.policy import VLAPolicy
+from vlaforge.train import checkpoint as ckpt
+from vlaforge.train.setup import execute
+from vlaforge.train.trainer import TrainingDiverged
+
+SETTINGS = TINY_MODEL + FAST_TRAIN + ["train.steps=6", "train.batch_size=4", "train.lr=1e-3", "train.save_every=3",
+                                      "train.keep_last=1", "train.ema_decay=0.9"]
+
+
+def spec(data, extra=()):
+    return {"command": "train", "preset": None, "data": [str(data)], "overrides": SETTINGS + list(extra)}
+
+
+def test_checkpoints_hold_ema_weights_and_the_raw_ones_for_resuming(pretrain_data, tmp_path):
+    assert execute(spec(pretrain_data), tmp_path, False, device="cpu") == 0
+    root = tmp_path / "checkpoints"
+    names = sorted(p.name for p in root.iterdir())
+    assert names in (["best", "last", "step-000003", "step-000006"], ["best", "last", "step-000006"])  # keep 1 + best
+    saved = VLAPolicy.from_pretrained(root / "last").state_dict()
+    state = ckpt.load_training_state(root / "last")
+    assert state["step"] == 6 and state["ema"]["updates"] == 6
+    assert all(torch.equal(v, state["ema"]["module"][k]) for k, v in saved.items())  # EMA weights served
+    assert any(not torch.equal(v, state["model"][k]) for k, v in saved.items())  # raw weights differ
+    records = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val_loss" in r] == [3, 6]
+    assert all(r["samples_per_s"] > 0 and "lr" in r for r in records if "loss" in r)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(pretrain_data, tmp_path):
+    def poison_after_3(trainer):
+        if trainer.step == 3:
+            with torch.no_grad():
+                next(trainer.policy.head.parameters()).fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match="at step 4") as info:
+        execute(spec(pretrain_data), tmp_path, False, device="cpu", on_step=poison_after_3)
+    assert "step-000003" in str(info.value)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best", "last", "step-000003"]
+    loaded = VLAPolicy.from_pretrained(tmp_path / "checkpoints" / "last")
+    assert all(torch.isfinite(v).all() for v in loaded.state_dict().values() if v.is_floating_point())
+
+
+def test_failed_save_exits_nonzero_and_keeps_the_previous_checkpoint(pretrain_data, tmp_path, monkeypatch, capsys):
+    real_save = torch.save
+
+    def disk_full(obj, path, *args, **kwargs):
+        if "step-000006" in str(path):
+            real_save(obj, path, *args, **kwargs)  # the file half-written ...
+            raise OSError(28, "No space left on device")  # ... then the disk fills up
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.torch, "save", disk_full)
+    out = tmp_path / "run"
+    args = ["train", "--data", str(pretrain_data), "--out", str(out), "--device", "cpu"]
+    assert main(args + [a for s in SETTINGS for a in ("--set", s)]) == 2
+    assert "step 6" in (err := capsys.readouterr().err) and "step-000003 is intact" in err
+    root = out / "checkpoints"
+    assert sorted(p.name for p in root.iterdir()) == ["best", "last", "step-000003"]  # no temp dir left
+    assert ckpt.load_training_state(root / "last")["step"] == 3
+    VLAPolicy.from_pretrained(root / "last")
