@@ -82,26 +82,29 @@ def _torch_call(policy, inputs: dict):
     return lambda: policy.sample_actions(batch, generator=torch.Generator().manual_seed(0)).numpy()
 
 
-def timed(fn, iters: int, warmup: int = 3) -> dict:
-    for _ in range(warmup):
-        fn()
-    times = []
+def timed(calls: dict, iters: int, warmup: int = 3) -> dict[str, dict]:
+    """Median / p90 ms per variant, the variants interleaved call by call so that the load of a
+    shared machine hits them alike (the ratios are steadier than the absolute times)."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))]}
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000)
+    out = {}
+    for name, ts in times.items():
+        ts.sort()
+        out[name] = {"median_ms": statistics.median(ts), "p90_ms": ts[int(0.9 * (len(ts) - 1))]}
+    return out
 
 
-def _variant(call, reference: list, run_on, samples: list, iters: int, base_ms: float | None) -> dict:
-    """Latency of `call` on the first sample and |run_on(s) - reference| over all samples."""
-    row = timed(call, iters)
+def _error(run_on, samples: list, reference: list) -> dict:
+    """|variant - fp32| in robot units over all samples."""
     err = np.concatenate([np.abs(run_on(s) - r).ravel() for s, r in zip(samples, reference, strict=True)])
-    row.update(max_abs_err=float(err.max()), mean_abs_err=float(err.mean()))
-    if base_ms is not None:
-        row["speedup"] = base_ms / row["median_ms"]
-    return row
+    return {"max_abs_err": float(err.max()), "mean_abs_err": float(err.mean())}
 
 
 def measure(policy, args) -> dict:
@@ -109,24 +112,23 @@ def measure(policy, args) -> dict:
     from vlaforge.deploy.quantize import quantize_dynamic_int8
 
     samples = [observation(policy, seed) for seed in range(args.samples)]
-    ref = [_torch_call(policy, s)() for s in samples]
-    row = {"head": policy.config.head.kind, "params": sum(p.numel() for p in policy.parameters())}
-    row["fp32"] = timed(_torch_call(policy, samples[0]), args.iters)
-    base = row["fp32"]["median_ms"]
     int8 = quantize_dynamic_int8(policy).eval()
-    row["int8"] = _variant(
-        _torch_call(int8, samples[0]), ref, lambda s: _torch_call(int8, s)(), samples, args.iters, base
-    )
-    if row["head"] in EXPORTABLE_HEADS:
-        with tempfile.TemporaryDirectory() as tmp:
+    runners = {"fp32": lambda s: _torch_call(policy, s)(), "int8": lambda s: _torch_call(int8, s)()}
+    with tempfile.TemporaryDirectory() as tmp:
+        if policy.config.head.kind in EXPORTABLE_HEADS:
             graph = export_onnx(policy, Path(tmp) / "p.onnx")
-            for name, path in (
-                ("onnx", graph),
-                ("onnx_int8", quantize_onnx(graph, Path(tmp) / "p.int8.onnx")),
-            ):
-                onnx = OnnxPolicy(path, threads=args.threads)
-                call = lambda onnx=onnx: onnx.sample_actions(samples[0])  # noqa: E731
-                row[name] = _variant(call, ref, onnx.sample_actions, samples, args.iters, base)
+            runners["onnx"] = OnnxPolicy(graph, threads=args.threads).sample_actions
+            int8_graph = quantize_onnx(graph, Path(tmp) / "p.int8.onnx")
+            runners["onnx_int8"] = OnnxPolicy(int8_graph, threads=args.threads).sample_actions
+        calls = {name: (lambda run=run: run(samples[0])) for name, run in runners.items()}
+        row = {"head": policy.config.head.kind, "params": sum(p.numel() for p in policy.parameters())}
+        row.update(timed(calls, args.iters))
+        ref = [runners["fp32"](s) for s in samples]
+        for name, run in runners.items():
+            if name != "fp32":
+                row[name].update(
+                    _error(run, samples, ref), speedup=row["fp32"]["median_ms"] / row[name]["median_ms"]
+                )
     return row
 
 

@@ -37,7 +37,11 @@ def write_dataset(root: Path, size: int, episodes: int = 4, length: int = 60) ->
 
     rng = np.random.default_rng(0)
     features = {
-        "observation.images.corner2": {"dtype": "video", "shape": [size, size, 3], "names": ["height", "width", "channels"]},
+        "observation.images.corner2": {
+            "dtype": "video",
+            "shape": [size, size, 3],
+            "names": ["height", "width", "channels"],
+        },
         "observation.state": {"dtype": "float32", "shape": [4], "names": None},
         "action": {"dtype": "float32", "shape": [4], "names": None},
     }
@@ -46,20 +50,33 @@ def write_dataset(root: Path, size: int, episodes: int = 4, length: int = 60) ->
         frames = rng.integers(0, 255, (length, size, size, 3), dtype=np.uint8)
         state = np.cumsum(rng.normal(0, 0.01, (length, 4)), 0).astype(np.float32)
         action = np.clip(rng.normal(0, 0.5, (length, 4)), -1, 1).astype(np.float32)
-        writer.add_episode({"observation.images.corner2": frames, "observation.state": state, "action": action},
-                           task="reach the goal", metadata={"seed": ep})
+        writer.add_episode(
+            {"observation.images.corner2": frames, "observation.state": state, "action": action},
+            task="reach the goal",
+            metadata={"seed": ep},
+        )
     writer.finalize()
 
 
-def measure(data: Path, out: Path, preset: str | None, size: int, batch: int, steps: int, warmup: int,
-            device: str) -> dict:
+def measure(
+    data: Path, out: Path, preset: str | None, size: int, batch: int, steps: int, warmup: int, device: str
+) -> dict:
     from vlaforge.train.augment import augment_batch
     from vlaforge.train.distributed import Dist
     from vlaforge.train.setup import build_trainer
 
-    spec = {"command": "train", "preset": preset, "data": [str(data)],
-            "overrides": [f"model.image_size={size}", f"train.batch_size={batch}", f"train.steps={warmup + steps}", "train.val_fraction=0",
-                          "train.tensorboard=false"]}
+    spec = {
+        "command": "train",
+        "preset": preset,
+        "data": [str(data)],
+        "overrides": [
+            f"model.image_size={size}",
+            f"train.batch_size={batch}",
+            f"train.steps={warmup + steps}",
+            "train.val_fraction=0",
+            "train.tensorboard=false",
+        ],
+    }
     trainer = build_trainer(spec, out, False, Dist(device=torch.device(device)))
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(warmup):
@@ -75,10 +92,18 @@ def measure(data: Path, out: Path, preset: str | None, size: int, batch: int, st
     raw = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in next(batches).items()}
     aug_s = _timed(lambda: augment_batch(raw, trainer.cfg.augment, 0, 0), 5, sync)
     params = sum(p.numel() for p in trainer.policy.parameters())
-    return {"device": device, "preset": trainer.policy.metadata.get("preset") or "default",
-            "image_size": trainer.policy.config.image_size, "batch_size": batch, "parameters": params,
-            "samples_per_s": batch / step_s, "step_ms": 1000 * step_s, "fetch_batch_ms": 1000 * fetch_s,
-            "augment_ms": 1000 * aug_s, "timed_steps": steps}
+    return {
+        "device": device,
+        "preset": trainer.policy.metadata.get("preset") or "default",
+        "image_size": trainer.policy.config.image_size,
+        "batch_size": batch,
+        "parameters": params,
+        "samples_per_s": batch / step_s,
+        "step_ms": 1000 * step_s,
+        "fetch_batch_ms": 1000 * fetch_s,
+        "augment_ms": 1000 * aug_s,
+        "timed_steps": steps,
+    }
 
 
 def _timed(fn, n: int, sync) -> float:
@@ -103,19 +128,39 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                           "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-               "runs": []}
+    results = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         write_dataset(data, args.image_size)
-        devices = [("cpu", args.batch_size)] + ([("cuda", args.cuda_batch_size)] if torch.cuda.is_available() else [])
+        devices = [("cpu", args.batch_size)] + (
+            [("cuda", args.cuda_batch_size)] if torch.cuda.is_available() else []
+        )
         for device, batch in devices:
-            run = measure(data, Path(tmp) / f"run-{device}", args.preset, args.image_size, batch, args.steps, args.warmup, device)
+            run = measure(
+                data,
+                Path(tmp) / f"run-{device}",
+                args.preset,
+                args.image_size,
+                batch,
+                args.steps,
+                args.warmup,
+                device,
+            )
             results["runs"].append(run)
-            print(f"{device}: {run['samples_per_s']:.1f} samples/s (batch {batch}, {run['step_ms']:.0f} ms/step; "
-                  f"fetch {run['fetch_batch_ms']:.1f} ms, augment {run['augment_ms']:.1f} ms)", file=sys.stderr)
+            print(
+                f"{device}: {run['samples_per_s']:.1f} samples/s (batch {batch}, {run['step_ms']:.0f} ms/step; "
+                f"fetch {run['fetch_batch_ms']:.1f} ms, augment {run['augment_ms']:.1f} ms)",
+                file=sys.stderr,
+            )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -38,9 +38,7 @@ def test_every_preset_trains_a_step_and_samples(name, fake_batch):
 
 
 def test_octo_base_builds_at_full_width_and_runs_shallow(fake_batch):
-    cfg = get_preset("octo-base")
-    with torch.device("meta"):
-        assert sum(p.numel() for p in VLAPolicy(cfg).parameters()) > 80e6
+    cfg = get_preset("octo-base")  # its full parameter count is checked through `vlaforge presets`
     _train_step_and_sample(
         dataclasses.replace(cfg, trunk=dataclasses.replace(cfg.trunk, depth=1)), fake_batch
     )
@@ -77,7 +75,7 @@ def test_presets_command_lists_every_preset(capsys):
     assert [r["preset"].split()[0] for r in rows] == list(PRESETS)
     by_name = {r["preset"].split()[0]: r for r in rows}
     sizes = [by_name[name]["trainable_M"] for name in ("octo-base", "octo-small", "default")]
-    assert sizes == sorted(sizes, reverse=True)
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > 80
     assert all(r["frozen_text_M"] == pytest.approx(22.71, abs=0.01) for r in rows)
 
 

@@ -53,15 +53,16 @@ def test_train_writes_a_servable_checkpoint_with_data_metadata(pretrain_data, tm
     assert main(train_args(pretrain_data, out)) == 2  # never overwrites a run with checkpoints
 
 
-def test_kill_and_resume_reproduces_the_losses(pretrain_data, tmp_path):
-    """A run killed after step 4 (checkpoint at 3) and resumed logs the losses of an unbroken run."""
+@pytest.mark.parametrize("head", ["regression", "diffusion"])
+def test_kill_and_resume_reproduces_the_losses(pretrain_data, tmp_path, head):
+    """A run killed after step 4 (checkpoint at 3) and resumed logs the losses of an unbroken run
+    (diffusion: its noise and timesteps come from the restored RNG state)."""
+    settings = ["train.steps=6", "train.batch_size=4", "train.save_every=3", "train.seed=5", "train.lr=3e-3"]
     spec = {
         "command": "train",
         "preset": None,
         "data": [str(pretrain_data)],
-        "overrides": TINY_MODEL
-        + FAST_TRAIN
-        + ["train.steps=6", "train.batch_size=4", "train.save_every=3", "train.seed=5", "train.lr=3e-3"],
+        "overrides": TINY_MODEL + FAST_TRAIN + settings + [f"model.head.kind={head}"],
     }
     assert execute(spec, tmp_path / "full", False, device="cpu") == 0
 
@@ -115,11 +116,24 @@ def test_unknown_preset_suggests_a_name(pretrain_data, tmp_path, capsys):
 def test_grad_accumulation_matches_the_large_batch(pretrain_data, tmp_path):
     """2 micro-batches of 4 take the same samples and the same step as one batch of 8 (chunk 1: no
     padding, so the two half-batch means average to the full mean; augmentation off)."""
-    base = TINY_MODEL + FAST_TRAIN + ["model.chunk=1", "model.execute_steps=1", "train.steps=3", "train.lr=1e-3",
-                                      "train.val_fraction=0", "train.augment.enabled=false", "train.ema_decay=0"]
+    base = (
+        TINY_MODEL
+        + FAST_TRAIN
+        + [
+            "model.chunk=1",
+            "model.execute_steps=1",
+            "train.steps=3",
+            "train.lr=1e-3",
+            "train.val_fraction=0",
+            "train.augment.enabled=false",
+            "train.ema_decay=0",
+        ]
+    )
     runs = {"big": ["train.batch_size=8"], "accum": ["train.batch_size=4", "train.grad_accum=2"]}
     for name, extra in runs.items():
         spec = {"command": "train", "preset": None, "data": [str(pretrain_data)], "overrides": base + extra}
         assert execute(spec, tmp_path / name, False, device="cpu") == 0
-    big, accum = ([json.loads(x)["loss"] for x in (tmp_path / n / "log.jsonl").read_text().splitlines()] for n in runs)
+    big, accum = (
+        [json.loads(x)["loss"] for x in (tmp_path / n / "log.jsonl").read_text().splitlines()] for n in runs
+    )
     assert big == pytest.approx(accum, abs=1e-5)

@@ -76,6 +76,6 @@ def test_two_processes_match_one_process(pretrain_data, tmp_path):
         # The key bias has an exactly-zero true gradient (softmax ignores a per-query constant), so
         # Adam turns float-rounding noise into +-lr steps; compare only its query and value parts.
         width = wa[key].shape[0] // 3
-        wa[key], wb[key] = (torch.cat([w[:width], w[2 * width:]]) for w in (wa[key], wb[key]))
+        wa[key], wb[key] = (torch.cat([w[:width], w[2 * width :]]) for w in (wa[key], wb[key]))
     diffs = {k: float((wa[k].double() - wb[k].double()).abs().max()) for k in wa}
     assert max(diffs.values()) < 1e-5, sorted(diffs.items(), key=lambda kv: -kv[1])[:5]

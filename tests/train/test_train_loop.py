@@ -15,8 +15,18 @@ from vlaforge.train import checkpoint as ckpt
 from vlaforge.train.setup import execute
 from vlaforge.train.trainer import TrainingDiverged
 
-SETTINGS = TINY_MODEL + FAST_TRAIN + ["train.steps=6", "train.batch_size=4", "train.lr=1e-3", "train.save_every=3",
-                                      "train.keep_last=1", "train.ema_decay=0.9"]
+SETTINGS = (
+    TINY_MODEL
+    + FAST_TRAIN
+    + [
+        "train.steps=6",
+        "train.batch_size=4",
+        "train.lr=1e-3",
+        "train.save_every=3",
+        "train.keep_last=1",
+        "train.ema_decay=0.9",
+    ]
+)
 
 
 def spec(data, extra=()):
@@ -27,7 +37,10 @@ def test_checkpoints_hold_ema_weights_and_the_raw_ones_for_resuming(pretrain_dat
     assert execute(spec(pretrain_data), tmp_path, False, device="cpu") == 0
     root = tmp_path / "checkpoints"
     names = sorted(p.name for p in root.iterdir())
-    assert names in (["best", "last", "step-000003", "step-000006"], ["best", "last", "step-000006"])  # keep 1 + best
+    assert names in (
+        ["best", "last", "step-000003", "step-000006"],
+        ["best", "last", "step-000006"],
+    )  # keep 1 + best
     saved = VLAPolicy.from_pretrained(root / "last").state_dict()
     state = ckpt.load_training_state(root / "last")
     assert state["step"] == 6 and state["ema"]["updates"] == 6
@@ -52,7 +65,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(pretrain_data,
     assert all(torch.isfinite(v).all() for v in loaded.state_dict().values() if v.is_floating_point())
 
 
-def test_failed_save_exits_nonzero_and_keeps_the_previous_checkpoint(pretrain_data, tmp_path, monkeypatch, capsys):
+def test_failed_save_exits_nonzero_and_keeps_the_previous_checkpoint(
+    pretrain_data, tmp_path, monkeypatch, capsys
+):
     real_save = torch.save
 
     def disk_full(obj, path, *args, **kwargs):
@@ -70,3 +85,22 @@ def test_failed_save_exits_nonzero_and_keeps_the_previous_checkpoint(pretrain_da
     assert sorted(p.name for p in root.iterdir()) == ["best", "last", "step-000003"]  # no temp dir left
     assert ckpt.load_training_state(root / "last")["step"] == 3
     VLAPolicy.from_pretrained(root / "last")
+
+
+@pytest.mark.parametrize("head", ["tokens", "diffusion", "flow", "flow-expert"])
+def test_the_same_loop_trains_every_head(pretrain_data, tmp_path, head):
+    extra = [
+        f"model.head.kind={head}",
+        "train.steps=2",
+        "train.save_every=2",
+        "model.head.expert_width=16",
+        "model.head.expert_depth=1",
+        "model.head.expert_heads=2",
+    ]
+    if head == "tokens":
+        extra.append("model.normalization=bounds")
+    assert execute(spec(pretrain_data, extra), tmp_path, False, device="cpu") == 0
+    policy = VLAPolicy.from_pretrained(tmp_path / "checkpoints" / "last")
+    assert policy.config.head.kind == head
+    records = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if "loss" in r)

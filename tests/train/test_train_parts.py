@@ -127,7 +127,11 @@ def test_fused_jitter_equals_brightness_then_contrast_then_saturation():
     from vlaforge.train.augment import _jitter
 
     x = torch.randint(0, 256, (4, 2, 6, 5, 3)).float()
-    b, c, s = torch.tensor([0.8, 1.2, 1.0, 0.9]), torch.tensor([1.1, 0.8, 1.0, 1.2]), torch.tensor([0.7, 1.3, 1.0, 1.0])
+    b, c, s = (
+        torch.tensor([0.8, 1.2, 1.0, 0.9]),
+        torch.tensor([1.1, 0.8, 1.0, 1.2]),
+        torch.tensor([0.7, 1.3, 1.0, 1.0]),
+    )
     w = torch.tensor([0.299, 0.587, 0.114])
     ref = x * b.view(-1, 1, 1, 1, 1)
     mean = (ref @ w).mean((2, 3))[..., None, None, None]

@@ -49,7 +49,9 @@ def apply_augmentation(images: torch.Tensor, params: dict[str, torch.Tensor], sh
     return _jitter(images.float(), params["brightness"], params["contrast"], params["saturation"])
 
 
-def _draw(cfg: AugmentConfig, n: int, h: int, w: int, gen: torch.Generator, device) -> dict[str, torch.Tensor]:
+def _draw(
+    cfg: AugmentConfig, n: int, h: int, w: int, gen: torch.Generator, device
+) -> dict[str, torch.Tensor]:
     s = cfg.shift
 
     def uniform(width: float) -> torch.Tensor:  # [n] factors in [1 - width, 1 + width]
@@ -71,10 +73,14 @@ def _shift(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Te
     rows = (torch.arange(h, device=images.device)[None] + dy[:, None]).clamp_(0, h - 1)  # [B, H]
     cols = (torch.arange(w, device=images.device)[None] + dx[:, None]).clamp_(0, w - 1)  # [B, W]
     out = images.reshape(b, t, h, w * c).gather(2, rows[:, None, :, None].expand(b, t, h, w * c))
-    return out.view(b, t, h, w, c).gather(3, cols[:, None, None, :, None].expand(b, t, h, w, c))  # [B, T, H, W, C]
+    return out.view(b, t, h, w, c).gather(
+        3, cols[:, None, None, :, None].expand(b, t, h, w, c)
+    )  # [B, T, H, W, C]
 
 
-def _jitter(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor) -> torch.Tensor:
+def _jitter(
+    x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor
+) -> torch.Tensor:
     """Brightness (x*b), then contrast around the frame's mean grey (c), then saturation against the
     grey image (s), fused into one affine map per sample and one pass over the pixels:
         out = s*c*b * x + (1-s)*c*b * grey + (1-c)*b * mean_grey

@@ -94,6 +94,9 @@ def prune(ckpt_root: Path, keep_last: int) -> None:
             trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
             os.rename(path, trash)
             shutil.rmtree(trash, ignore_errors=True)
+    for leftover in ckpt_root.glob(".*-step-*"):  # temporaries of a process killed mid-save
+        if leftover.is_dir() and not leftover.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def load_training_state(ckpt_dir: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -62,8 +62,10 @@ def freeze(policy: nn.Module, patterns: list[str]) -> None:
         hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
             prefixes = sorted({n.split(".")[0] + ".*" for n in names})
-            raise VlaforgeError(f"--freeze {pattern!r} matches no parameter{did_you_mean(pattern, prefixes)}; "
-                                f"top-level modules: {', '.join(prefixes)}")
+            raise VlaforgeError(
+                f"--freeze {pattern!r} matches no parameter{did_you_mean(pattern, prefixes)}; "
+                f"top-level modules: {', '.join(prefixes)}"
+            )
         for name, p in policy.named_parameters():
             if name in hits:
                 p.requires_grad_(False)
@@ -79,5 +81,7 @@ def report(policy: nn.Module, fresh: list[str], rank: int) -> None:
     trainable, total = trainable_counts(policy)
     lora = f"; LoRA rank {rank} on the trunk's linear layers" if rank else ""
     new = f"; fresh layers: {', '.join(fresh)}" if fresh else "; every pretrained tensor loaded"
-    print(f"fine-tuning: trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.1f}%){lora}{new}",
-          file=sys.stderr)
+    print(
+        f"fine-tuning: trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.1f}%){lora}{new}",
+        file=sys.stderr,
+    )

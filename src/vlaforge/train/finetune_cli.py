@@ -24,11 +24,22 @@ HELP = "fine-tune a trained policy on new data (full, frozen, LoRA)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="source", metavar="CKPT",
-                        help="pretrained checkpoint directory (or a run directory: its checkpoints/last)")
-    parser.add_argument("--freeze", action="append", default=[], metavar="GLOB",
-                        help="freeze parameters whose names match (e.g. 'trunk.*'); repeatable")
-    parser.add_argument("--lora-rank", type=int, default=0, help="LoRA rank on the trunk's linear layers (0 = off)")
+    parser.add_argument(
+        "--from",
+        dest="source",
+        metavar="CKPT",
+        help="pretrained checkpoint directory (or a run directory: its checkpoints/last)",
+    )
+    parser.add_argument(
+        "--freeze",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="freeze parameters whose names match (e.g. 'trunk.*'); repeatable",
+    )
+    parser.add_argument(
+        "--lora-rank", type=int, default=0, help="LoRA rank on the trunk's linear layers (0 = off)"
+    )
     add_common_arguments(parser)
 
 
@@ -44,12 +55,16 @@ def run(args: argparse.Namespace) -> int:
             raise VlaforgeError(f"--from {args.source}: not a checkpoint directory")
         if args.lora_rank < 0:
             raise VlaforgeError("--lora-rank must be >= 0")
-    extra = {"from": str(Path(args.source).resolve()) if args.source else None,
-             "freeze": list(args.freeze), "lora_rank": args.lora_rank}
+    extra = {
+        "from": str(Path(args.source).resolve()) if args.source else None,
+        "freeze": list(args.freeze),
+        "lora_rank": args.lora_rank,
+    }
     spec, out, resuming = run_spec(args, "finetune", extra)
     if spec.get("command") != "finetune":
-        raise VlaforgeError(f"{out} is a `{spec.get('command')}` run; resume it with `vlaforge {spec.get('command')}`")
+        raise VlaforgeError(
+            f"{out} is a `{spec.get('command')}` run; resume it with `vlaforge {spec.get('command')}`"
+        )
     if not resuming:
         spec["overrides"] = list(FINETUNE_DEFAULTS) + spec["overrides"]
     return execute(spec, out, resuming, device=args.device)
-

@@ -26,8 +26,9 @@ def add_lora(policy: nn.Module, rank: int, alpha: float | None = None, dropout: 
     targets = trunk_linear_names(policy.trunk)
     if not targets:
         raise ValueError("the policy's trunk has no linear layers to adapt")
-    config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=targets,
-                        bias="none")
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=targets, bias="none"
+    )
     inject_adapter_in_model(config, policy.trunk)
     return targets
 

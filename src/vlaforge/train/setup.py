@@ -70,19 +70,30 @@ def build_data(sources: list[DataSource], policy_cfg, train_cfg: TrainConfig, di
     for source, meta in zip(sources, metas, strict=True):
         check_fits(source.root, meta, policy_cfg)
     # Frames are resized to the policy's size once, in the frame cache, not every step.
-    window = WindowConfig(history=policy_cfg.history, chunk=policy_cfg.chunk, cameras=tuple(policy_cfg.cameras),
-                          image_size=policy_cfg.image_size)
+    window = WindowConfig(
+        history=policy_cfg.history,
+        chunk=policy_cfg.chunk,
+        cameras=tuple(policy_cfg.cameras),
+        image_size=policy_cfg.image_size,
+    )
     splits = [split_episodes(m.num_episodes, train_cfg.val_fraction, train_cfg.seed) for m in metas]
-    train_sets = [WindowDataset(s.root, window, episodes=list(tr)) for s, (tr, _) in zip(sources, splits, strict=True)]
+    train_sets = [
+        WindowDataset(s.root, window, episodes=list(tr)) for s, (tr, _) in zip(sources, splits, strict=True)
+    ]
     weights = [s.weight for s in sources]
     loader = MixtureLoader(train_sets, weights, train_cfg.batch_size, train_cfg.seed)
     action_dim = max(d.action_dim for d in train_sets)
     state_dim = max(d.state_dim for d in train_sets)
     val = None
     if all(len(va) for _, va in splits) and train_cfg.val_batches > 0:
-        val_sets = [WindowDataset(s.root, window, episodes=list(va)) for s, (_, va) in zip(sources, splits, strict=True)]
+        val_sets = [
+            WindowDataset(s.root, window, episodes=list(va))
+            for s, (_, va) in zip(sources, splits, strict=True)
+        ]
         val_loader = MixtureLoader(val_sets, weights, train_cfg.batch_size, train_cfg.seed + 1)
-        val = [pad_dims(b, action_dim, state_dim) for b in itertools.islice(val_loader, train_cfg.val_batches)]
+        val = [
+            pad_dims(b, action_dim, state_dim) for b in itertools.islice(val_loader, train_cfg.val_batches)
+        ]
     metadata = run_metadata(sources, metas, splits, train_sets)
     return TrainData(loader, val, list(loader.stats), metadata, action_dim, state_dim)
 
@@ -95,7 +106,9 @@ def open_dataset(root: Path, cls):
 
 def check_fits(root: Path, meta, policy_cfg) -> None:
     """Before the first step: the dataset has the policy's cameras, actions and (if used) state."""
-    cams = sorted(k[len(types.IMAGE_PREFIX):] if k.startswith(types.IMAGE_PREFIX) else k for k in meta.camera_keys)
+    cams = sorted(
+        k[len(types.IMAGE_PREFIX) :] if k.startswith(types.IMAGE_PREFIX) else k for k in meta.camera_keys
+    )
     for cam in policy_cfg.cameras:
         if cam not in cams:
             raise VlaforgeError(
@@ -105,13 +118,18 @@ def check_fits(root: Path, meta, policy_cfg) -> None:
     if types.ACTION not in meta.features:
         raise VlaforgeError(f"dataset {root} has no {types.ACTION!r} feature")
     if policy_cfg.state_dim > 0 and types.STATE not in meta.features:
-        raise VlaforgeError(f"dataset {root} has no {types.STATE!r}; train without proprio with --set model.state_dim=0")
+        raise VlaforgeError(
+            f"dataset {root} has no {types.STATE!r}; train without proprio with --set model.state_dim=0"
+        )
 
 
 def pad_dims(batch: dict, action_dim: int, state_dim: int) -> dict:
     """Pad action/state (and their dim masks) of a batch to the policy's widths."""
     out = dict(batch)
-    for key, mask_key, width in ((types.ACTION, types.ACTION_DIM_MASK, action_dim), (types.STATE, types.STATE_DIM_MASK, state_dim)):
+    for key, mask_key, width in (
+        (types.ACTION, types.ACTION_DIM_MASK, action_dim),
+        (types.STATE, types.STATE_DIM_MASK, state_dim),
+    ):
         if key not in out or out[key].shape[-1] >= width:
             continue
         real = out[key].shape[-1]
@@ -126,9 +144,18 @@ def run_metadata(sources, metas, splits, train_sets) -> dict:
     datasets, seeds, tasks = [], [], set()
     for source, meta, (tr, va), ds in zip(sources, metas, splits, train_sets, strict=True):
         tasks |= set(meta.tasks)
-        datasets.append({"root": str(source.root.resolve()), "weight": source.weight, "fps": meta.fps,
-                         "num_episodes": meta.num_episodes, "train_episodes": [int(i) for i in tr],
-                         "val_episodes": [int(i) for i in va], "action_dim": ds.action_dim, "state_dim": ds.state_dim})
+        datasets.append(
+            {
+                "root": str(source.root.resolve()),
+                "weight": source.weight,
+                "fps": meta.fps,
+                "num_episodes": meta.num_episodes,
+                "train_episodes": [int(i) for i in tr],
+                "val_episodes": [int(i) for i in va],
+                "action_dim": ds.action_dim,
+                "state_dim": ds.state_dim,
+            }
+        )
         for ep in meta.episodes:
             if ep.get("seed") is not None:
                 for task in ep.get("tasks") or [ep.get("task")]:
@@ -174,16 +201,28 @@ def build_trainer(spec: dict, out: Path, resuming: bool, d: Dist) -> Trainer:
     policy = VLAPolicy(policy_cfg, stats=data.stats, metadata=metadata)
     export = ft.prepare(policy, spec, d.is_main) if finetune else None
     val = data.val_batches
-    trainer = Trainer(policy, train_cfg, data.loader, out, val_batches=(lambda: val) if val else None,
-                      dist=d, export=export, info={"command": spec["command"]})
+    trainer = Trainer(
+        policy,
+        train_cfg,
+        data.loader,
+        out,
+        val_batches=(lambda: val) if val else None,
+        dist=d,
+        export=export,
+        info={"command": spec["command"]},
+    )
     if resuming:
         last = ckpt.latest_checkpoint(out / "checkpoints")
         if last is None:
             raise VlaforgeError(f"--resume {out}: no checkpoint to resume from")
         trainer.resume(last)
-    elif d.is_main:
+    if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps(spec, indent=2) + "\n")
+        tmp = out / "run.json.tmp"
+        tmp.write_text(json.dumps(spec, indent=2) + "\n")  # with --resume --steps: the new length
+        tmp.replace(out / "run.json")
+        if not resuming:
+            (out / "log.jsonl").unlink(missing_ok=True)  # left by an earlier attempt that saved nothing
     if d.rank:  # distinct head noise per process (rank 0 keeps the single-process stream)
         torch.manual_seed(train_cfg.seed * 7919 + d.rank + trainer.step)
     if d.is_main:
@@ -200,8 +239,13 @@ def preset_config(name: str | None, model_over: list[str]):
 def _summary(trainer: Trainer, data: TrainData, d: Dist, resuming: bool) -> None:
     total = sum(p.numel() for p in trainer.policy.parameters())
     trainable = sum(p.numel() for p in trainer.policy.parameters() if p.requires_grad)
-    sets = ", ".join(f"{x['root']} ({len(x['train_episodes'])}+{len(x['val_episodes'])} val episodes)"
-                     for x in data.metadata["datasets"])
+    sets = ", ".join(
+        f"{x['root']} ({len(x['train_episodes'])}+{len(x['val_episodes'])} val episodes)"
+        for x in data.metadata["datasets"]
+    )
     start = f"resuming at step {trainer.step}" if resuming else "starting"
-    print(f"{start}: trainable parameters {trainable:,} of {total:,}; device {d.device} x{d.world_size}; "
-          f"data {sets}", file=sys.stderr)
+    print(
+        f"{start}: trainable parameters {trainable:,} of {total:,}; device {d.device} x{d.world_size}; "
+        f"data {sets}",
+        file=sys.stderr,
+    )

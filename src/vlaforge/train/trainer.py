@@ -138,8 +138,13 @@ class Trainer:
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == 1 or self.step == cfg.steps:
                     rate = window_samples / max(1e-9, time.perf_counter() - window_start)
-                    record = {**metrics, "step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                              "samples_per_s": rate}
+                    record = {
+                        **metrics,
+                        "step": self.step,
+                        "loss": loss,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "samples_per_s": rate,
+                    }
                     self._log(record)
                     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}")
                     window_start, window_samples = time.perf_counter(), 0
@@ -251,13 +256,18 @@ class Trainer:
             self.best = metric
         try:
             path = ckpt.save_checkpoint(
-                self.ckpt_root, self.step, lambda d: self.export(self.eval_module).save_pretrained(d),
-                self.state_dict(), info,
+                self.ckpt_root,
+                self.step,
+                lambda d: self.export(self.eval_module).save_pretrained(d),
+                self.state_dict(),
+                info,
             )
         except OSError as err:
             last = ckpt.latest_checkpoint(self.ckpt_root)
-            raise VlaforgeError(f"could not save the checkpoint of step {self.step} ({err}); "
-                                f"the previous checkpoint {last} is intact") from err
+            raise VlaforgeError(
+                f"could not save the checkpoint of step {self.step} ({err}); "
+                f"the previous checkpoint {last} is intact"
+            ) from err
         if is_best:
             ckpt.point_link(self.ckpt_root, "best", path)
         ckpt.prune(self.ckpt_root, self.cfg.keep_last)
@@ -341,7 +351,15 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop records written after `step` by a run that was killed later than its last checkpoint."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    keep = [line for line in path.read_text().splitlines() if _record_step(line) <= step]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(line + "\n" for line in keep))
     tmp.replace(path)
+
+
+def _record_step(line: str) -> float:
+    """The step of a JSONL record; a line cut short by a kill counts as past any checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
