@@ -80,6 +80,10 @@ def test_wrong_inputs_are_clear_errors(tiny_config, fake_batch):
     batch = fake_batch(policy.config)
     with pytest.raises(VlaforgeError, match="observation.images.corner2"):
         policy.sample_actions({k: v for k, v in batch.items() if not k.startswith(types.IMAGE_PREFIX)})
+    with pytest.raises(VlaforgeError, match=r"must be \[B, T, H, W, 3\]"):
+        policy.sample_actions(
+            dict(batch, **{"observation.images.corner2": batch["observation.images.corner2"][:, 0]})
+        )
     batch[types.ACTION] = batch[types.ACTION][:, :2]
     with pytest.raises(VlaforgeError, match="chunks of 2 steps"):
         policy.compute_loss(batch)

@@ -5,7 +5,8 @@ policy to its `image_size`), proprio, the policy's full history, and an instruct
 text cache (so the frozen text encoder never runs inside the timed calls). One call = one action
 chunk (the observation encoded once, then all flow/diffusion steps). GFLOPs are counted by
 `torch.utils.flop_counter.FlopCounterMode` over one call (matmuls and convolutions; elementwise
-ops are not counted). `measure_latency` takes any policy-like object with `config` and
+ops are not counted; nor are quantized INT8 linears, so `--int8` reports only the fp32 rest).
+`measure_latency` takes any policy-like object with `config` and
 `sample_actions`, so a quantized copy (the serve/deploy `--int8` path) can be timed the same way.
 """
 

@@ -107,7 +107,12 @@ class VLAPolicy(nn.Module):
                 raise VlaforgeError(
                     f"the observation lacks {types.image_key(cam)!r} (policy cameras: {cfg.cameras})"
                 )
-            images.append(_tensor(observation[types.image_key(cam)])[:, keep])  # [B, T, H, W, C]
+            frames = _tensor(observation[types.image_key(cam)])
+            if frames.dim() != 5 or frames.shape[-1] != 3:
+                raise VlaforgeError(
+                    f"{types.image_key(cam)} must be [B, T, H, W, 3], got {list(frames.shape)}"
+                )
+            images.append(frames[:, keep])  # [B, T, H, W, C]
         b = images[0].shape[0]
         index = observation.get(types.DATASET_INDEX)
         index = None if index is None else _tensor(index, dev).reshape(-1)
