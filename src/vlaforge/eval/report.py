@@ -231,7 +231,7 @@ def _task_table(info: dict) -> str:
     return f"<table>{head}{''.join(rows)}{''.join(groups)}</table>"
 
 
-def _videos(info: dict) -> str:
+def _videos(info: dict, media_prefix: str = "") -> str:
     cards = []
     by_key = {(e["task"], e["episode"]): e for e in info["episodes"]}
     for task, m in info["per_task"].items():
@@ -243,7 +243,7 @@ def _videos(info: dict) -> str:
             cards.append(
                 f'<div class="vid"><div class="t">{_esc(task)} · episode {e["episode"]} · seed {e["seed"]}</div>'
                 f'<div class="i">“{_esc(m.get("instruction", ""))}”</div>'
-                f'<video src="{_esc(e["video"])}" controls muted loop preload="metadata"></video>'
+                f'<video src="{_esc(media_prefix + e["video"])}" controls muted loop preload="metadata"></video>'
                 f"<div>{verdict} in {e['length']} steps</div></div>"
             )
     return f'<div class="videos">{"".join(cards)}</div>' if cards else "<p>No videos recorded.</p>"
@@ -289,7 +289,10 @@ def _published(info: dict) -> str:
     return f"<h2>Compared with published MT50 results</h2><table>{head}{body}</table>{note}"
 
 
-def render_html(info: dict) -> str:
+def render_html(info: dict, *, title: str = "vlaforge evaluation", extra: str = "", media_prefix: str = "") -> str:
+    """The self-contained report page. `extra` is HTML placed after the summary (the quickstart puts
+    its training section there); `media_prefix` is prepended to video paths (a page in another folder).
+    """
     warn = '<p class="warn">Interrupted: these are partial results.</p>' if info["interrupted"] else ""
     if info.get("error"):
         warn += (
@@ -297,10 +300,10 @@ def render_html(info: dict) -> str:
         )
 
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>vlaforge eval · {_esc(info["policy"])}</title>'
-        f"<style>{_CSS}</style></head><body><h1>vlaforge evaluation</h1>{_meta(info)}{warn}{_summary_cards(info)}"
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)} · {_esc(info["policy"])}</title>'
+        f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1>{_meta(info)}{warn}{_summary_cards(info)}{extra}"
         f"<h2>Success rate</h2>{success_chart_svg(info['per_task'], info['per_group'])}"
-        f"<h2>Per task</h2>{_task_table(info)}{_published(info)}<h2>Videos</h2>{_videos(info)}</body></html>\n"
+        f"<h2>Per task</h2>{_task_table(info)}{_published(info)}<h2>Videos</h2>{_videos(info, media_prefix)}</body></html>\n"
     )
 
 
