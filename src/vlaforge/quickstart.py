@@ -66,7 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="default", help="model preset (default: the CPU default)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2, help="simulation processes (default 2)")
-    parser.add_argument("--max-steps", type=int, default=500, help="evaluation step limit per episode (default 500)")
+    parser.add_argument(
+        "--max-steps", type=int, default=500, help="evaluation step limit per episode (default 500)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,16 +144,17 @@ class Quickstart:
         print(
             f"{seconds_per_step * 1000:.0f} ms per step here: training {self.steps} steps (~{budget / 60:.1f} min)"
         )
-        _command(self._train_args(run_dir, self.steps))
+        _command(self._train_args(run_dir, self.steps, minutes=1.05 * budget / 60))
 
-    def _train_overrides(self, steps: int) -> list[str]:
+    def _train_overrides(self, steps: int, minutes: float = 0.0) -> list[str]:
+        """`minutes`: the trainer's own deadline (a safety net should this machine slow down)."""
         return [
             f"train.steps={steps}", f"train.batch_size={self.cfg.batch_size}", f"model.image_size={self.cfg.image_size}",
             "train.val_every=250", f"train.save_every={steps}", "train.tensorboard=false",
-        ]  # fmt: skip
+        ] + ([f"train.max_minutes={minutes:.2f}"] if minutes > 0 else [])  # fmt: skip
 
-    def _train_args(self, run_dir: Path, steps: int) -> list[str]:
-        sets = [a for o in self._train_overrides(steps) for a in ("--set", o)]
+    def _train_args(self, run_dir: Path, steps: int, minutes: float = 0.0) -> list[str]:
+        sets = [a for o in self._train_overrides(steps, minutes) for a in ("--set", o)]
         return [
             "train",
             "--preset",

@@ -202,3 +202,36 @@ def test_supervisor_around_a_real_client_holds_when_the_server_goes_away(server)
     held = sup.infer(obs)["actions"]
     assert held.shape == raw.shape and sup.interventions["policy_error"] == 1
     assert np.abs(held[-1, :3]).max() == 0.0  # a controlled stop, not an exception on the robot
+
+
+def test_a_hold_after_reset_keeps_the_gripper_closed():
+    sup = SafetySupervisor(config=CFG)
+    state = np.array([0.0, 0.7, 0.2, 1.0])
+    assert sup.filter([0.0, 0.0, 0.0, 1.0], state=state)[3] == 1.0  # grasping
+    sup.reset()  # a new episode (or a broker reset) must not drop the object on the next hold
+    assert sup.filter([np.nan] * 4, state=state)[3] == 1.0
+
+
+def test_clipping_the_action_range_is_counted():
+    sup = SafetySupervisor(config=CFG)
+    out = sup.filter([1e30, 0.0, 0.0, 0.0], state=np.array([0.0, 0.7, 0.2, 0.0]))
+    assert np.isfinite(out).all() and sup.interventions["action_range"] == 1
+    sup.filter([0.1, 0.0, 0.0, 0.0], state=np.array([0.0, 0.7, 0.2, 0.0]))
+    assert sup.interventions["action_range"] == 1  # an action inside the range is not an intervention
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"workspace_low": (0.0, 0.0, 0.0), "workspace_high": None}, "set together"),
+        ({"workspace_low": (0.0, 0.0), "workspace_high": (1.0, 1.0)}, "need 3 values"),
+        ({"action_low": (1.0,) * 4, "action_high": (-1.0,) * 4}, "must not exceed"),
+        ({"position_dims": ()}, "non-empty"),
+        ({"gripper_dims": (2,)}, "both a position and a gripper"),
+    ],
+)
+def test_inconsistent_configs_are_refused(kwargs, message):
+    from vlaforge.errors import VlaforgeError
+
+    with pytest.raises(VlaforgeError, match=message):
+        SafetyConfig(**kwargs)

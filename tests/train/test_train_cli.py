@@ -102,7 +102,11 @@ def test_bad_input_fails_before_the_first_step(pretrain_data, tmp_path, capsys, 
 
 def test_missing_dataset_is_a_one_line_error(tmp_path, capsys):
     assert main(train_args(tmp_path / "nowhere", tmp_path / "run")) == 2
-    assert "not a LeRobot v3 dataset" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--data {tmp_path / 'nowhere'}:" in err and "does not exist" in err
+    (tmp_path / "half" / "data").mkdir(parents=True)  # an interrupted collection
+    assert main(train_args(tmp_path / "half", tmp_path / "run")) == 2
+    assert "incomplete dataset" in capsys.readouterr().err
 
 
 def test_unknown_preset_suggests_a_name(pretrain_data, tmp_path, capsys):
@@ -137,3 +141,12 @@ def test_grad_accumulation_matches_the_large_batch(pretrain_data, tmp_path):
         [json.loads(x)["loss"] for x in (tmp_path / n / "log.jsonl").read_text().splitlines()] for n in runs
     )
     assert big == pytest.approx(accum, abs=1e-5)
+
+
+def test_max_minutes_stops_early_with_a_final_checkpoint(pretrain_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    # A 0.6 ms allowance: the first step already exceeds it.
+    assert main(train_args(pretrain_data, out, steps=50, extra=["train.max_minutes=0.00001"])) == 0
+    assert "stopped at step 1 of 50" in capsys.readouterr().out
+    assert (out / "checkpoints" / "step-000001").is_dir()
+    assert VLAPolicy.from_pretrained(out / "checkpoints" / "last").config.action_dim == 4

@@ -34,6 +34,7 @@ from torch import nn
 from vlaforge.errors import VlaforgeError
 
 QUANT_FILE, INT8_WEIGHTS = "quantization.json", "model_int8.safetensors"
+EXPORT = "policy export"  # how error messages name an export directory
 FORMAT = "vlaforge-int8-dynamic"
 COPIED = ("config.json", "stats.json", "metadata.json")
 # Linear layers kept fp32 (fnmatch patterns of module names): model code reads their `.weight` as a
@@ -157,16 +158,16 @@ def load_policy(path: str | os.PathLike, *, int8: bool = False) -> Any:
 def _load_int8_dir(path: Path) -> Any:
     from vlaforge.config import from_dict
     from vlaforge.models.config import PolicyConfig
-    from vlaforge.models.policy import VLAPolicy
+    from vlaforge.models.policy import VLAPolicy, read_json
 
-    info = _read(path / QUANT_FILE)
+    info = read_json(path / QUANT_FILE, EXPORT)
     if info.get("format") != FORMAT:
         raise VlaforgeError(
             f"{path}: unknown quantization format {info.get('format')!r} (expected {FORMAT!r})"
         )
-    config = from_dict(PolicyConfig, _read(path / "config.json"), where="config")
-    stats = _read(path / "stats.json") if (path / "stats.json").exists() else None
-    metadata = _read(path / "metadata.json") if (path / "metadata.json").exists() else {}
+    config = from_dict(PolicyConfig, read_json(path / "config.json", EXPORT), where="config")
+    stats = read_json(path / "stats.json", EXPORT) if (path / "stats.json").exists() else None
+    metadata = read_json(path / "metadata.json", EXPORT) if (path / "metadata.json").exists() else {}
     qmodel = quantize_dynamic_int8(VLAPolicy(config, stats=stats, metadata=metadata))
     try:
         tensors = load_file(str(path / INT8_WEIGHTS))
@@ -175,11 +176,3 @@ def _load_int8_dir(path: Path) -> Any:
     load_int8_state(qmodel, tensors, str(path))
     return qmodel.eval()
 
-
-def _read(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise VlaforgeError(f"{path.parent}: not a policy export (no {path.name})") from err
-    except json.JSONDecodeError as err:
-        raise VlaforgeError(f"{path}: not valid JSON ({err})") from err

@@ -31,10 +31,9 @@ class ScriptedConfig:
     state_dim: int = 4
 
 
-class ExpertPolicy:
-    """Meta-World's scripted expert: the worker computes the action from the privileged state."""
+class _ScriptedPolicy:
+    """What the runner needs of a policy object, for policies that are not networks."""
 
-    uses_expert_action = True
     uses_images = False  # episodes without a kept video run physics only (set True to render anyway)
 
     def __init__(self, config: ScriptedConfig | None = None) -> None:
@@ -44,21 +43,18 @@ class ExpertPolicy:
     def reset(self) -> None:
         pass
 
+
+class ExpertPolicy(_ScriptedPolicy):
+    """Meta-World's scripted expert: the worker computes the action from the privileged state."""
+
+    uses_expert_action = True
+
     def sample_actions(self, observation: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         return observation[EXPERT_ACTION].float()[:, None, :]  # [B, 1, A]
 
 
-class RandomPolicy:
+class RandomPolicy(_ScriptedPolicy):
     """Uniform random actions in [-1, 1]^A."""
-
-    uses_images = False
-
-    def __init__(self, config: ScriptedConfig | None = None) -> None:
-        self.config = config or ScriptedConfig()
-        self.metadata: dict = {}
-
-    def reset(self) -> None:
-        pass
 
     def sample_actions(self, observation: dict, generator: torch.Generator | None = None) -> torch.Tensor:
         batch = len(observation["task"])

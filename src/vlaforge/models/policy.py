@@ -219,9 +219,9 @@ class VLAPolicy(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> VLAPolicy:
         """Load a checkpoint directory (or a Hub id already in the local cache); eval mode."""
         directory = resolve_checkpoint(path)
-        config = from_dict(PolicyConfig, _read_json(directory / CONFIG_FILE), where="config")
-        stats = _read_json(directory / STATS_FILE) if (directory / STATS_FILE).exists() else None
-        metadata = _read_json(directory / METADATA_FILE) if (directory / METADATA_FILE).exists() else {}
+        config = from_dict(PolicyConfig, read_json(directory / CONFIG_FILE), where="config")
+        stats = read_json(directory / STATS_FILE) if (directory / STATS_FILE).exists() else None
+        metadata = read_json(directory / METADATA_FILE) if (directory / METADATA_FILE).exists() else {}
         policy = cls(config, stats=stats, metadata=metadata)
         policy.load_checked(read_weights(directory), where=str(directory))
         return policy.to(device).eval() if device is not None else policy.eval()
@@ -276,11 +276,12 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path, kind: str = "policy checkpoint") -> Any:
+    """A JSON file of a checkpoint (or export); missing or malformed files are user errors."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise VlaforgeError(f"{path.parent}: not a policy checkpoint (no {path.name})") from err
+        raise VlaforgeError(f"{path.parent}: not a {kind} (no {path.name})") from err
     except json.JSONDecodeError as err:
         raise VlaforgeError(f"{path}: not valid JSON ({err})") from err
 

@@ -91,6 +91,33 @@ class SafetyConfig:
     # Watchdog: no fresh chunk for this long -> latch the e-stop; None = never.
     stop_after_ms: float | None = 2000.0
 
+    def __post_init__(self) -> None:
+        """Inconsistent limits are refused here, not discovered mid-motion inside `filter`."""
+        from vlaforge.errors import VlaforgeError
+
+        def pair(low, high, name: str, size: int | None) -> None:
+            if (low is None) != (high is None):
+                raise VlaforgeError(f"SafetyConfig: {name}_low and {name}_high must be set together")
+            if low is None:
+                return
+            if len(low) != len(high) or (size is not None and len(low) != size):
+                raise VlaforgeError(
+                    f"SafetyConfig: {name}_low/{name}_high need {size or len(low)} values each"
+                )
+            if any(lo > hi for lo, hi in zip(low, high, strict=True)):
+                raise VlaforgeError(f"SafetyConfig: {name}_low must not exceed {name}_high")
+
+        if not self.position_dims or len(self.position_dims) != len(self.state_position_dims):
+            raise VlaforgeError(
+                "SafetyConfig: position_dims and state_position_dims must be non-empty and equally long"
+            )
+        if set(self.position_dims) & set(self.gripper_dims):
+            raise VlaforgeError("SafetyConfig: a dim cannot be both a position and a gripper dim")
+        pair(self.workspace_low, self.workspace_high, "workspace", len(self.position_dims))
+        pair(self.action_low, self.action_high, "action", None)
+        if self.gripper_low > self.gripper_high:
+            raise VlaforgeError("SafetyConfig: gripper_low must not exceed gripper_high")
+
 
 def braking_limit(distance: np.ndarray, max_change: float | None) -> np.ndarray:
     """Largest step toward a wall `distance` away (>= 0) from which a stop within it is still possible.
@@ -128,6 +155,8 @@ class SafetySupervisor:
         self.events: collections.deque[tuple[float, str, str]] = collections.deque(maxlen=1000)
         self._chunk_len = 1
         self.stopped: str | None = None  # the e-stop reason while latched
+        # [A] the last command sent; kept across reset() so a hold never opens a closed gripper.
+        self._last_safe: np.ndarray | None = None
         self.reset(reset_policy=False)
 
     # ------------------------------------------------------------------ state
@@ -138,7 +167,6 @@ class SafetySupervisor:
         `release_estop()` does."""
         self._prev_step = np.zeros(len(self.config.position_dims))  # [P] last step, metres (at rest)
         self._target: np.ndarray | None = None  # [P] last commanded target, metres
-        self._last_safe: np.ndarray | None = None  # [A]
         self._last_chunk = self.clock()
         if reset_policy and hasattr(self.policy, "reset"):
             self.policy.reset()
@@ -151,7 +179,7 @@ class SafetySupervisor:
         self.reset(reset_policy=False)
 
     def estop(self, reason: str = "manual") -> None:
-        """Latch the e-stop: every later command is a controlled stop until `reset()`."""
+        """Latch the e-stop: every later command is a controlled stop until `release_estop()`."""
         if self.stopped is None:
             self.stopped = reason
             self._record("estop", reason)
@@ -243,9 +271,13 @@ class SafetySupervisor:
     def _bound_dims(self, a: np.ndarray, quiet: bool) -> np.ndarray:
         cfg = self.config
         b = a.copy()
+        grip = list(cfg.gripper_dims)
         if cfg.action_low is not None:
             b = np.clip(b, cfg.action_low, cfg.action_high)
-        grip = list(cfg.gripper_dims)
+            other = np.ones(len(b), dtype=bool)
+            other[grip] = False
+            if not np.array_equal(a[other], b[other]):
+                self._record("action_range", f"{a[other]} -> {b[other]}", quiet=quiet)
         b[grip] = np.clip(b[grip], cfg.gripper_low, cfg.gripper_high)
         if not np.array_equal(a[grip], b[grip]):
             self._record("gripper_range", f"{a[grip]} -> {b[grip]}", quiet=quiet)

@@ -79,6 +79,10 @@ class TrainConfig:
     """Seed of the model init, the data order, the augmentation and the heads' noise."""
     tensorboard: bool = True
     """Also write TensorBoard event files under RUN/tensorboard."""
+    max_minutes: float = 0.0
+    """Stop after this much training wall time with a final checkpoint at that step (0 = off). A
+    safety net for time-boxed runs such as the quickstart: the lr schedule still spans `steps`, so a
+    run cut short ends above its minimum lr (and a resumed run gets a fresh allowance)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Image augmentation on the training device."""
 

@@ -99,9 +99,11 @@ def build_data(sources: list[DataSource], policy_cfg, train_cfg: TrainConfig, di
 
 
 def open_dataset(root: Path, cls):
-    if not (root / "meta" / "info.json").exists():
-        raise VlaforgeError(f"--data {root}: not a LeRobot v3 dataset (no meta/info.json)")
-    return cls(root)
+    """The reader names what is wrong (missing, incomplete, corrupt); prefix it with the flag."""
+    try:
+        return cls(root)
+    except VlaforgeError as err:
+        raise VlaforgeError(f"--data {root}: {err}") from err
 
 
 def check_fits(root: Path, meta, policy_cfg) -> None:

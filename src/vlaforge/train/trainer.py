@@ -129,6 +129,7 @@ class Trainer:
         cfg, main = self.cfg, self.dist.is_main
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not main, dynamic_ncols=True, desc="train")
         window_start, window_samples = time.perf_counter(), 0
+        deadline = time.perf_counter() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
         record: dict = {}
         try:
             while self.step < cfg.steps:
@@ -148,9 +149,16 @@ class Trainer:
                     self._log(record)
                     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}")
                     window_start, window_samples = time.perf_counter(), 0
-                self._maybe_validate_and_save()
+                out_of_time = deadline is not None and self._all_agree(time.perf_counter() > deadline)
+                self._maybe_validate_and_save(final=out_of_time)
                 if on_step:
                     on_step(self)
+                if out_of_time and self.step < cfg.steps:
+                    if main:
+                        print(
+                            f"stopped at step {self.step} of {cfg.steps}: train.max_minutes={cfg.max_minutes} reached"
+                        )
+                    break
         finally:
             bar.close()
             self._close_logs()
@@ -218,8 +226,14 @@ class Trainer:
         return TrainingDiverged(f"{what} is {value} at step {step}; stopped before applying it ({where})")
 
     # ------------------------------------------------------- validate / save
-    def _maybe_validate_and_save(self) -> None:
-        cfg, final = self.cfg, self.step == self.cfg.steps
+    def _all_agree(self, flag: bool) -> bool:
+        """True when any process says so (every process then stops at the same step)."""
+        if not self.dist.enabled:
+            return flag
+        return float(self.dist.mean(torch.tensor(float(flag), device=self.dist.device))) > 0
+
+    def _maybe_validate_and_save(self, final: bool = False) -> None:
+        cfg, final = self.cfg, final or self.step == self.cfg.steps
         save = self.step % cfg.save_every == 0 or final
         if self.val_batches and (self.step % cfg.val_every == 0 or save):
             self.last_val = self.validate() if self.dist.is_main else None
