@@ -82,9 +82,12 @@ def test_non_blocking_broker_gives_none_and_the_supervisor_holds():
     broker = AsyncChunkBroker(policy, refill_at=1, block=False)
     sup = SafetySupervisor(
         config=SafetyConfig(
+            position_dims=(0,),
+            state_position_dims=(0,),
             action_low=None,
             action_high=None,
             workspace_low=None,
+            workspace_high=None,
             gripper_dims=(1,),
             hold_after_ms=None,
             stop_after_ms=None,
