@@ -18,7 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("vlaforge.data.collect_cli", "collect scripted demonstrations into a LeRobot v3 dataset"),
     "presets": ("vlaforge.models.presets_cli", "list the model presets with parameter counts"),
     "train": ("vlaforge.train.cli", "train a policy on one or more datasets"),
-    "finetune": ("vlaforge.train.finetune_cli", "fine-tune a trained policy on new data (full, frozen, LoRA)"),
+    "finetune": (
+        "vlaforge.train.finetune_cli",
+        "fine-tune a trained policy on new data (full, frozen, LoRA)",
+    ),
     "eval": ("vlaforge.eval.cli", "evaluate a policy (or the scripted expert) on Meta-World"),
     "serve": ("vlaforge.serve.cli", "serve a policy over websockets (openpi protocol)"),
     "export": ("vlaforge.deploy.cli", "export a policy: dynamic INT8, ONNX"),

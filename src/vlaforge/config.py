@@ -85,7 +85,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         raise VlaforgeError(errors[0] if errors else f"{where}: bad value {value!r}")
     if origin is typing.Literal:
         if value not in args:
-            raise VlaforgeError(f"{where}: {value!r} is not one of {list(args)}{did_you_mean(str(value), map(str, args))}")
+            raise VlaforgeError(
+                f"{where}: {value!r} is not one of {list(args)}{did_you_mean(str(value), map(str, args))}"
+            )
         return value
     if origin in (tuple, list):
         if isinstance(value, str):
@@ -93,7 +95,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise VlaforgeError(f"{where}: expected a list, got {value!r}")
         item = args[0] if args else Any
-        return tuple(_coerce(item, v, where) for v in value) if origin is tuple else [_coerce(item, v, where) for v in value]
+        return (
+            tuple(_coerce(item, v, where) for v in value)
+            if origin is tuple
+            else [_coerce(item, v, where) for v in value]
+        )
     if origin is dict or hint is Any:
         return value
     if dataclasses.is_dataclass(hint):

@@ -24,4 +24,6 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 def unknown(kind: str, name: str, choices: Iterable[str]) -> VlaforgeError:
     """`unknown preset 'octo-smal' (did you mean 'octo-small'?)`."""
     choices = sorted(choices)
-    return VlaforgeError(f"unknown {kind} {name!r}{did_you_mean(name, choices)}; choose from: {', '.join(choices)}")
+    return VlaforgeError(
+        f"unknown {kind} {name!r}{did_you_mean(name, choices)}; choose from: {', '.join(choices)}"
+    )

@@ -9,7 +9,21 @@ from pathlib import Path
 import pytest
 from datagen import write_dataset
 
-FIXTURE = Path(os.environ.get("VLAFORGE_LEROBOT_FIXTURE", "/work/shared/fixtures/lerobot-v3.0-tiny"))
+
+def _find_fixture() -> Path:
+    """The dataset LeRobot wrote: $VLAFORGE_LEROBOT_FIXTURE, else shared/ beside the checkout (as CI
+    lays it out), else the developers' /work/shared."""
+    if "VLAFORGE_LEROBOT_FIXTURE" in os.environ:
+        return Path(os.environ["VLAFORGE_LEROBOT_FIXTURE"])
+    repo = Path(__file__).resolve().parents[2]
+    candidates = [
+        repo.parent / "shared" / "fixtures" / "lerobot-v3.0-tiny",
+        Path("/work/shared/fixtures/lerobot-v3.0-tiny"),
+    ]
+    return next((c for c in candidates if c.is_dir()), candidates[-1])
+
+
+FIXTURE = _find_fixture()
 
 
 @pytest.fixture(scope="session")

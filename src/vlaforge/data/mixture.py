@@ -56,7 +56,11 @@ class MixtureLoader:
         self.step = 0
         # Keys every dataset provides: a batch's keys never depend on which datasets it drew from.
         probe = [set(d.gather(np.zeros(1, dtype=np.int64))) for d in self.datasets]
-        self._keys = set.intersection(*probe) | {types.DATASET_INDEX, types.ACTION_DIM_MASK, types.STATE_DIM_MASK}
+        self._keys = set.intersection(*probe) | {
+            types.DATASET_INDEX,
+            types.ACTION_DIM_MASK,
+            types.STATE_DIM_MASK,
+        }
 
     def _permutation(self, i: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, i, self._epoch[i]])

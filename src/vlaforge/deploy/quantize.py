@@ -175,4 +175,3 @@ def _load_int8_dir(path: Path) -> Any:
         raise VlaforgeError(f"{path / INT8_WEIGHTS}: unreadable int8 weights ({err})") from err
     load_int8_state(qmodel, tensors, str(path))
     return qmodel.eval()
-

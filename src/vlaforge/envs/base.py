@@ -36,7 +36,9 @@ class Environment(Protocol):
         work such as probing whether a seed succeeds."""
         ...
 
-    def step(self, action: np.ndarray, *, render: bool = True) -> tuple[Observation, bool, bool, dict[str, Any]]:
+    def step(
+        self, action: np.ndarray, *, render: bool = True
+    ) -> tuple[Observation, bool, bool, dict[str, Any]]:
         """Apply one action; return `(obs, success, done, info)` with `info["reward"]`."""
         ...
 

@@ -289,7 +289,9 @@ def _published(info: dict) -> str:
     return f"<h2>Compared with published MT50 results</h2><table>{head}{body}</table>{note}"
 
 
-def render_html(info: dict, *, title: str = "vlaforge evaluation", extra: str = "", media_prefix: str = "") -> str:
+def render_html(
+    info: dict, *, title: str = "vlaforge evaluation", extra: str = "", media_prefix: str = ""
+) -> str:
     """The self-contained report page. `extra` is HTML placed after the summary (the quickstart puts
     its training section there); `media_prefix` is prepended to video paths (a page in another folder).
     """

@@ -333,7 +333,9 @@ def run_evaluation(
         if frames and result.video:
             (out / result.video).parent.mkdir(parents=True, exist_ok=True)
             # yuv420p: the 4:4:4 dataset format does not play in browsers; these videos are for people.
-            write_mp4(out / result.video, np.stack(frames), fps=cfg.video_fps, pix_fmt="yuv420p", crf=20)  # [T, H, W, 3]
+            write_mp4(
+                out / result.video, np.stack(frames), fps=cfg.video_fps, pix_fmt="yuv420p", crf=20
+            )  # [T, H, W, 3]
 
     run = evaluate(policy, tasks, cfg, train_seeds=train_seeds, on_episode=save_video, on_step=on_step)
     info = build_info(policy, name, suite or ",".join(tasks), tasks, cfg, run)
