@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlaforge.data.features import vector_feature, video_feature
 from vlaforge.data.lerobot_v3 import LeRobotWriter
 
 TASKS = ("Open a drawer", "Reach a goal position")
@@ -13,15 +14,11 @@ TASKS = ("Open a drawer", "Reach a goal position")
 
 def features(size: int = 32, action_dim: int = 4, state_dim: int = 4, camera: str = "corner2") -> dict:
     return {
-        f"observation.images.{camera}": {
-            "dtype": "video",
-            "shape": [size, size, 3],
-            "names": ["height", "width", "channels"],
-        },
-        "observation.state": {"dtype": "float32", "shape": [state_dim], "names": None},
-        "action": {"dtype": "float32", "shape": [action_dim], "names": None},
-        "next.reward": {"dtype": "float32", "shape": [1], "names": None},
-        "next.success": {"dtype": "bool", "shape": [1], "names": None},
+        f"observation.images.{camera}": video_feature(size),
+        "observation.state": vector_feature(state_dim),
+        "action": vector_feature(action_dim),
+        "next.reward": vector_feature(1),
+        "next.success": vector_feature(1, dtype="bool"),
     }
 
 

@@ -37,17 +37,14 @@ def write_dataset(
     task: str = "reach the goal",
 ) -> None:
     """A LeRobot v3 dataset of random-walk episodes; each episode records its env seed."""
+    from vlaforge.data.features import vector_feature, video_feature
     from vlaforge.data.lerobot_v3 import LeRobotWriter
 
     rng = np.random.default_rng(seed)
     features = {
-        f"observation.images.{camera}": {
-            "dtype": "video",
-            "shape": [size, size, 3],
-            "names": ["height", "width", "channels"],
-        },
-        "observation.state": {"dtype": "float32", "shape": [state_dim], "names": None},
-        "action": {"dtype": "float32", "shape": [action_dim], "names": None},
+        f"observation.images.{camera}": video_feature(size),
+        "observation.state": vector_feature(state_dim),
+        "action": vector_feature(action_dim),
     }
     writer = LeRobotWriter(root, fps=10, robot_type="test", features=features)
     for ep in range(episodes):

@@ -66,14 +66,14 @@ def episode_seed(base: int, task: str, attempt: int) -> int:
 
 def dataset_features(cfg: CollectConfig) -> dict[str, dict[str, Any]]:
     """The LeRobot features of a collection (the writer adds the five index columns)."""
-    size = cfg.image_size
-    video = {"dtype": "video", "shape": [size, size, 3], "names": ["height", "width", "channels"]}
-    features = {image_key(cam): dict(video) for cam in cfg.cameras}
-    features[STATE] = {"dtype": "float32", "shape": [4], "names": ["x", "y", "z", "gripper"]}
-    features[ENV_STATE] = {"dtype": "float32", "shape": [39], "names": None}
-    features[ACTION] = {"dtype": "float32", "shape": [4], "names": ["dx", "dy", "dz", "gripper"]}
-    features[REWARD] = {"dtype": "float32", "shape": [1], "names": None}
-    features[SUCCESS] = {"dtype": "bool", "shape": [1], "names": None}
+    from vlaforge.data.features import vector_feature, video_feature
+
+    features = {image_key(cam): video_feature(cfg.image_size) for cam in cfg.cameras}
+    features[STATE] = vector_feature(4, ["x", "y", "z", "gripper"])
+    features[ENV_STATE] = vector_feature(39)
+    features[ACTION] = vector_feature(4, ["dx", "dy", "dz", "gripper"])
+    features[REWARD] = vector_feature(1)
+    features[SUCCESS] = vector_feature(1, dtype="bool")
     return features
 
 

@@ -1,4 +1,4 @@
-"""Validation of features, frames and episode metadata for the writer; numpy <-> arrow columns."""
+"""Feature specs for the writer (constructors, validation), frames and episode metadata; numpy <-> arrow."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from vlaforge.data import layout
 from vlaforge.errors import VlaforgeError
 
 RESERVED_COLUMNS = {"episode_index", "tasks", "length", "dataset_from_index", "dataset_to_index", "task"}
+
+
+def video_feature(size: int) -> dict[str, Any]:
+    """The LeRobot spec of a square RGB camera stream stored as video."""
+    return {"dtype": "video", "shape": [size, size, 3], "names": ["height", "width", "channels"]}
+
+
+def vector_feature(dim: int, names: list[str] | None = None, dtype: str = "float32") -> dict[str, Any]:
+    """The LeRobot spec of a per-frame vector (state, action, reward, flags)."""
+    return {"dtype": dtype, "shape": [dim], "names": names}
 
 
 def user_features(features: dict[str, dict]) -> dict[str, dict]:
