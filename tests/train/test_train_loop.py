@@ -4,6 +4,7 @@ a NaN stops training with the last good checkpoint intact, a failed save keeps t
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -104,3 +105,14 @@ def test_the_same_loop_trains_every_head(pretrain_data, tmp_path, head):
     assert policy.config.head.kind == head
     records = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if "loss" in r)
+
+
+def test_missing_tensorboard_is_said_once_and_training_goes_on(pretrain_data, tmp_path, monkeypatch, capsys):
+    # tensorboard is a dev extra: a core install must still train with the default tensorboard=true.
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import -> ImportError
+    assert execute(spec(pretrain_data, ["train.tensorboard=true"]), tmp_path, False, device="cpu") == 0
+    err = capsys.readouterr()
+    assert (err.out + err.err).count("tensorboard is not installed") == 1
+    assert not (tmp_path / "tensorboard").exists()
+    records = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val_loss" in r] == [3, 6]

@@ -78,7 +78,8 @@ class TrainConfig:
     seed: int = 0
     """Seed of the model init, the data order, the augmentation and the heads' noise."""
     tensorboard: bool = True
-    """Also write TensorBoard event files under RUN/tensorboard."""
+    """Also write TensorBoard event files under RUN/tensorboard (when tensorboard is installed;
+    without it training says so once and logs to RUN/log.jsonl only)."""
     max_minutes: float = 0.0
     """Stop after this much training wall time with a final checkpoint at that step (0 = off). A
     safety net for time-boxed runs such as the quickstart: the lr schedule still spans `steps`, so a

@@ -294,23 +294,30 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "log.jsonl", "a") as f:
             f.write(json.dumps({**record, "time": time.time()}) + "\n")
-        if self.cfg.tensorboard:
-            tb = self._tensorboard()
+        tb = self._tensorboard() if self.cfg.tensorboard else None
+        if tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
                     tb.add_scalar(key.replace("val_loss", "val/loss"), value, record["step"])
 
     def _tensorboard(self):
+        """The SummaryWriter, or None when tensorboard is not installed (said once; log.jsonl has it all)."""
         if self._tb is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step or None)
-        return self._tb
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                tqdm.write(
+                    "tensorboard is not installed (pip install tensorboard): logging to log.jsonl only"
+                )
+                self._tb = False
+            else:
+                self._tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step or None)
+        return self._tb or None
 
     def _close_logs(self) -> None:
-        if self._tb is not None:
+        if self._tb:
             self._tb.close()
-            self._tb = None
+        self._tb = None
 
 
 COMPILED = ("obs_encoder", "trunk")

@@ -1,0 +1,100 @@
+"""Small results JSON from the MT10 runs of benchmarks/mt10_cpu.sh and benchmarks/mt10_heads.sh.
+
+    python benchmarks/mt10_summary.py cpu OUT RESULT.json [--recipe TEXT]
+    python benchmarks/mt10_summary.py heads OUT RESULT.json
+
+`cpu` reads OUT/run and OUT/eval; `heads` reads OUT/heads/<head>/{run files, eval, latency.json} for
+every head trained there. Only figures and settings are kept (no checkpoints, no videos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from statistics import median
+
+
+def eval_summary(eval_dir: Path) -> dict:
+    """Success per group and task, and the rollout timing, from one `vlaforge eval` folder."""
+    info = json.loads((eval_dir / "eval_info.json").read_text())
+    timing = info["timing"]
+    return {
+        "created": info["created"],
+        "suite": info["suite"],
+        "episodes_per_task": info["episodes_per_task"],
+        "execution": info["execution"],
+        "train_seeds": info["train_seeds"]["status"],
+        "mean_of_group_means": info["overall"]["success_rate"],
+        "mean_over_tasks": info["overall"]["success_rate_task_mean"],
+        "per_group": {g: m["success_rate"] for g, m in info["per_group"].items()},
+        "per_task": {t: m["success_rate"] for t, m in info["per_task"].items()},
+        "eval_wall_s": round(timing["wall_time_s"], 1),
+        # Batched calls (one per env batch) while the environments render: real use, not a microbenchmark.
+        "eval_ms_per_policy_call": round(1000 * timing["policy_time_s"] / max(1, timing["policy_calls"]), 2),
+    }
+
+
+def train_summary(run: Path) -> dict:
+    """Steps, wall time, throughput and the last validation loss from a run's log.jsonl."""
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r for r in rows if "loss" in r]
+    vals = [r for r in rows if "val_loss" in r]
+    spec = json.loads((run / "run.json").read_text())
+    return {
+        "preset": spec.get("preset"),
+        "overrides": spec.get("overrides", []),
+        "steps": steps[-1]["step"],
+        "train_minutes": round((steps[-1]["time"] - steps[0]["time"]) / 60, 1),
+        "median_samples_per_s": round(median(r["samples_per_s"] for r in steps[1:] or steps), 1),
+        "final_train_loss": round(steps[-1]["loss"], 4),
+        "val_loss": [(r["step"], round(r["val_loss"], 4)) for r in vals],
+    }
+
+
+def cpu(out: Path, recipe: str) -> dict:
+    return {"command": "bash benchmarks/mt10_cpu.sh", "recipe": recipe,
+            "train": train_summary(out / "run"), **eval_summary(out / "eval")}  # fmt: skip
+
+
+def heads(out: Path) -> dict:
+    rows = {}
+    for run in sorted((out / "heads").iterdir()):
+        if not (run / "eval" / "eval_info.json").is_file():
+            continue
+        latency = json.loads((run / "latency.json").read_text().strip().splitlines()[-1])
+        rows[run.name] = {
+            "train": train_summary(run),
+            **eval_summary(run / "eval"),
+            "latency_batch1_1thread": {k: latency[k] for k in ("p50_ms", "p90_ms", "chunk", "ms_per_action")},
+            "params_trainable": latency["params_trainable"],
+        }
+    return {
+        "command": "bash benchmarks/mt10_heads.sh",
+        "recipe": "default preset at 96 px, head swapped; same 50 demos/task, 2400 steps of batch 64, "
+        "10 held-out episodes per task; latency: `vlaforge bench latency --policy CKPT --threads 1`",
+        "heads": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kind", choices=["cpu", "heads"])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("result", type=Path)
+    parser.add_argument("--recipe", default="")
+    args = parser.parse_args()
+    summary = cpu(args.out, args.recipe) if args.kind == "cpu" else heads(args.out)
+    args.result.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.kind == "cpu":
+        print(f"MT10: {100 * summary['mean_over_tasks']:.1f}% over tasks, "
+              f"{100 * summary['mean_of_group_means']:.1f}% mean of group means -> {args.result}")  # fmt: skip
+    else:
+        for head, row in summary["heads"].items():
+            print(f"{head:<11} {100 * row['mean_over_tasks']:5.1f}% over tasks  "
+                  f"{100 * row['mean_of_group_means']:5.1f}% group mean  "
+                  f"p50 {row['latency_batch1_1thread']['p50_ms']:.1f} ms")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
