@@ -52,6 +52,35 @@ def train_summary(run: Path) -> dict:
     }
 
 
+def heldout_chunk_l1(checkpoint: Path, data: Path, windows: int = 256) -> float:
+    """Mean |sampled chunk - demonstrated chunk| (robot units) on windows of the validation episodes.
+
+    The validation split is the trainer's (TrainConfig's val_fraction and seed, which the MT10 scripts
+    leave at their defaults); sampling heads draw with a fixed generator. It separates "the head has
+    not learnt the actions yet" from "the actions are right but the rollout drifts".
+    """
+    import numpy as np
+    import torch
+
+    from vlaforge.data.dataset import WindowConfig, WindowDataset, split_episodes, to_torch
+    from vlaforge.models.policy import VLAPolicy
+    from vlaforge.train.config import TrainConfig
+
+    policy = VLAPolicy.from_pretrained(checkpoint).eval()
+    cfg, tc = policy.config, TrainConfig()
+    n = len(WindowDataset(data, WindowConfig(history=1, chunk=1), episodes=[0]).source.episodes)
+    _, val = split_episodes(n, tc.val_fraction, tc.seed)
+    window = WindowConfig(history=cfg.history, chunk=cfg.chunk, image_size=cfg.image_size)
+    ds = WindowDataset(data, window, episodes=val)
+    idx = np.random.default_rng(0).choice(len(ds), min(windows, len(ds)), replace=False)
+    batch = to_torch(ds.sample_batch(idx))
+    with torch.no_grad():
+        actions = policy.sample_actions(batch, torch.Generator().manual_seed(0))  # [N, H, A]
+    real = ~batch["action_is_pad"][:, : cfg.chunk]  # [N, H]
+    err = (actions - batch["action"][:, : cfg.chunk].float()).abs().mean(-1)  # [N, H]
+    return round(float(err[real].mean()), 4)
+
+
 def cpu(out: Path, recipe: str) -> dict:
     return {"command": "bash benchmarks/mt10_cpu.sh", "recipe": recipe,
             "train": train_summary(out / "run"), **eval_summary(out / "eval")}  # fmt: skip
@@ -68,11 +97,13 @@ def heads(out: Path) -> dict:
             **eval_summary(run / "eval"),
             "latency_batch1_1thread": {k: latency[k] for k in ("p50_ms", "p90_ms", "chunk", "ms_per_action")},
             "params_trainable": latency["params_trainable"],
+            "heldout_chunk_l1": heldout_chunk_l1(run / "checkpoints" / "last", out / "data"),
         }
     return {
         "command": "bash benchmarks/mt10_heads.sh",
         "recipe": "default preset at 96 px, head swapped; same 50 demos/task, 2400 steps of batch 64, "
-        "10 held-out episodes per task; latency: `vlaforge bench latency --policy CKPT --threads 1`",
+        "10 held-out episodes per task; latency: `vlaforge bench latency --policy CKPT --threads 1`; "
+        "heldout_chunk_l1: mean |sampled - demonstrated| action over 256 windows of the validation episodes",
         "heads": rows,
     }
 
@@ -93,7 +124,7 @@ def main() -> None:
         for head, row in summary["heads"].items():
             print(f"{head:<11} {100 * row['mean_over_tasks']:5.1f}% over tasks  "
                   f"{100 * row['mean_of_group_means']:5.1f}% group mean  "
-                  f"p50 {row['latency_batch1_1thread']['p50_ms']:.1f} ms")  # fmt: skip
+                  f"p50 {row['latency_batch1_1thread']['p50_ms']:.1f} ms  held-out L1 {row['heldout_chunk_l1']:.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
