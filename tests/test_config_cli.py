@@ -35,6 +35,11 @@ def test_override_nested_and_typed():
     assert Outer().inner.depth == 4  # the original is untouched
 
 
+@pytest.mark.parametrize("raw", ["a,b", "[a,b]", "[a, b]", '["a","b"]', "['a', 'b']"])
+def test_list_overrides_take_shell_friendly_spellings(raw):
+    assert apply_overrides(Outer(), [f"cameras={raw}"]).cameras == ("a", "b")
+
+
 def test_unknown_key_suggests():
     with pytest.raises(VlaforgeError, match="did you mean 'depth'"):
         apply_overrides(Outer(), ["inner.dept=3"])

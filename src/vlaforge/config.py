@@ -90,8 +90,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             )
         return value
     if origin in (tuple, list):
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
+        if isinstance(value, str):  # a,b or [a, b] with unquoted items (not JSON)
+            inner = value.strip()
+            inner = inner[1:-1] if inner.startswith("[") and inner.endswith("]") else inner
+            value = [v.strip().strip("'\"") for v in inner.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise VlaforgeError(f"{where}: expected a list, got {value!r}")
         item = args[0] if args else Any
