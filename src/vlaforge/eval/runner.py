@@ -21,7 +21,10 @@ before it is raised. Policies are checked against the environment first (`vlafor
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import time
 import traceback
 from collections import deque
@@ -234,19 +237,43 @@ class Rollouts:
         if hasattr(self.policy, "reset"):
             self.policy.reset()
         try:
-            while True:
-                self._fill()
-                if not self.slots:
-                    return True
-                self._reset_pending()
-                self._step()
-                if self.on_step is not None:
-                    self.on_step(self)
+            with _sigint_flag() as interrupted:
+                while not interrupted:
+                    self._fill()
+                    if not self.slots:
+                        return True
+                    self._reset_pending()
+                    self._step()
+                    if self.on_step is not None:
+                        self.on_step(self)
+                return False
         except KeyboardInterrupt:
             return False
         except Exception as err:
             self.error = {"message": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
             return False
+
+
+@contextlib.contextmanager
+def _sigint_flag():
+    """Ctrl-C sets a flag the loop checks between steps, so it cannot be lost: a KeyboardInterrupt
+    raised inside a finalizer or a C callback (video encoding, pipes) is swallowed by Python. A second
+    Ctrl-C raises KeyboardInterrupt as usual. Outside the main thread, signals stay as they are."""
+    flag: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag:
+            raise KeyboardInterrupt
+        flag.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def preflight(
