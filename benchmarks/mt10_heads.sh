@@ -11,8 +11,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 V="$repo/.venv/bin/vlaforge"
 OUT="${1:-/tmp/mt10}"
 shift || true
-HEADS=("${@:-regression flow diffusion tokens}")
-read -r -a HEADS <<<"${HEADS[*]}"
+if [ $# -gt 0 ]; then HEADS=("$@"); else HEADS=(regression flow diffusion tokens); fi
 mkdir -p "$OUT/heads"
 [ -f "$OUT/data/meta/info.json" ] || \
   "$V" collect metaworld --tasks mt10 --episodes-per-task 50 --image-size 96 --workers 2 --out "$OUT/data"

@@ -18,7 +18,6 @@ import argparse
 import json
 import shlex
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -276,7 +275,3 @@ def loss_curve_svg(log: list[dict], width: int = 640, height: int = 220) -> str:
         f'<text x="{pad}" y="{height - 10}" font-size="12">step {int(x0)}</text>'
     )
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">{lines}{labels}</svg>'
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run(argparse.Namespace()))

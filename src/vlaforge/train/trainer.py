@@ -149,7 +149,7 @@ class Trainer:
                     self._log(record)
                     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}")
                     window_start, window_samples = time.perf_counter(), 0
-                out_of_time = deadline is not None and self._all_agree(time.perf_counter() > deadline)
+                out_of_time = deadline is not None and self._any_process(time.perf_counter() > deadline)
                 self._maybe_validate_and_save(final=out_of_time)
                 if on_step:
                     on_step(self)
@@ -226,7 +226,7 @@ class Trainer:
         return TrainingDiverged(f"{what} is {value} at step {step}; stopped before applying it ({where})")
 
     # ------------------------------------------------------- validate / save
-    def _all_agree(self, flag: bool) -> bool:
+    def _any_process(self, flag: bool) -> bool:
         """True when any process says so (every process then stops at the same step)."""
         if not self.dist.enabled:
             return flag
