@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("EGL_PLATFORM", "surfaceless")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -15,7 +15,7 @@ from vlaforge.cli import main
 from vlaforge.data.collect import SIDECAR, episode_seed
 from vlaforge.data.lerobot_v3 import LeRobotV3Dataset
 from vlaforge.envs.tasks import TASK_DESCRIPTIONS
-from vlaforge.types import ACTION, ENV_STATE, REWARD, STATE, SUCCESS
+from vlaforge.keys import ACTION, ENV_STATE, REWARD, STATE, SUCCESS
 
 CAM = "observation.images.corner2"
 TINY = [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from datagen import episode, features
 
-from vlaforge import types
+from vlaforge import keys
 from vlaforge.data.dataset import WindowConfig, WindowDataset, split_episodes
 from vlaforge.data.frame_cache import cache_base
 from vlaforge.data.lerobot_v3 import LeRobotV3Dataset, LeRobotWriter
@@ -25,8 +25,8 @@ def _reference(ds: LeRobotV3Dataset, frames: np.ndarray, row: int, history: int,
         "obs_pad": [i < lo for i in hist],
         "act_pad": [i >= hi for i in acts],
         "image": frames[[max(i, lo) for i in hist]],
-        "state": ds.column(types.STATE)[[max(i, lo) for i in hist]],
-        "action": ds.column(types.ACTION)[[min(i, hi - 1) for i in acts]],
+        "state": ds.column(keys.STATE)[[max(i, lo) for i in hist]],
+        "action": ds.column(keys.ACTION)[[min(i, hi - 1) for i in acts]],
     }
 
 
@@ -37,18 +37,18 @@ def test_history_and_chunk_padding_at_episode_boundaries(small_dataset, tmp_path
     src = LeRobotV3Dataset(root)
     frames = np.concatenate([src.episode_frames(i, CAM) for i in range(src.num_episodes)])
     batch = wd.sample_batch(np.arange(len(wd)))
-    assert batch[CAM].shape == (56, 3, 32, 32, 3) and batch[types.ACTION].shape == (56, 5, 4)
+    assert batch[CAM].shape == (56, 3, 32, 32, 3) and batch[keys.ACTION].shape == (56, 5, 4)
     for row in range(len(wd)):
         ref = _reference(src, frames, row, 3, 5)
-        assert batch[types.OBS_IS_PAD][row].tolist() == ref["obs_pad"]
-        assert batch[types.ACTION_IS_PAD][row].tolist() == ref["act_pad"]
+        assert batch[keys.OBS_IS_PAD][row].tolist() == ref["obs_pad"]
+        assert batch[keys.ACTION_IS_PAD][row].tolist() == ref["act_pad"]
         np.testing.assert_array_equal(batch[CAM][row].numpy(), ref["image"])
-        np.testing.assert_array_equal(batch[types.STATE][row].numpy(), ref["state"])
-        np.testing.assert_array_equal(batch[types.ACTION][row].numpy(), ref["action"])
-    start_of_ep1 = batch[types.OBS_IS_PAD][12].tolist()
+        np.testing.assert_array_equal(batch[keys.STATE][row].numpy(), ref["state"])
+        np.testing.assert_array_equal(batch[keys.ACTION][row].numpy(), ref["action"])
+    start_of_ep1 = batch[keys.OBS_IS_PAD][12].tolist()
     assert start_of_ep1 == [True, True, False]
-    assert batch[types.ACTION_IS_PAD][11].tolist() == [False, True, True, True, True]
-    assert batch[types.TASK][12] == "Reach a goal position" and batch[types.DATASET_INDEX].sum() == 0
+    assert batch[keys.ACTION_IS_PAD][11].tolist() == [False, True, True, True, True]
+    assert batch[keys.TASK][12] == "Reach a goal position" and batch[keys.DATASET_INDEX].sum() == 0
 
 
 def test_episode_subset_and_split(small_dataset, tmp_path):
@@ -96,6 +96,6 @@ def test_read_only_fixture_uses_cache_dir(lerobot_fixture, tmp_path):
     wd = WindowDataset(lerobot_fixture, WindowConfig(history=2, chunk=4), cache_dir=tmp_path / "cache")
     batch = wd.sample_batch([0, 24, 89])
     assert batch[CAM].shape == (3, 2, 64, 64, 3)
-    assert batch[types.OBS_IS_PAD][:, 0].tolist() == [True, True, False]
-    assert batch[types.ACTION_IS_PAD][2].tolist() == [False, True, True, True]
+    assert batch[keys.OBS_IS_PAD][:, 0].tolist() == [True, True, False]
+    assert batch[keys.ACTION_IS_PAD][2].tolist() == [False, True, True, True]
     assert wd.state_dim == 4 and wd.action_dim == 4 and (tmp_path / "cache").is_dir()

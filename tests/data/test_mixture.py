@@ -9,7 +9,7 @@ import pytest
 import torch
 from datagen import write_dataset
 
-from vlaforge import types
+from vlaforge import keys
 from vlaforge.data.dataset import WindowConfig, WindowDataset
 from vlaforge.data.mixture import MixtureLoader
 from vlaforge.errors import VlaforgeError
@@ -28,16 +28,16 @@ def robots(tmp_path_factory):
 def test_padding_masks_and_dataset_index(robots):
     loader = MixtureLoader(robots, weights=[0.5, 0.5], batch_size=32, seed=0)
     batch = next(loader)
-    assert batch[types.ACTION].shape == (32, 4, 6) and batch[types.STATE].shape == (32, 2, 7)
-    ids = batch[types.DATASET_INDEX]
+    assert batch[keys.ACTION].shape == (32, 4, 6) and batch[keys.STATE].shape == (32, 2, 7)
+    ids = batch[keys.DATASET_INDEX]
     assert set(ids.tolist()) == {0, 1}
-    assert batch[types.ACTION_DIM_MASK][ids == 0].tolist() == [[True] * 4 + [False] * 2] * int(
+    assert batch[keys.ACTION_DIM_MASK][ids == 0].tolist() == [[True] * 4 + [False] * 2] * int(
         (ids == 0).sum()
     )
-    assert batch[types.ACTION_DIM_MASK][ids == 1].all() and batch[types.STATE_DIM_MASK][ids == 1].all()
-    assert batch[types.STATE_DIM_MASK][ids == 0][:, 4:].any().item() is False
-    assert torch.all(batch[types.ACTION][ids == 0][..., 4:] == 0)
-    assert torch.all(batch[types.STATE][ids == 0][..., 4:] == 0)
+    assert batch[keys.ACTION_DIM_MASK][ids == 1].all() and batch[keys.STATE_DIM_MASK][ids == 1].all()
+    assert batch[keys.STATE_DIM_MASK][ids == 0][:, 4:].any().item() is False
+    assert torch.all(batch[keys.ACTION][ids == 0][..., 4:] == 0)
+    assert torch.all(batch[keys.STATE][ids == 0][..., 4:] == 0)
     rows = torch.nonzero(ids == 0).ravel()
     own = robots[0].sample_batch(np.arange(len(robots[0])))
     for r in rows.tolist():  # each padded row is a real sample of dataset 0
@@ -45,13 +45,13 @@ def test_padding_masks_and_dataset_index(robots):
         j = [(int(e), int(f)) for e, f in zip(own["episode_index"], own["frame_index"], strict=True)].index(
             key
         )
-        torch.testing.assert_close(batch[types.ACTION][r, :, :4], own[types.ACTION][j])
+        torch.testing.assert_close(batch[keys.ACTION][r, :, :4], own[keys.ACTION][j])
     assert loader.stats[1]["action"]["mean"].shape == (6,)
 
 
 def test_weights_and_epoch_coverage(robots):
     loader = MixtureLoader(robots, weights=[0.8, 0.2], batch_size=50, seed=3)
-    ids = torch.cat([next(loader)[types.DATASET_INDEX] for _ in range(40)])
+    ids = torch.cat([next(loader)[keys.DATASET_INDEX] for _ in range(40)])
     assert abs((ids == 0).float().mean().item() - 0.8) < 0.03
     single = MixtureLoader([robots[1]], batch_size=11, seed=1)
     batches = [next(single) for _ in range(2)]
@@ -71,8 +71,8 @@ def test_state_dict_resumes_exactly(robots):
     fresh.load_state_dict(state)
     for want in expected:
         got = next(fresh)
-        assert got[types.TASK] == want[types.TASK]
-        for key in (types.ACTION, CAM_KEY, types.DATASET_INDEX, "frame_index"):
+        assert got[keys.TASK] == want[keys.TASK]
+        for key in (keys.ACTION, CAM_KEY, keys.DATASET_INDEX, "frame_index"):
             assert torch.equal(got[key], want[key])
     with pytest.raises(VlaforgeError, match="does not match"):
         MixtureLoader(robots, batch_size=16, seed=8).load_state_dict(state)

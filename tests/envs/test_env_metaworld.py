@@ -8,7 +8,7 @@ from vlaforge.envs import render
 from vlaforge.envs.base import Environment
 from vlaforge.envs.metaworld import MetaWorldEnv, RolloutSpec, expert_rollout, run_spec
 from vlaforge.errors import VlaforgeError
-from vlaforge.types import ACTION, ENV_STATE, REWARD, STATE, SUCCESS, TASK
+from vlaforge.keys import ACTION, ENV_STATE, REWARD, STATE, SUCCESS, TASK
 
 CORNER2 = "observation.images.corner2"
 

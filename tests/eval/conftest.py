@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("EGL_PLATFORM", "surfaceless")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from vlaforge import types as T  # noqa: E402
+from vlaforge import keys as T  # noqa: E402
 
 SMALL = 64  # px: the smallest size the default camera still shows the scene at; keeps tests fast
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlaforge import types as T
+from vlaforge import keys as T
 from vlaforge.data.collect import CollectConfig, collect
 from vlaforge.data.lerobot_v3 import LeRobotV3Dataset
 from vlaforge.data.video import read_mp4, write_mp4

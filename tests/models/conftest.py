@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from vlaforge import types
+from vlaforge import keys
 from vlaforge.models.config import ImageEncoderConfig, PolicyConfig, TrunkConfig
 from vlaforge.models.heads import HeadConfig
 
@@ -27,18 +27,18 @@ def tiny_config(kind: str = "regression", **fields) -> PolicyConfig:
 
 
 def fake_batch(cfg: PolicyConfig, batch: int = 2, frame: int | None = None, seed: int = 0) -> dict:
-    """A training batch for `cfg` (keys of vlaforge.types), robot units, reproducible by seed."""
+    """A training batch for `cfg` (keys of vlaforge.keys), robot units, reproducible by seed."""
     g = torch.Generator().manual_seed(seed)
     size, t = frame or cfg.image_size, cfg.history
     out = {
-        types.image_key(c): torch.randint(0, 256, (batch, t, size, size, 3), generator=g, dtype=torch.uint8)
+        keys.image_key(c): torch.randint(0, 256, (batch, t, size, size, 3), generator=g, dtype=torch.uint8)
         for c in cfg.cameras
     }
-    out[types.STATE] = torch.randn(batch, t, cfg.state_dim, generator=g) * 0.3 + 0.5
-    out[types.ACTION] = (torch.rand(batch, cfg.chunk, cfg.action_dim, generator=g) * 2 - 1) * 0.9
-    out[types.TASK] = [TASKS[i % len(TASKS)] for i in range(batch)]
-    out[types.OBS_IS_PAD] = torch.zeros(batch, t, dtype=torch.bool)
-    out[types.ACTION_IS_PAD] = torch.zeros(batch, cfg.chunk, dtype=torch.bool)
+    out[keys.STATE] = torch.randn(batch, t, cfg.state_dim, generator=g) * 0.3 + 0.5
+    out[keys.ACTION] = (torch.rand(batch, cfg.chunk, cfg.action_dim, generator=g) * 2 - 1) * 0.9
+    out[keys.TASK] = [TASKS[i % len(TASKS)] for i in range(batch)]
+    out[keys.OBS_IS_PAD] = torch.zeros(batch, t, dtype=torch.bool)
+    out[keys.ACTION_IS_PAD] = torch.zeros(batch, cfg.chunk, dtype=torch.bool)
     return out
 
 
@@ -50,7 +50,7 @@ def fake_stats(action_dim: int = 4, state_dim: int = 4, shift: float = 0.0) -> d
         return {"mean": mean.tolist(), "std": [0.5] * d, "min": (mean - 1.5).tolist(), "max": (mean + 1.5).tolist(),
                 "q01": (mean - 1.0).tolist(), "q99": (mean + 1.0).tolist()}  # fmt: skip
 
-    return {types.ACTION: feature(action_dim), types.STATE: feature(state_dim)}
+    return {keys.ACTION: feature(action_dim), keys.STATE: feature(state_dim)}
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlaforge import types
+from vlaforge import keys
 from vlaforge.errors import VlaforgeError
 from vlaforge.models.normalize import Normalizer
 from vlaforge.models.policy import ObservationHistory, VLAPolicy, collate, read_weights
@@ -18,11 +18,11 @@ from vlaforge.models.policy import ObservationHistory, VLAPolicy, collate, read_
 @pytest.mark.parametrize("mode", ["mean_std", "bounds"])
 def test_normalization_round_trip_per_dataset(make_stats, mode):
     stats = [make_stats(), make_stats(shift=3.0)]
-    stats[1][types.ACTION]["std"][1] = 0.0  # a constant dim
-    stats[1][types.ACTION]["q01"][1] = stats[1][types.ACTION]["q99"][1] = 3.0
-    norm = Normalizer(types.ACTION, 4, stats, mode, raw_dims=(3,))
+    stats[1][keys.ACTION]["std"][1] = 0.0  # a constant dim
+    stats[1][keys.ACTION]["q01"][1] = stats[1][keys.ACTION]["q99"][1] = 3.0
+    norm = Normalizer(keys.ACTION, 4, stats, mode, raw_dims=(3,))
     index = torch.tensor([0, 1, 1])
-    center = torch.tensor([make_stats(shift=s)[types.ACTION]["mean"] for s in (0.0, 3.0, 3.0)])
+    center = torch.tensor([make_stats(shift=s)[keys.ACTION]["mean"] for s in (0.0, 3.0, 3.0)])
     x = center[:, None, :] + torch.rand(3, 5, 4) * 1.8 - 0.9  # [B, H, A], inside q01/q99
     n = norm.normalize(x, index)
     torch.testing.assert_close(norm.unnormalize(n, index), x)
@@ -35,15 +35,15 @@ def test_normalization_round_trip_per_dataset(make_stats, mode):
 
 
 def test_mean_std_values_and_missing_stats(make_stats):
-    norm = Normalizer(types.ACTION, 6, [make_stats()], "mean_std")  # stats cover 4 of 6 dims
+    norm = Normalizer(keys.ACTION, 6, [make_stats()], "mean_std")  # stats cover 4 of 6 dims
     x = torch.zeros(1, 6)
     n = norm.normalize(x)
-    expected = -torch.tensor(make_stats()[types.ACTION]["mean"]) / 0.5
+    expected = -torch.tensor(make_stats()[keys.ACTION]["mean"]) / 0.5
     torch.testing.assert_close(n[0, :4], expected)
     torch.testing.assert_close(n[0, 4:], torch.zeros(2))  # padded dims: identity
     with pytest.raises(VlaforgeError, match="dataset_index 1"):
         norm.normalize(x, torch.tensor([1]))
-    identity = Normalizer(types.ACTION, 4, None, "bounds")
+    identity = Normalizer(keys.ACTION, 4, None, "bounds")
     torch.testing.assert_close(identity.normalize(x[:, :4] + 0.5), x[:, :4] + 0.5)
 
 
@@ -51,16 +51,16 @@ def test_mean_std_values_and_missing_stats(make_stats):
 def test_action_mask_combines_chunk_padding_and_dim_mask(tiny_config, fake_batch, stats):
     policy = VLAPolicy(tiny_config("regression", action_dim=6), stats)
     batch = fake_batch(policy.config)
-    batch[types.ACTION_IS_PAD][:, -1] = True
-    batch[types.ACTION_DIM_MASK] = torch.tensor([[True] * 4 + [False] * 2] * 2)
+    batch[keys.ACTION_IS_PAD][:, -1] = True
+    batch[keys.ACTION_DIM_MASK] = torch.tensor([[True] * 4 + [False] * 2] * 2)
     actions, mask = policy._targets(batch)
     assert mask.shape == (2, 4, 6)
     assert mask[:, :-1, :4].all() and not mask[:, -1].any() and not mask[..., 4:].any()
     assert (actions[~mask] == 0).all()
     torch.manual_seed(0)
     loss, _ = policy.compute_loss(batch)
-    batch[types.ACTION][:, :, 4:] += 50.0  # masked entries must not matter
-    batch[types.ACTION][:, -1] -= 50.0
+    batch[keys.ACTION][:, :, 4:] += 50.0  # masked entries must not matter
+    batch[keys.ACTION][:, -1] -= 50.0
     torch.manual_seed(0)
     torch.testing.assert_close(policy.compute_loss(batch)[0], loss)
 
@@ -79,12 +79,12 @@ def test_wrong_inputs_are_clear_errors(tiny_config, fake_batch):
     policy = VLAPolicy(tiny_config())
     batch = fake_batch(policy.config)
     with pytest.raises(VlaforgeError, match="observation.images.corner2"):
-        policy.sample_actions({k: v for k, v in batch.items() if not k.startswith(types.IMAGE_PREFIX)})
+        policy.sample_actions({k: v for k, v in batch.items() if not k.startswith(keys.IMAGE_PREFIX)})
     with pytest.raises(VlaforgeError, match=r"must be \[B, T, H, W, 3\]"):
         policy.sample_actions(
             dict(batch, **{"observation.images.corner2": batch["observation.images.corner2"][:, 0]})
         )
-    batch[types.ACTION] = batch[types.ACTION][:, :2]
+    batch[keys.ACTION] = batch[keys.ACTION][:, :2]
     with pytest.raises(VlaforgeError, match="chunks of 2 steps"):
         policy.compute_loss(batch)
 
@@ -172,16 +172,16 @@ def test_observation_history_pads_the_episode_start(tiny_config):
 
     def obs(v: int) -> dict:
         return {"observation.images.corner2": torch.full((32, 32, 3), v, dtype=torch.uint8).numpy(),
-                types.STATE: torch.full((4,), float(v)).numpy(), types.TASK: "reach the goal"}  # fmt: skip
+                keys.STATE: torch.full((4,), float(v)).numpy(), keys.TASK: "reach the goal"}  # fmt: skip
 
     first = hist.push(obs(1))
-    assert first[types.OBS_IS_PAD].tolist() == [[True, False]]
+    assert first[keys.OBS_IS_PAD].tolist() == [[True, False]]
     assert first["observation.images.corner2"].shape == (1, 2, 32, 32, 3)
-    assert first[types.TASK] == ["reach the goal"]
+    assert first[keys.TASK] == ["reach the goal"]
     second = hist.push(obs(2))
-    assert second[types.OBS_IS_PAD].tolist() == [[False, False]]
-    assert second[types.STATE][0, :, 0].tolist() == [1, 2]
+    assert second[keys.OBS_IS_PAD].tolist() == [[False, False]]
+    assert second[keys.STATE][0, :, 0].tolist() == [1, 2]
     hist.reset()
-    assert hist.push(obs(3))[types.OBS_IS_PAD].tolist() == [[True, False]]
+    assert hist.push(obs(3))[keys.OBS_IS_PAD].tolist() == [[True, False]]
     both = collate([first, second])
     assert policy.sample_actions(both).shape == (2, 4, 4)

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from openpi_client.action_chunk_broker import ActionChunkBroker
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
-from vlaforge.serve.chunking import AsyncChunkBroker, ChunkBroker, TemporalEnsemble, blend_overlap, chunk_fn
-from vlaforge.serve.client import PolicyClient
+from vlaforge.control.broker import AsyncChunkBroker, ChunkBroker, TemporalEnsemble, blend_overlap, chunk_fn
+from vlaforge.control.client import PolicyClient
 from vlaforge.serve.safety import SafetyConfig, SafetySupervisor
 
 

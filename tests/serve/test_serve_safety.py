@@ -184,7 +184,7 @@ def test_infer_previews_the_chunk_and_survives_a_failing_policy():
 
 
 def test_supervisor_around_a_real_client_holds_when_the_server_goes_away(server):
-    from vlaforge.serve.client import PolicyClient
+    from vlaforge.control.client import PolicyClient
 
     client = PolicyClient("127.0.0.1", server.port)
     sup = SafetySupervisor(client, SafetyConfig(max_step=0.005, hold_after_ms=None, stop_after_ms=None))

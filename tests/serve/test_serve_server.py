@@ -17,7 +17,7 @@ from openpi_client import msgpack_numpy
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 from websockets.sync.client import connect
 
-from vlaforge.serve.client import PolicyClient, ServerError
+from vlaforge.control.client import PolicyClient, ServerError
 from vlaforge.serve.runtime import PolicyRuntime
 from vlaforge.serve.server import PolicyServer, ServerConfig
 

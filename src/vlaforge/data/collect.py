@@ -38,7 +38,7 @@ from vlaforge.data.lerobot_v3 import LeRobotWriter
 from vlaforge.envs.metaworld import FPS, MAX_STEPS, Rollout, RolloutSpec, run_spec, worker_init
 from vlaforge.envs.tasks import TASK_DESCRIPTIONS
 from vlaforge.errors import VlaforgeError
-from vlaforge.types import ACTION, ENV_STATE, REWARD, STATE, SUCCESS, image_key
+from vlaforge.keys import ACTION, ENV_STATE, REWARD, STATE, SUCCESS, image_key
 
 SIDECAR = "meta/vlaforge_collect.json"
 ROBOT_TYPE = "sawyer"

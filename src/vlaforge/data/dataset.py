@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlaforge import types
+from vlaforge import keys
 from vlaforge.data.frame_cache import cached_frames
 from vlaforge.data.reader import LeRobotV3Dataset
 from vlaforge.errors import VlaforgeError, unknown
 
-OBS_KEYS = (types.STATE, types.ENV_STATE)
+OBS_KEYS = (keys.STATE, keys.ENV_STATE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,12 +83,12 @@ class WindowDataset:
     def _select_cameras(self, cameras: tuple[str, ...] | None) -> list[str]:
         if cameras is None:
             return list(self.source.camera_keys)
-        keys = [c if c.startswith(types.IMAGE_PREFIX) else types.image_key(c) for c in cameras]
-        for key in keys:
+        wanted = [c if c.startswith(keys.IMAGE_PREFIX) else keys.image_key(c) for c in cameras]
+        for key in wanted:
             if key not in self.source.camera_keys:
-                names = [types.camera_of(k) for k in self.source.camera_keys]
-                raise unknown(f"camera in dataset {str(self.root)!r}", types.camera_of(key), names)
-        return keys
+                names = [keys.camera_of(k) for k in self.source.camera_keys]
+                raise unknown(f"camera in dataset {str(self.root)!r}", keys.camera_of(key), names)
+        return wanted
 
     def _check_episodes(self, episodes: Sequence[int] | None) -> list[int]:
         n = self.source.num_episodes
@@ -100,7 +100,7 @@ class WindowDataset:
 
     def _load_arrays(self, cache_dir: str | Path | None) -> None:
         src = self.source
-        self.action = src.column(types.ACTION).astype(np.float32)  # [N, A]
+        self.action = src.column(keys.ACTION).astype(np.float32)  # [N, A]
         self.obs = {k: src.column(k).astype(np.float32) for k in OBS_KEYS if k in src.features}  # [N, D]
         self.task_index = src.column("task_index")[:, 0]  # [N]
         self.frame_index = src.column("frame_index")[:, 0]  # [N]
@@ -119,7 +119,7 @@ class WindowDataset:
 
     @property
     def state_dim(self) -> int:
-        return self.obs[types.STATE].shape[1] if types.STATE in self.obs else 0
+        return self.obs[keys.STATE].shape[1] if keys.STATE in self.obs else 0
 
     @property
     def image_shape(self) -> tuple[int, int, int] | None:
@@ -130,7 +130,7 @@ class WindowDataset:
         return len(self._anchors)
 
     def sample_batch(self, indices: Sequence[int] | np.ndarray) -> dict:
-        """The batch for samples `indices` (0..len-1), keys and shapes per `vlaforge.types`."""
+        """The batch for samples `indices` (0..len-1), keys and shapes per `vlaforge.keys`."""
         return to_torch(self.gather(indices))
 
     def gather(self, indices: Sequence[int] | np.ndarray) -> dict:
@@ -143,11 +143,11 @@ class WindowDataset:
         hist, chunk = np.maximum(hist, start), np.minimum(chunk, end - 1)
         batch: dict = {k: np.take(f, hist, axis=0) for k, f in self.frames.items()}  # [B, T, H, W, C]
         batch.update({k: v[hist] for k, v in self.obs.items()})  # [B, T, D]
-        batch[types.ACTION] = self.action[chunk]  # [B, H, A]
-        batch[types.OBS_IS_PAD] = obs_pad
-        batch[types.ACTION_IS_PAD] = act_pad
-        batch[types.TASK] = [self.tasks[i] for i in self.task_index[rows]]
-        batch[types.DATASET_INDEX] = np.zeros(len(rows), dtype=np.int64)
+        batch[keys.ACTION] = self.action[chunk]  # [B, H, A]
+        batch[keys.OBS_IS_PAD] = obs_pad
+        batch[keys.ACTION_IS_PAD] = act_pad
+        batch[keys.TASK] = [self.tasks[i] for i in self.task_index[rows]]
+        batch[keys.DATASET_INDEX] = np.zeros(len(rows), dtype=np.int64)
         batch["episode_index"] = self.episode_index[rows]
         batch["frame_index"] = self.frame_index[rows]
         return batch

@@ -20,11 +20,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vlaforge import types
+from vlaforge import keys
 from vlaforge.data.dataset import WindowDataset, to_torch
 from vlaforge.errors import VlaforgeError
 
-PADDED = (types.ACTION, types.STATE, types.ENV_STATE)
+PADDED = (keys.ACTION, keys.STATE, keys.ENV_STATE)
 
 
 class MixtureLoader:
@@ -57,9 +57,9 @@ class MixtureLoader:
         # Keys every dataset provides: a batch's keys never depend on which datasets it drew from.
         probe = [set(d.gather(np.zeros(1, dtype=np.int64))) for d in self.datasets]
         self._keys = set.intersection(*probe) | {
-            types.DATASET_INDEX,
-            types.ACTION_DIM_MASK,
-            types.STATE_DIM_MASK,
+            keys.DATASET_INDEX,
+            keys.ACTION_DIM_MASK,
+            keys.STATE_DIM_MASK,
         }
 
     def _permutation(self, i: int) -> np.ndarray:
@@ -94,13 +94,13 @@ class MixtureLoader:
         return to_torch({k: v for k, v in merged.items() if k in self._keys})
 
     def _padded(self, i: int, batch: dict) -> dict:
-        batch[types.DATASET_INDEX] = np.full(len(batch[types.TASK]), i, dtype=np.int64)
+        batch[keys.DATASET_INDEX] = np.full(len(batch[keys.TASK]), i, dtype=np.int64)
         for key in PADDED:
             if key in batch:
                 batch[key] = _pad_last(batch[key], self._dims[key])
-        n = len(batch[types.TASK])
-        batch[types.ACTION_DIM_MASK] = _mask(n, self.datasets[i].action_dim, self.action_dim)
-        batch[types.STATE_DIM_MASK] = _mask(n, self.datasets[i].state_dim, self.state_dim)
+        n = len(batch[keys.TASK])
+        batch[keys.ACTION_DIM_MASK] = _mask(n, self.datasets[i].action_dim, self.action_dim)
+        batch[keys.STATE_DIM_MASK] = _mask(n, self.datasets[i].state_dim, self.state_dim)
         return batch
 
     def state_dict(self) -> dict:
@@ -125,7 +125,7 @@ class MixtureLoader:
 
 
 def _dim(dataset: WindowDataset, key: str) -> int:
-    if key == types.ACTION:
+    if key == keys.ACTION:
         return dataset.action_dim
     return dataset.obs[key].shape[1] if key in dataset.obs else 0
 
@@ -147,9 +147,9 @@ def _merge(parts: list[dict]) -> dict:
     """Concatenate per-dataset batches (grouped by dataset_index, in dataset order)."""
     if len(parts) == 1:
         return parts[0]
-    keys = [k for k in parts[0] if all(k in p for p in parts)]
+    common = [k for k in parts[0] if all(k in p for p in parts)]
     out = {}
-    for key in keys:
+    for key in common:
         if isinstance(parts[0][key], np.ndarray):
             out[key] = np.concatenate([p[key] for p in parts])
         else:

@@ -22,7 +22,7 @@ from vlaforge.data.layout import INCOMPLETE_HINT
 from vlaforge.data.stats import Stats, from_json
 from vlaforge.data.video import read_mp4_ranges
 from vlaforge.errors import VlaforgeError
-from vlaforge.types import IMAGE_PREFIX
+from vlaforge.keys import IMAGE_PREFIX
 
 
 class LeRobotV3Dataset:

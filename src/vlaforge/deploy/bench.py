@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from vlaforge import types
+from vlaforge import keys
 
 INSTRUCTION = "pick up the puck and place it at the goal"
 
@@ -30,15 +30,15 @@ def fake_observation(config: Any, camera_size: int = 128, seed: int = 0) -> dict
     g = torch.Generator().manual_seed(seed)
     t = config.history
     obs: dict[str, Any] = {
-        types.image_key(cam): torch.randint(
+        keys.image_key(cam): torch.randint(
             0, 256, (1, t, camera_size, camera_size, 3), generator=g, dtype=torch.uint8
         )
         for cam in config.cameras
     }
     if config.state_dim > 0:
-        obs[types.STATE] = torch.randn(1, t, config.state_dim, generator=g)
-    obs[types.TASK] = [INSTRUCTION]
-    obs[types.OBS_IS_PAD] = torch.zeros(1, t, dtype=torch.bool)
+        obs[keys.STATE] = torch.randn(1, t, config.state_dim, generator=g)
+    obs[keys.TASK] = [INSTRUCTION]
+    obs[keys.OBS_IS_PAD] = torch.zeros(1, t, dtype=torch.bool)
     return obs
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from vlaforge.envs import render as _render  # sets MUJOCO_GL before mujoco is imported
 from vlaforge.envs.tasks import TASK_DESCRIPTIONS, canonical
 from vlaforge.errors import VlaforgeError, unknown
-from vlaforge.types import ACTION, ENV_STATE, REWARD, STATE, SUCCESS, TASK, image_key
+from vlaforge.keys import ACTION, ENV_STATE, REWARD, STATE, SUCCESS, TASK, image_key
 
 #: Meta-World's control rate (frames per second of a dataset).
 FPS = 80

@@ -13,11 +13,6 @@ deliberate deviation: every camera we return is upright). `corner2` is moved whe
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("EGL_PLATFORM", "surfaceless")
-
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 

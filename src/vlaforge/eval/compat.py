@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vlaforge import types as T
+from vlaforge import keys as T
+from vlaforge.control.execution import EXECUTION_MODES
 from vlaforge.errors import VlaforgeError, unknown
-from vlaforge.eval.execution import EXECUTION_MODES
 from vlaforge.eval.workers import EnvSpec
 
 ENV_ACTION_DIM = 4  # Meta-World: dx, dy, dz, gripper in [-1, 1]

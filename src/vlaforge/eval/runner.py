@@ -9,7 +9,7 @@ an episode ends its slot takes the next one. At each control step the runner
    batch of their observation histories (`[B, T, ...]` with `observation_is_pad` for steps before the
    episode start, filled with copies of the first frame as LeRobot pads),
 2. pops one action per live slot from its executor (receding horizon, temporal ensembling or single
-   step, `vlaforge.eval.execution`), clips it to Meta-World's [-1, 1] box and steps all workers at once,
+   step, `vlaforge.control.execution`), clips it to Meta-World's [-1, 1] box and steps all workers at once,
 3. ends an episode at the first success (it counts as a success, as in Meta-World's own evaluation),
    at the step limit, or when the environment says done.
 
@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge import types as T
+from vlaforge import keys as T
+from vlaforge.control.execution import ActionExecutor, make_executor
 from vlaforge.errors import VlaforgeError
 from vlaforge.eval.compat import (
     ENV_ACTION_DIM,
@@ -45,7 +46,6 @@ from vlaforge.eval.compat import (
     env_spec_for,
     resolve_execute_steps,
 )
-from vlaforge.eval.execution import ActionExecutor, make_executor
 from vlaforge.eval.metrics import EpisodeResult
 from vlaforge.eval.report import build_info, write_report
 from vlaforge.eval.seeds import TrainSeeds, eval_seeds
@@ -63,7 +63,7 @@ class EvalConfig:
     envs_per_worker: int = 4  # environment slots per worker; the policy batch is up to workers * this
     max_steps: int = 500  # step limit per episode (Meta-World's 500)
     seed: int = 0  # selects the block of eval seeds and seeds the policy's sampling noise
-    execution: str = "receding"  # "receding" | "ensemble" | "single" (vlaforge.eval.execution)
+    execution: str = "receding"  # "receding" | "ensemble" | "single" (vlaforge.control.execution)
     execute_steps: int | None = None  # receding horizon: actions executed per chunk (None: the policy's)
     ensemble_coeff: float = 0.01  # temporal ensembling m in w_i = exp(-m * i), i = 0 the oldest (ACT)
     videos_per_task: int = 2  # mp4 videos of the first K episodes of each task

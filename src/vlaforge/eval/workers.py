@@ -17,11 +17,6 @@ writes its results and closes the pool in order.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("MUJOCO_GL", "egl")
-os.environ.setdefault("EGL_PLATFORM", "surfaceless")
-
 import contextlib  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import signal  # noqa: E402

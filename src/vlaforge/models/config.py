@@ -68,7 +68,7 @@ class TrunkConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """A whole policy. Fields above the sections must match the data (see `vlaforge.types`)."""
+    """A whole policy. Fields above the sections must match the data (see `vlaforge.keys`)."""
 
     # Camera names; the policy reads `observation.images.<camera>` for each.
     cameras: tuple[str, ...] = ("corner2",)

@@ -1,6 +1,6 @@
 """`VLAPolicy` = tokenizers + block-wise trunk + one action head, with normalization, save and load.
 
-Conventions (see `vlaforge.types` for the batch keys):
+Conventions (see `vlaforge.keys` for the batch keys):
 - inputs are in robot units; the policy normalizes state and actions per `dataset_index` with its
   own buffers (`vlaforge.models.normalize`) and returns `sample_actions` in robot units;
 - a batch may carry fewer history steps than `history` (the last position embeddings are used) or
@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vlaforge import types
+from vlaforge import keys
 from vlaforge.config import from_dict, to_dict
 from vlaforge.errors import VlaforgeError
 from vlaforge.models.config import PolicyConfig, validate
@@ -78,9 +78,9 @@ class VLAPolicy(nn.Module):
         self.stats = jsonable_stats(stats)
         self.metadata = dict(metadata or {})
         self.action_norm = Normalizer(
-            types.ACTION, cfg.action_dim, stats, cfg.normalization, cfg.raw_action_dims
+            keys.ACTION, cfg.action_dim, stats, cfg.normalization, cfg.raw_action_dims
         )
-        self.state_norm = Normalizer(types.STATE, cfg.state_dim, stats, cfg.normalization, cfg.raw_state_dims)
+        self.state_norm = Normalizer(keys.STATE, cfg.state_dim, stats, cfg.normalization, cfg.raw_state_dims)
         stem = ImageStem(cfg)
         self.obs_encoder = ObservationEncoder(cfg, stem)  # owns the (shared) stem
         self.task_encoder = TaskEncoder(cfg, stem)
@@ -103,40 +103,40 @@ class VLAPolicy(nn.Module):
         keep = slice(-cfg.history, None)  # the last `history` steps
         images = []
         for cam in cfg.cameras:
-            if types.image_key(cam) not in observation:
+            if keys.image_key(cam) not in observation:
                 raise VlaforgeError(
-                    f"the observation lacks {types.image_key(cam)!r} (policy cameras: {cfg.cameras})"
+                    f"the observation lacks {keys.image_key(cam)!r} (policy cameras: {cfg.cameras})"
                 )
-            frames = _tensor(observation[types.image_key(cam)])
+            frames = _tensor(observation[keys.image_key(cam)])
             if frames.dim() != 5 or frames.shape[-1] != 3:
                 raise VlaforgeError(
-                    f"{types.image_key(cam)} must be [B, T, H, W, 3], got {list(frames.shape)}"
+                    f"{keys.image_key(cam)} must be [B, T, H, W, 3], got {list(frames.shape)}"
                 )
             images.append(frames[:, keep])  # [B, T, H, W, C]
         b = images[0].shape[0]
-        index = observation.get(types.DATASET_INDEX)
+        index = observation.get(keys.DATASET_INDEX)
         index = None if index is None else _tensor(index, dev).reshape(-1)
         state = self._state(observation, index, keep, dev) if cfg.state_dim > 0 else None
-        task = observation.get(types.TASK, "")
+        task = observation.get(keys.TASK, "")
         texts = [task] * b if isinstance(task, str) else list(task)
         goal = observation.get(GOAL_IMAGE)
         task_tokens = self.task_encoder(texts, None if goal is None else _tensor(goal, dev))  # [B, L, D]
         obs_tokens = self.obs_encoder(images, state)  # [B, T, K, D]
-        pad = observation.get(types.OBS_IS_PAD)
+        pad = observation.get(keys.OBS_IS_PAD)
         pad = None if pad is None else _tensor(pad, dev)[:, keep].bool()  # [B, T]
         return self.trunk(task_tokens, obs_tokens, pad)
 
     def _state(
         self, obs: dict[str, Any], index: torch.Tensor | None, keep: slice, dev: torch.device
     ) -> torch.Tensor:
-        if types.STATE not in obs:
-            raise VlaforgeError(f"the observation lacks {types.STATE!r} (state_dim={self.config.state_dim})")
-        raw = _tensor(obs[types.STATE], dev).float()[:, keep]  # [B, T, S']
+        if keys.STATE not in obs:
+            raise VlaforgeError(f"the observation lacks {keys.STATE!r} (state_dim={self.config.state_dim})")
+        raw = _tensor(obs[keys.STATE], dev).float()[:, keep]  # [B, T, S']
         real = raw.shape[-1]
         state = self.state_norm.normalize(
-            _pad_last(raw, self.config.state_dim, types.STATE), index
+            _pad_last(raw, self.config.state_dim, keys.STATE), index
         )  # [B, T, S]
-        dim_mask = obs.get(types.STATE_DIM_MASK)
+        dim_mask = obs.get(keys.STATE_DIM_MASK)
         if dim_mask is None:
             dim_mask = (torch.arange(state.shape[-1], device=dev) < real).expand(state.shape[0], -1)
         return state * _tensor(dim_mask, dev).bool()[:, None, :]  # padded dims -> 0
@@ -144,27 +144,27 @@ class VLAPolicy(nn.Module):
     def _targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalized actions [B, H, A] (0 where masked) and the head's action_mask [B, H, A]."""
         cfg, dev = self.config, self.device
-        raw = _tensor(batch[types.ACTION], dev).float()  # [B, H', A']
+        raw = _tensor(batch[keys.ACTION], dev).float()  # [B, H', A']
         if raw.shape[1] < cfg.chunk:
             raise VlaforgeError(
                 f"the batch has action chunks of {raw.shape[1]} steps; the policy needs {cfg.chunk}"
             )
         raw, real = raw[:, : cfg.chunk], raw.shape[-1]
-        index = batch.get(types.DATASET_INDEX)
+        index = batch.get(keys.DATASET_INDEX)
         index = None if index is None else _tensor(index, dev).reshape(-1)
-        actions = self.action_norm.normalize(_pad_last(raw, cfg.action_dim, types.ACTION), index)  # [B, H, A]
+        actions = self.action_norm.normalize(_pad_last(raw, cfg.action_dim, keys.ACTION), index)  # [B, H, A]
         b, h, a = actions.shape
-        dim_mask = batch.get(types.ACTION_DIM_MASK)
+        dim_mask = batch.get(keys.ACTION_DIM_MASK)
         dim_mask = (
             (torch.arange(a, device=dev) < real).expand(b, a) if dim_mask is None else _tensor(dim_mask, dev)
         )
-        is_pad = batch.get(types.ACTION_IS_PAD)
+        is_pad = batch.get(keys.ACTION_IS_PAD)
         is_pad = torch.zeros(b, h, dtype=torch.bool, device=dev) if is_pad is None else _tensor(is_pad, dev)
         mask = ~is_pad.bool()[:, : cfg.chunk, None] & dim_mask.bool()[:, None, :]  # [B, H, A]
         return torch.where(mask, actions, torch.zeros_like(actions)), mask
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss (scalar) and float metrics for one batch (keys of `vlaforge.types`)."""
+        """Training loss (scalar) and float metrics for one batch (keys of `vlaforge.keys`)."""
         actions, mask = self._targets(batch)
         return self.head.loss(self.encode(batch), actions, mask)
 
@@ -174,7 +174,7 @@ class VLAPolicy(nn.Module):
     ) -> torch.Tensor:
         """Actions [B, H, A] in robot units (the observation is encoded once per call)."""
         normalized = self.head.sample(self.encode(observation), 1, generator)  # [B, H, A]
-        index = observation.get(types.DATASET_INDEX)
+        index = observation.get(keys.DATASET_INDEX)
         index = None if index is None else _tensor(index, self.device).reshape(-1)
         return self.action_norm.unnormalize(normalized, index)
 
@@ -346,9 +346,9 @@ class ObservationHistory:
             elif isinstance(value, (np.ndarray, torch.Tensor, np.generic, float, int)):
                 batch[key] = torch.stack([_tensor(s[key]) for s in self._steps])[None]  # [1, T, ...]
         pad = torch.arange(self.history) < self.history - real  # [T] True = before the episode start
-        batch[types.OBS_IS_PAD] = pad[None]
+        batch[keys.OBS_IS_PAD] = pad[None]
         if self.dataset_index is not None:
-            batch[types.DATASET_INDEX] = torch.tensor([self.dataset_index])
+            batch[keys.DATASET_INDEX] = torch.tensor([self.dataset_index])
         return batch
 
 

@@ -1,117 +1,18 @@
-"""The wire format of the policy server: msgpack with numpy arrays, as `openpi_client.msgpack_numpy`.
+"""The request schema of the policy server: what an observation message must hold, validated.
 
-Every message is one binary websocket frame holding a msgpack map. A numpy array travels as the map
-`{b"__ndarray__": True, b"data": <raw bytes, C order>, b"dtype": <numpy dtype str, e.g. "<f4">,
-b"shape": <list of ints>}` and a numpy scalar as `{b"__npgeneric__": True, b"data": <item>, b"dtype":
-<str>}`. The marker keys are msgpack *bin* (Python bytes), exactly as openpi writes them, so either side
-can be openpi's or ours. Nothing is ever unpickled.
-
-Deviation from openpi (stricter, same wire format): decoding refuses object / void / structured
-dtypes and arrays whose byte count does not match dtype x shape, and raises `ProtocolError` naming
-the problem instead of crashing or reading past the buffer. It also accepts str marker keys
-(`"__ndarray__"`) from non-Python clients.
+The byte-level format (msgpack-numpy, as openpi) lives in `vlaforge.control.wire`, shared with the
+clients; this module checks a decoded request against the policy's `ObservationSpec`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import numpy as np
 
+from vlaforge.control.wire import ProtocolError, packb, to_str_keys, unpackb  # noqa: F401  (re-exported)
 from vlaforge.errors import did_you_mean
-
-# dtype kinds a client may send: bool, signed/unsigned int, float. Never object ("O") or void ("V").
-_ALLOWED_KINDS = frozenset("biuf")
-_ARRAY_KEYS = (b"__ndarray__", "__ndarray__")
-_GENERIC_KEYS = (b"__npgeneric__", "__npgeneric__")
-
-
-class ProtocolError(ValueError):
-    """A message that is not valid msgpack-numpy (the text of the error is sent back to the client)."""
-
-
-def _pack_default(obj: Any) -> Any:
-    """msgpack `default` hook: numpy arrays and scalars in openpi's layout."""
-    if isinstance(obj, (np.ndarray, np.generic)) and obj.dtype.kind in ("V", "O", "c"):
-        raise ValueError(f"unsupported dtype for the wire: {obj.dtype}")
-    if isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj)
-        return {b"__ndarray__": True, b"data": arr.tobytes(), b"dtype": arr.dtype.str, b"shape": arr.shape}
-    if isinstance(obj, np.generic):
-        return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
-    raise TypeError(
-        f"cannot serialize {type(obj).__name__} (send numpy arrays, numbers, strings, lists, dicts)"
-    )
-
-
-def _field(obj: dict, name: str) -> Any:
-    """`obj[b"name"]` or `obj["name"]` (openpi writes bytes keys; other languages may write str)."""
-    if name.encode() in obj:
-        return obj[name.encode()]
-    if name in obj:
-        return obj[name]
-    raise ProtocolError(f"array record lacks its {name!r} field")
-
-
-def _dtype(raw: Any) -> np.dtype:
-    try:
-        dtype = np.dtype(raw.decode() if isinstance(raw, bytes) else raw)
-    except (TypeError, ValueError, UnicodeDecodeError) as err:
-        raise ProtocolError(f"bad array dtype {raw!r}") from err
-    if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None:
-        raise ProtocolError(f"array dtype {dtype} is not allowed (use bool, int, uint or float)")
-    return dtype
-
-
-def _unpack_hook(obj: dict) -> Any:
-    """msgpack `object_hook`: rebuild arrays, validating dtype and size before touching the buffer."""
-    if any(k in obj for k in _ARRAY_KEYS):
-        dtype = _dtype(_field(obj, "dtype"))
-        shape = _field(obj, "shape")
-        data = _field(obj, "data")
-        if not isinstance(shape, (list, tuple)) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise ProtocolError(f"bad array shape {shape!r}")
-        if not isinstance(data, (bytes, bytearray)):
-            raise ProtocolError("array data must be msgpack bin (bytes)")
-        if len(data) != math.prod(shape) * dtype.itemsize:
-            raise ProtocolError(
-                f"array of shape {tuple(shape)} and dtype {dtype} needs "
-                f"{math.prod(shape) * dtype.itemsize} bytes, got {len(data)}"
-            )
-        return np.frombuffer(data, dtype=dtype).reshape(shape)
-    if any(k in obj for k in _GENERIC_KEYS):
-        return _dtype(_field(obj, "dtype")).type(_field(obj, "data"))
-    return obj
-
-
-def packb(obj: Any) -> bytes:
-    """Serialize a message (dicts, lists, numbers, strings, numpy arrays) to msgpack bytes."""
-    return msgpack.packb(obj, default=_pack_default, use_bin_type=True)
-
-
-def unpackb(data: bytes) -> Any:
-    """Parse a msgpack-numpy message; any malformed input raises `ProtocolError` (never pickle)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ProtocolError("expected a binary msgpack frame, got a text frame")
-    try:
-        return msgpack.unpackb(bytes(data), object_hook=_unpack_hook, raw=False)
-    except ProtocolError:
-        raise
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as err:
-        raise ProtocolError(f"frame is not valid msgpack: {type(err).__name__}: {err}") from err
-
-
-def to_str_keys(obj: Any) -> Any:
-    """Decode bytes map keys to str, recursively (openpi-style packers may send bytes keys)."""
-    if isinstance(obj, dict):
-        return {(k.decode() if isinstance(k, bytes) else k): to_str_keys(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [to_str_keys(v) for v in obj]
-    return obj
-
 
 # ----------------------------------------------------------------------------- request schema
 

@@ -35,7 +35,7 @@ the robot is assumed at rest (previous step 0), so the first command also obeys 
 A robot loop (the supervisor both wraps the client, for the watchdog, and filters every command):
 
     safety = SafetySupervisor(PolicyClient(host, port), SafetyConfig())
-    broker = AsyncChunkBroker(safety, refill_at=4, block=False)   # vlaforge.serve.chunking
+    broker = AsyncChunkBroker(safety, refill_at=4, block=False)   # vlaforge.control.broker
     broker.reset()                                                 # each episode (server history too)
     while running:
         obs = robot.observe()

@@ -2,7 +2,7 @@
 
 Works on the batch's uint8 `[B, T, H, W, C]` camera tensors where they already live (the GPU when
 training on one), shifts on uint8, jitters in float and hands uint8 back, so the policy sees exactly the dtype and
-layout it sees at evaluation (the contract of `types.py`); rounding back costs < 0.5 grey level.
+layout it sees at evaluation (the contract of `keys.py`); rounding back costs < 0.5 grey level.
 
 Randomness comes from a generator seeded by (seed, step) and is drawn for the *global* batch, of
 which each data-parallel process then takes its rows: a run on N processes augments every sample
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from vlaforge.keys import IMAGE_PREFIX
 from vlaforge.train.config import AugmentConfig
-from vlaforge.types import IMAGE_PREFIX
 
 _GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from vlaforge import types
+from vlaforge import keys
 from vlaforge.config import apply_overrides
 from vlaforge.errors import VlaforgeError
 from vlaforge.train import checkpoint as ckpt
@@ -109,7 +109,7 @@ def open_dataset(root: Path, cls):
 def check_fits(root: Path, meta, policy_cfg) -> None:
     """Before the first step: the dataset has the policy's cameras, actions and (if used) state."""
     cams = sorted(
-        k[len(types.IMAGE_PREFIX) :] if k.startswith(types.IMAGE_PREFIX) else k for k in meta.camera_keys
+        k[len(keys.IMAGE_PREFIX) :] if k.startswith(keys.IMAGE_PREFIX) else k for k in meta.camera_keys
     )
     for cam in policy_cfg.cameras:
         if cam not in cams:
@@ -117,11 +117,11 @@ def check_fits(root: Path, meta, policy_cfg) -> None:
                 f"dataset {root} has no camera {cam!r} that the policy needs (it has {cams}); "
                 f"pick one with --set model.cameras={cams[0] if cams else '...'}"
             )
-    if types.ACTION not in meta.features:
-        raise VlaforgeError(f"dataset {root} has no {types.ACTION!r} feature")
-    if policy_cfg.state_dim > 0 and types.STATE not in meta.features:
+    if keys.ACTION not in meta.features:
+        raise VlaforgeError(f"dataset {root} has no {keys.ACTION!r} feature")
+    if policy_cfg.state_dim > 0 and keys.STATE not in meta.features:
         raise VlaforgeError(
-            f"dataset {root} has no {types.STATE!r}; train without proprio with --set model.state_dim=0"
+            f"dataset {root} has no {keys.STATE!r}; train without proprio with --set model.state_dim=0"
         )
 
 
@@ -129,8 +129,8 @@ def pad_dims(batch: dict, action_dim: int, state_dim: int) -> dict:
     """Pad action/state (and their dim masks) of a batch to the policy's widths."""
     out = dict(batch)
     for key, mask_key, width in (
-        (types.ACTION, types.ACTION_DIM_MASK, action_dim),
-        (types.STATE, types.STATE_DIM_MASK, state_dim),
+        (keys.ACTION, keys.ACTION_DIM_MASK, action_dim),
+        (keys.STATE, keys.STATE_DIM_MASK, state_dim),
     ):
         if key not in out or out[key].shape[-1] >= width:
             continue

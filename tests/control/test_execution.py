@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlaforge.eval.execution import ChunkBroker, RecedingHorizon, SingleStep, TemporalEnsemble, make_executor
+from vlaforge.control.execution import (
+    ChunkBroker,
+    RecedingHorizon,
+    SingleStep,
+    TemporalEnsemble,
+    make_executor,
+)
 
 
 def _chunk(t: int, horizon: int = 5, dims: int = 2) -> np.ndarray:

@@ -1,7 +1,7 @@
 """How a predicted action chunk becomes the actions a robot executes, one step at a time.
 
-Pure numpy, no environment or model dependency, so the eval runner (one executor per simulated
-environment) and the policy server (one per connected robot) share the same code.
+Pure numpy, no environment or model dependency: the eval runner (one executor per simulated
+environment), the robot-side brokers (`vlaforge.control.broker`) and the server's clients share it.
 
 Every executor follows one small protocol:
 
@@ -46,7 +46,8 @@ class ActionExecutor(Protocol):
     def reset(self) -> None: ...
 
 
-def _as_chunk(chunk: np.ndarray) -> np.ndarray:
+def as_chunk(chunk: Any) -> np.ndarray:
+    """`chunk` as float64 [H, A] with H >= 1; anything else is a ValueError naming the shape."""
     chunk = np.asarray(chunk, dtype=np.float64)
     if chunk.ndim != 2 or chunk.shape[0] < 1:
         raise ValueError(f"an action chunk must be [H, A] with H >= 1, got shape {chunk.shape}")
@@ -66,7 +67,7 @@ class RecedingHorizon:
         return not self._queue
 
     def add_chunk(self, chunk: np.ndarray) -> None:
-        chunk = _as_chunk(chunk)  # [H, A]
+        chunk = as_chunk(chunk)  # [H, A]
         if self.execute_steps > chunk.shape[0]:
             raise ValueError(f"execute_steps={self.execute_steps} exceeds the chunk length {chunk.shape[0]}")
         self._queue = list(chunk[: self.execute_steps])
@@ -105,7 +106,7 @@ class TemporalEnsemble:
         return True
 
     def add_chunk(self, chunk: np.ndarray) -> None:
-        chunk = _as_chunk(chunk)  # [H, A]
+        chunk = as_chunk(chunk)  # [H, A]
         if self._sum is None or self._sum.shape != chunk.shape:
             self._allocate(chunk.shape)
         w = np.exp(-self.coeff * self._count)  # [H]

@@ -2,7 +2,7 @@
 
 Three ways to turn `[H, A]` chunks into one action per control step:
 
-- receding horizon and ACT temporal ensembling: `vlaforge.eval.execution` (`RecedingHorizon`,
+- receding horizon and ACT temporal ensembling: `vlaforge.control.execution` (`RecedingHorizon`,
   `TemporalEnsemble`, `ChunkBroker`), shared with the eval runner and re-exported here;
 - `AsyncChunkBroker` (this module): execute the current chunk step by step and, when only `refill_at`
   of its actions remain (counting the current step's), request the next chunk *in a background
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from vlaforge.eval.execution import ChunkBroker, RecedingHorizon, TemporalEnsemble, make_executor
+from vlaforge.control.execution import ChunkBroker, RecedingHorizon, TemporalEnsemble, as_chunk, make_executor
 
 __all__ = [
     "AsyncChunkBroker",
@@ -123,7 +123,7 @@ class AsyncChunkBroker:
 
     def _request_now(self, obs: Any) -> np.ndarray:
         self.stats["requests"] += 1
-        return _as_chunk(self._infer(obs))
+        return as_chunk(self._infer(obs))
 
     def _request_next(self, obs: Any) -> None:
         """Ask for the chunk that follows the current plan; row 0 is predicted for this step."""
@@ -133,7 +133,7 @@ class AsyncChunkBroker:
             return
         self.stats["requests"] += 1
         snapshot = dict(obs) if isinstance(obs, dict) else obs  # the caller may reuse its dict
-        self._pending = self._pool.submit(lambda: _as_chunk(self._infer(snapshot)))
+        self._pending = self._pool.submit(lambda: as_chunk(self._infer(snapshot)))
 
     def _merge(self, chunk: np.ndarray) -> None:
         self._pending = None
@@ -143,10 +143,3 @@ class AsyncChunkBroker:
             return
         self.stats["blended"] += int(len(self._plan) > 0)
         self._plan = blend_overlap(self._plan, aligned) if len(self._plan) else aligned
-
-
-def _as_chunk(actions: Any) -> np.ndarray:
-    chunk = np.asarray(actions, dtype=np.float64)
-    if chunk.ndim != 2 or len(chunk) == 0:
-        raise ValueError(f"the policy must return actions [H, A] with H >= 1, got shape {chunk.shape}")
-    return chunk

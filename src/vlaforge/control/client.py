@@ -18,8 +18,8 @@ from typing import Any
 import websockets
 from websockets.sync.client import ClientConnection, connect
 
+from vlaforge.control.wire import packb, to_str_keys, unpackb
 from vlaforge.errors import VlaforgeError
-from vlaforge.serve.protocol import packb, to_str_keys, unpackb
 
 
 class ServerError(VlaforgeError):
