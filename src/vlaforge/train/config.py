@@ -1,11 +1,12 @@
 """Training configuration: one frozen dataclass for the loop, one for image augmentation.
 
-Overrides on the command line use two namespaces (see `split_overrides`):
+Overrides of a run (`vlaforge train --set ...`, RUN/run.json) use two namespaces (see `split_overrides`):
 
     model.<PolicyConfig field>   e.g. model.head.kind=flow, model.trunk.depth=2, model.image_size=64
     train.<TrainConfig field>    e.g. train.lr=3e-4, train.ema_decay=0, train.augment.shift=0
 
-`--steps`, `--batch-size`, `--seed`, ... are shorthands for the matching `train.*` keys.
+An override is a `key=text` string or a `{key: typed value}` dict (`vlaforge.config.apply_overrides`).
+`--steps`, `--batch-size`, `--seed`, ... are the matching `TrainConfig` fields as options.
 """
 
 from __future__ import annotations
@@ -88,23 +89,35 @@ class TrainConfig:
     """Image augmentation on the training device."""
 
 
-FINETUNE_DEFAULTS = ("train.lr=1e-4", "train.warmup_steps=50", "train.ema_decay=0.99")
-"""Fine-tuning starts from these (lower lr, shorter warmup, faster EMA); --set overrides them."""
+FINETUNE_TRAIN = TrainConfig(lr=1e-4, warmup_steps=50, ema_decay=0.99)
+"""Fine-tuning's loop settings: a lower lr, a shorter warmup, a faster EMA; options and --set override them."""
 
 
-def split_overrides(items: list[str] | tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """`["model.head.kind=flow", "train.lr=1e-4"]` -> (["head.kind=flow"], ["lr=1e-4"])."""
+def split_overrides(items) -> tuple[list, list]:
+    """`["model.head.kind=flow", {"train.lr": 1e-4}]` -> (["head.kind=flow"], [{"lr": 1e-4}])."""
     model, train = [], []
     for item in items:
-        key = item.split("=", 1)[0].strip()
-        space, _, rest = key.partition(".")
-        if space not in NAMESPACES or not rest:
-            hint = did_you_mean(space, NAMESPACES) if rest else _bare_key_hint(key)
-            raise VlaforgeError(
-                f"config key {key!r} must start with 'model.' or 'train.'{hint} (e.g. model.head.kind=flow, train.lr=3e-4)"
-            )
+        if isinstance(item, dict):
+            parts = {}
+            for key, value in item.items():
+                space, rest = _namespace(str(key).strip())
+                parts.setdefault(space, {})[rest] = value
+            model += [parts["model"]] if "model" in parts else []
+            train += [parts["train"]] if "train" in parts else []
+            continue
+        space, rest = _namespace(item.split("=", 1)[0].strip())
         (model if space == "model" else train).append(item.split(".", 1)[1])
     return model, train
+
+
+def _namespace(key: str) -> tuple[str, str]:
+    space, _, rest = key.partition(".")
+    if space not in NAMESPACES or not rest:
+        hint = did_you_mean(space, NAMESPACES) if rest else _bare_key_hint(key)
+        raise VlaforgeError(
+            f"config key {key!r} must start with 'model.' or 'train.'{hint} (e.g. model.head.kind=flow, train.lr=3e-4)"
+        )
+    return space, rest
 
 
 def _bare_key_hint(key: str) -> str:

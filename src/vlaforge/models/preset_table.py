@@ -7,14 +7,16 @@ not saved in checkpoints.
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 
-HELP = "list the model presets with parameter counts"
 
+@dataclass(frozen=True)
+class PresetsConfig:
+    """`vlaforge presets`."""
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    json: bool = False
+    """Print JSON instead of a table."""
 
 
 def preset_rows() -> list[dict]:
@@ -41,9 +43,10 @@ def preset_rows() -> list[dict]:
     return rows
 
 
-def run(args: argparse.Namespace) -> int:
+def run(cfg: PresetsConfig) -> int:
+    """Print the preset table (or JSON); returns 0."""
     rows = preset_rows()
-    if args.json:
+    if cfg.json:
         print(json.dumps(rows, indent=2))
         return 0
     cols = list(rows[0])
