@@ -227,7 +227,6 @@ def test_video_round_trip_is_atomic(tmp_path):
     path = write_mp4(tmp_path / "v.mp4", frames, fps=30)
     assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
     assert psnr(read_mp4(path), frames) >= 35.0
-    assert read_mp4(path, size=(32, 32)).shape == (10, 32, 32, 3)
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     with pytest.raises(VlaforgeError):
         read_mp4(path)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from vlaforge import keys
 from vlaforge.errors import VlaforgeError
 from vlaforge.models.normalize import Normalizer
-from vlaforge.models.policy import ObservationHistory, VLAPolicy, collate, read_weights
+from vlaforge.models.policy import VLAPolicy, read_weights
 
 
 # ----------------------------------------------------------------------------- normalization
@@ -163,25 +163,3 @@ def test_partial_load_for_finetuning_reinitialises_only_what_does_not_fit(
         target.load_state_dict_partial(
             load_file(str(tmp_path / "src" / "model.safetensors")), strict_shapes=True
         )
-
-
-# ----------------------------------------------------------------------------- history helper
-def test_observation_history_pads_the_episode_start(tiny_config):
-    policy = VLAPolicy(tiny_config()).eval()
-    hist = ObservationHistory(history=2)
-
-    def obs(v: int) -> dict:
-        return {"observation.images.corner2": torch.full((32, 32, 3), v, dtype=torch.uint8).numpy(),
-                keys.STATE: torch.full((4,), float(v)).numpy(), keys.TASK: "reach the goal"}  # fmt: skip
-
-    first = hist.push(obs(1))
-    assert first[keys.OBS_IS_PAD].tolist() == [[True, False]]
-    assert first["observation.images.corner2"].shape == (1, 2, 32, 32, 3)
-    assert first[keys.TASK] == ["reach the goal"]
-    second = hist.push(obs(2))
-    assert second[keys.OBS_IS_PAD].tolist() == [[False, False]]
-    assert second[keys.STATE][0, :, 0].tolist() == [1, 2]
-    hist.reset()
-    assert hist.push(obs(3))[keys.OBS_IS_PAD].tolist() == [[True, False]]
-    both = collate([first, second])
-    assert policy.sample_actions(both).shape == (2, 4, 4)

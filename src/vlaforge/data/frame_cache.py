@@ -5,7 +5,9 @@ and resolution, rows in the dataset's `index` order. `<base>` is `<root>/.vlafor
 ignores it), or `~/.cache/vlaforge/<hash of root>` when the dataset directory is read-only, or
 the `cache_dir` the caller gives. The fingerprint hashes meta/info.json and the size and mtime of
 every file under meta/, data/ and videos/: any change to the dataset gives a new fingerprint, the
-old entries are deleted, and the frames are decoded again. Files are written under a temporary name
+old entries are deleted, and the frames are decoded again. Another size than the stored one is made
+from the stored-size cache with `vlaforge.image.resize`, the resize the policy applies at evaluation
+and serving time, so both see the same pixels. Files are written under a temporary name
 and renamed, so a killed build never leaves a half-written cache behind.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlaforge import image
 from vlaforge.data import layout
 from vlaforge.data.reader import LeRobotV3Dataset
 
@@ -61,8 +64,21 @@ def cached_frames(
     if not path.is_file():
         _drop_stale(base, keep=folder.name)
         folder.mkdir(parents=True, exist_ok=True)
-        _build(dataset, video_key, path, (height, width), resize=(height, width) != stored)
+        if (height, width) == stored:
+            _build(
+                path,
+                (dataset.num_frames, height, width),
+                lambda out: dataset.decode_video_into(video_key, out),
+            )
+        else:
+            full = cached_frames(dataset, video_key, cache_dir=cache_dir)  # [N, H0, W0, 3]
+            _build(path, (dataset.num_frames, height, width), lambda out: _resize_into(full, out))
     return np.load(path, mmap_mode="r")
+
+
+def _resize_into(frames: np.ndarray, out: np.ndarray) -> None:
+    for start in range(0, len(frames), image.CHUNK):
+        out[start : start + image.CHUNK] = image.resize(frames[start : start + image.CHUNK], out.shape[1:3])
 
 
 def _drop_stale(base: Path, keep: str) -> None:
@@ -72,11 +88,12 @@ def _drop_stale(base: Path, keep: str) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-def _build(dataset: LeRobotV3Dataset, key: str, path: Path, hw: tuple[int, int], resize: bool) -> None:
+def _build(path: Path, shape: tuple[int, int, int], fill) -> None:
+    """Write a `[N, H, W, 3]` uint8 cache file with `fill(memmap)`, atomically."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(dataset.num_frames, *hw, 3))
-        dataset.decode_video_into(key, out, size=hw if resize else None)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(*shape, 3))
+        fill(out)
         out.flush()
         del out
         os.replace(tmp, path)

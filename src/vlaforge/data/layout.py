@@ -25,6 +25,8 @@ from vlaforge.errors import VlaforgeError
 
 CODEBASE_VERSION = "v3.0"
 INFO_PATH = "meta/info.json"
+#: vlaforge's collection record beside LeRobot's files (simulator, control mode, camera roles, config).
+COLLECT_PATH = "meta/vlaforge_collect.json"
 STATS_PATH = "meta/stats.json"
 TASKS_PATH = "meta/tasks.parquet"
 EPISODES_DIR = "meta/episodes"

@@ -75,6 +75,12 @@ class LeRobotV3Dataset:
             return column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
         return column.to_numpy(zero_copy_only=False).reshape(len(column), 1)
 
+    @property
+    def collection(self) -> dict[str, Any]:
+        """vlaforge's collection record (`meta/vlaforge_collect.json`), {} for other datasets."""
+        path = self.root / layout.COLLECT_PATH
+        return layout.read_json(path, layout.COLLECT_PATH) if path.is_file() else {}
+
     def video_path(self, episode_index: int, video_key: str) -> Path:
         ep = self.episodes[episode_index]
         return self.root / self.info["video_path"].format(
@@ -88,19 +94,15 @@ class LeRobotV3Dataset:
             cameras = ", ".join(self.camera_keys) or "none"
             raise VlaforgeError(f"dataset {str(self.root)!r} has no video {video_key!r} (videos: {cameras})")
 
-    def episode_frames(
-        self, episode_index: int, video_key: str, *, size: tuple[int, int] | None = None
-    ) -> np.ndarray:
-        """Decoded frames of one episode: uint8 `[length, H, W, 3]` (resized to `size=(H, W)` if given)."""
+    def episode_frames(self, episode_index: int, video_key: str) -> np.ndarray:
+        """Decoded frames of one episode: uint8 `[length, H, W, 3]` at the stored size."""
         self._check_camera(video_key)
         ep = self.episodes[episode_index]
         start = ep[f"videos/{video_key}/from_timestamp"]
         path = self.video_path(episode_index, video_key)
-        return read_mp4_ranges(path, [(start, ep["length"])], self.fps, size=size)[0]
+        return read_mp4_ranges(path, [(start, ep["length"])], self.fps)[0]
 
-    def decode_video_into(
-        self, video_key: str, out: np.ndarray, *, size: tuple[int, int] | None = None
-    ) -> None:
+    def decode_video_into(self, video_key: str, out: np.ndarray) -> None:
         """Decode every episode of `video_key` into `out[index]` (`[num_frames, H, W, 3]`), each file once."""
         self._check_camera(video_key)
         by_file: dict[Path, list[dict]] = defaultdict(list)
@@ -109,7 +111,7 @@ class LeRobotV3Dataset:
         for path, eps in by_file.items():
             ranges = [(ep[f"videos/{video_key}/from_timestamp"], ep["length"]) for ep in eps]
             views = [out[ep["dataset_from_index"] : ep["dataset_to_index"]] for ep in eps]
-            read_mp4_ranges(path, ranges, self.fps, size=size, out=views)
+            read_mp4_ranges(path, ranges, self.fps, out=views)
 
     @property
     def video_shape(self) -> dict[str, tuple[int, int, int]]:

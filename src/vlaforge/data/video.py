@@ -92,18 +92,12 @@ def _open(path: str | Path) -> av.container.InputContainer:
         raise VlaforgeError(f"cannot read video {str(path)!r}: {exc}") from exc
 
 
-def _to_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> np.ndarray:
-    if size is None:
-        return frame.to_ndarray(format="rgb24")
-    height, width = size
-    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
-
-
-def read_mp4(path: str | Path, *, size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode every frame of a video to uint8 `[T, H, W, 3]` (optionally resized to `size=(H, W)`)."""
+def read_mp4(path: str | Path) -> np.ndarray:
+    """Decode every frame of a video to uint8 `[T, H, W, 3]` at its stored size (to change the size,
+    use `vlaforge.image.resize`, the one resize)."""
     with _open(path) as container:
         try:
-            frames = [_to_rgb(f, size) for f in container.decode(video=0)]
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
         except av.FFmpegError as exc:
             raise VlaforgeError(f"corrupt video {str(path)!r}: {exc}") from exc
     if not frames:
@@ -116,7 +110,6 @@ def read_mp4_ranges(
     ranges: list[tuple[float, int]],
     fps: float,
     *,
-    size: tuple[int, int] | None = None,
     out: list[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
     """Decode the file once and cut it into episodes.
@@ -134,13 +127,13 @@ def read_mp4_ranges(
     with _open(path) as container:
         stream = container.streams.video[0]
         if out is None:
-            height, width = size or (stream.height, stream.width)
+            height, width = stream.height, stream.width
             out = [np.empty((length, height, width, 3), np.uint8) for _, length in ranges]
         try:
             for frame in container.decode(stream):
                 targets = slots.get(round(float(frame.pts * stream.time_base) * fps), ())
                 if targets:
-                    image = _to_rgb(frame, size)
+                    image = frame.to_ndarray(format="rgb24")  # [H, W, 3]
                     for r, k in targets:
                         out[r][k] = image
                         found[r] += 1

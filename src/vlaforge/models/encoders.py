@@ -1,7 +1,7 @@
 """Tokenizers: images, instruction and proprio -> token groups for the trunk.
 
-- Images (`ImageStem`): uint8 [B, T, H, W, C] -> float [B*T, C, S, S] (bilinear resize to
-  `image_size` when the frame differs; pixels normalized per `image.pixel_norm`: ImageNet mean/std
+- Images (`ImageStem`): uint8 [B, T, H, W, C] -> float [B*T, C, S, S] (`vlaforge.image.resize` to
+  `image_size` when the frame differs, the same resize the training frame cache used; pixels normalized per `image.pixel_norm`: ImageNet mean/std
   or [-1, 1]) -> stride-2 3x3 convs with GroupNorm + GELU -> a patch conv (kernel = stride) to the
   trunk width -> P = (S / patch_size)**2 tokens per camera and step. One stem is shared by all
   cameras (and the goal image); learned per-camera, per-step position embeddings tell them apart.
@@ -18,10 +18,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlaforge.errors import VlaforgeError
+from vlaforge.image import resize
 from vlaforge.models.config import PolicyConfig
 from vlaforge.models.language import TextEmbedder
 
@@ -57,14 +57,13 @@ class ImageStem(nn.Module):
         self.register_buffer("pix_scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pix_shift", shift.view(1, 3, 1, 1), persistent=False)
 
+    def pixels(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, C] -> uint8 [N, S, S, C]: `vlaforge.image.resize`, the frame cache's resize."""
+        return resize(frames.to(self.pix_scale.device), self.image_size)
+
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [N, H, W, C] -> normalized float [N, C, S, S]."""
-        x = frames.to(self.pix_scale.device).permute(0, 3, 1, 2).float()  # [N, C, H, W] in [0, 255]
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            down = x.shape[-1] > self.image_size
-            x = F.interpolate(
-                x, size=(self.image_size,) * 2, mode="bilinear", antialias=down, align_corners=False
-            )
+        x = self.pixels(frames).permute(0, 3, 1, 2).float()  # [N, C, S, S] in [0, 255]
         return torch.addcmul(self.pix_shift, x, self.pix_scale)  # [N, C, S, S]
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:

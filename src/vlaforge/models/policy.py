@@ -13,7 +13,8 @@ Conventions (see `vlaforge.keys` for the batch keys):
 Checkpoint directory (`save_pretrained` / `from_pretrained`): `config.json` (`to_dict(config)`),
 `model.safetensors` (all trainable weights and the normalization buffers; NOT the frozen text
 encoder, which is reloaded from `config.language.model`), `stats.json` (the per-dataset stats list
-the normalization was built from) and `metadata.json`. A checkpoint whose tensors do not match its
+the normalization was built from) and `metadata.json` (the `CheckpointRecord` of `vlaforge.models.io`:
+cameras and frame sizes, embodiments, episode split, training seeds; `policy.record` parses it). A checkpoint whose tensors do not match its
 config fails with a `VlaforgeError` naming the tensor; nothing is partly loaded.
 """
 
@@ -38,6 +39,7 @@ from vlaforge.models.config import PolicyConfig, validate
 from vlaforge.models.encoders import GOAL_IMAGE, ImageStem, ObservationEncoder, TaskEncoder
 from vlaforge.models.heads import build_head
 from vlaforge.models.heads.base import TrunkOutput
+from vlaforge.models.io import CheckpointRecord
 from vlaforge.models.language import text_model_parameters
 from vlaforge.models.normalize import Normalizer, jsonable_stats
 from vlaforge.models.trunk import Trunk
@@ -93,9 +95,9 @@ class VLAPolicy(nn.Module):
         return self.action_norm.center.device
 
     @property
-    def text_cache(self) -> dict[str, torch.Tensor]:
-        """Instruction string -> pooled embedding (filled on first use; not saved)."""
-        return self.task_encoder.text.cache
+    def record(self) -> CheckpointRecord:
+        """What the checkpoint knows of its training data, parsed from `metadata` (`vlaforge.models.io`)."""
+        return CheckpointRecord.from_metadata(self.metadata)
 
     def encode(self, observation: dict[str, Any]) -> TrunkOutput:
         """Observation (images uint8 [B,T,H,W,C], state [B,T,S], task) -> trunk output."""
@@ -179,9 +181,8 @@ class VLAPolicy(nn.Module):
         return self.action_norm.unnormalize(normalized, index)
 
     def reset(self) -> None:
-        """Forget per-episode state (none is kept inside the model; heads may define `reset`)."""
-        if hasattr(self.head, "reset"):
-            self.head.reset()
+        """Forget per-episode state: a no-op, the model keeps none (observation windows live in
+        `vlaforge.models.io.ObservationWindow`, one per environment or connection)."""
 
     def num_parameters(self) -> dict[str, int]:
         """{"trainable": ..., "frozen_text": ...} (the text encoder is not part of the module)."""
@@ -312,50 +313,3 @@ def read_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except Exception as err:
         raise VlaforgeError(f"{path}: unreadable weights ({err})") from err
-
-
-class ObservationHistory:
-    """Per-step env observations (numpy, see `vlaforge.envs.base`) -> a `[1, T, ...]` batch.
-
-    `push(obs)` appends one step and returns the batch for `sample_actions`: every array key
-    (images, state) stacked over the last `history` steps as torch tensors with a leading batch
-    dim of 1, `task` as a one-item list, and `observation_is_pad` [1, T] marking the steps before
-    the episode start, which are filled with copies of the first observation (as LeRobot pads).
-    `reset()` at each episode start. Several envs: `collate([h.push(o) for ...])`.
-    """
-
-    def __init__(self, history: int, dataset_index: int | None = None) -> None:
-        self.history, self.dataset_index = history, dataset_index
-        self._steps: list[dict[str, Any]] = []
-        self._count = 0  # real steps pushed since reset
-
-    def reset(self) -> None:
-        self._steps, self._count = [], 0
-
-    def push(self, obs: dict[str, Any]) -> dict[str, Any]:
-        obs = {
-            k: v.copy() if isinstance(v, np.ndarray) else v for k, v in obs.items()
-        }  # envs may reuse buffers
-        self._steps = ([obs] * self.history if not self._steps else self._steps + [obs])[-self.history :]
-        self._count += 1
-        real = min(self._count, self.history)
-        batch: dict[str, Any] = {}
-        for key, value in obs.items():
-            if isinstance(value, str):
-                batch[key] = [value]
-            elif isinstance(value, (np.ndarray, torch.Tensor, np.generic, float, int)):
-                batch[key] = torch.stack([_tensor(s[key]) for s in self._steps])[None]  # [1, T, ...]
-        pad = torch.arange(self.history) < self.history - real  # [T] True = before the episode start
-        batch[keys.OBS_IS_PAD] = pad[None]
-        if self.dataset_index is not None:
-            batch[keys.DATASET_INDEX] = torch.tensor([self.dataset_index])
-        return batch
-
-
-def collate(batches: list[dict[str, Any]]) -> dict[str, Any]:
-    """Concatenate single-env batches along the batch dim (tensors) or extend lists (task)."""
-    out: dict[str, Any] = {}
-    for key, first in batches[0].items():
-        values = [b[key] for b in batches]
-        out[key] = torch.cat(values) if isinstance(first, torch.Tensor) else [v for vs in values for v in vs]
-    return out

@@ -38,7 +38,7 @@ class ObservationSpec:
 
 
 @dataclass
-class Request:
+class ObservationRequest:
     """A validated observation. `images[key]` uint8 [T, H, W, 3]; `state` float32 [T, S]; T is 1
     (the current frame; the server supplies the history) or `spec.history` (a full window)."""
 
@@ -94,7 +94,7 @@ def _instruction(obs: dict) -> str:
     return next(iter(given.values()))
 
 
-def validate_observation(obs: Any, spec: ObservationSpec) -> Request:
+def validate_observation(obs: Any, spec: ObservationSpec) -> ObservationRequest:
     """Check one decoded request against `spec`; raise `ProtocolError` naming the first problem."""
     _require(isinstance(obs, dict), f"a request must be a map of observation keys, got {type(obs).__name__}")
     obs = to_str_keys(obs)
@@ -112,7 +112,7 @@ def validate_observation(obs: Any, spec: ObservationSpec) -> Request:
     )
     sizes = {a.shape[1:] for a in images.values()}
     _require(len(sizes) == 1, f"all cameras must have the same image size, got {sorted(sizes)}")
-    return Request(images=images, state=state, task=_instruction(obs))
+    return ObservationRequest(images=images, state=state, task=_instruction(obs))
 
 
 def is_reset(obs: Any) -> bool:

@@ -6,17 +6,21 @@ it into one batch and calls `policy.sample_actions` once, so 8 concurrent client
 batched forward pass instead of 8 serial ones, and the asyncio event loop never runs model code.
 
 History (deviation from openpi, whose server is stateless): the policy consumes `config.history`
-frames. A client may send the current frame only (`[H, W, 3]`, `[S]`), and `ObservationHistory`
-(one per connection, built on the model's own history helper that the eval runner uses too)
-supplies the earlier ones; at the start of an episode the first frame is repeated and marked as
-padding (`observation_is_pad`), as LeRobot pads windows. A client may instead
+frames. A client may send the current frame only (`[H, W, 3]`, `[S]`), and `ConnectionWindow`
+(one per connection, around `vlaforge.models.io.ObservationWindow`, the window the eval runner
+builds too) supplies the earlier ones; at the start of an episode the first frame is repeated and
+marked as padding (`observation_is_pad`), as LeRobot pads windows. A client may instead
 send the whole window (`[T, H, W, 3]`, `[T, S]`), which replaces the stored history. The history is
 cleared by a `{"reset": True}` message, or by reconnecting.
+
+Embodiment: a mixture policy is served as one of its training datasets (`embodiment`, default the
+first): requests carry that robot's state width, replies its action width in its units
+(`vlaforge.models.io.PolicyIO`); frame sizes, names and fps in the metadata come from the checkpoint
+record, never from the training dataset.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -29,42 +33,38 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlaforge.models.policy import ObservationHistory as PolicyHistory
-from vlaforge.models.policy import collate
+from vlaforge.models.io import ObservationWindow, PolicyIO, collate
 from vlaforge.serve.protocol import (
     IMAGE_PREFIX,
     INSTRUCTION_KEYS,
     RESET_KEY,
     STATE_KEY,
+    ObservationRequest,
     ObservationSpec,
-    Request,
 )
 
 logger = logging.getLogger("vlaforge.serve")
 
 
-class ObservationHistory:
-    """One connection's history: the model's own `vlaforge.models.policy.ObservationHistory` (the
-    eval runner's padding rule) plus full-window requests and frame-size changes."""
+class ConnectionWindow:
+    """One connection's observation window: `vlaforge.models.io.ObservationWindow` (the eval
+    runner's too) fed from requests of one frame or of a full window."""
 
-    def __init__(self, history: int) -> None:
-        self.history = history
-        self._inner = PolicyHistory(history)
-        self._frame_shape: list[int] | None = None
+    def __init__(self, window: ObservationWindow) -> None:
+        self._window = window
+        self.history = window.history
 
     def clear(self) -> None:
-        self._inner.reset()
-        self._frame_shape = None
+        self._window.reset()
 
-    def window(self, req: Request) -> dict[str, Any]:
+    def window(self, req: ObservationRequest) -> dict[str, Any]:
         """The model batch [1, T, ...] for this request (images, state, observation_is_pad, task)."""
-        steps, *frame_shape = next(iter(req.images.values())).shape  # [T, H, W, 3]
-        if (steps == self.history and steps > 1) or self._frame_shape not in (None, frame_shape):
-            self.clear()  # a full window replaces the history; a new frame size starts over
-        self._frame_shape = frame_shape
+        steps = next(iter(req.images.values())).shape[0]  # [T, H, W, 3]
+        if steps == self.history and steps > 1:
+            self.clear()  # a full window replaces the history
         for t in range(steps):
             frame = {key: v[t] for key, v in req.images.items()}  # [H, W, 3] each
-            batch = self._inner.push({**frame, STATE_KEY: req.state[t], "task": req.task})
+            batch = self._window.push({**frame, STATE_KEY: req.state[t], "task": req.task})
         return batch
 
 
@@ -89,17 +89,18 @@ class PolicyRuntime:
         max_batch: int = 8,
         seed: int | None = 0,
         warmup: bool = True,
+        embodiment: int | str | None = None,
     ) -> None:
         self.policy = policy.eval()
         self.name = name
         self.max_batch = max(1, max_batch)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        cfg = policy.config
+        self.io = PolicyIO(policy, embodiment)
         self.spec = ObservationSpec(
-            cameras=tuple(cfg.cameras),
-            image_size=int(cfg.image_size),
-            history=int(cfg.history),
-            state_dim=int(cfg.state_dim),
+            cameras=self.io.cameras,
+            image_size=int(policy.config.image_size),
+            history=self.io.history,
+            state_dim=self.io.state_dim if policy.config.state_dim else 0,
         )
         if warmup:
             self.warmup()
@@ -111,17 +112,22 @@ class PolicyRuntime:
     def warmup(self) -> None:
         """One dummy forward pass (loads the text encoder, caches the known tasks' embeddings), so the
         first client is not served a multi-second first request."""
-        side, t, s = self.spec.image_size, self.spec.history, self.spec.state_dim
-        tasks = list((getattr(self.policy, "metadata", None) or {}).get("tasks") or []) or ["warm up"]
+        t, s = self.spec.history, self.spec.state_dim
+        tasks = list(self.io.record.tasks) or ["warm up"]
         images = {
-            f"observation.images.{c}": np.zeros((t, side, side, 3), np.uint8) for c in self.spec.cameras
+            f"{IMAGE_PREFIX}{c}": np.zeros((t, *self.io.frame_size(c), 3), np.uint8)
+            for c in self.spec.cameras
         }
         windows = [
-            ObservationHistory(t).window(Request(images, np.zeros((t, s), np.float32), task))
+            self.connection().window(ObservationRequest(images, np.zeros((t, s), np.float32), task))
             for task in tasks[:256]
         ]
         for i in range(0, len(windows), self.max_batch):
             self._forward(windows[i : i + self.max_batch])
+
+    def connection(self) -> ConnectionWindow:
+        """A fresh observation window for one client connection."""
+        return ConnectionWindow(self.io.window())
 
     def submit(self, window: dict[str, Any]) -> Future:
         future: Future = Future()
@@ -138,7 +144,7 @@ class PolicyRuntime:
 
     def metadata(self) -> dict:
         """The metadata dict sent to every client on connect (see `build_metadata`)."""
-        return build_metadata(self.policy, self.spec, name=self.name)
+        return build_metadata(self.policy, self.io, self.spec, name=self.name)
 
     # ------------------------------------------------------------------ inference thread
     def _loop(self) -> None:
@@ -185,8 +191,8 @@ class PolicyRuntime:
     @torch.inference_mode()
     def _forward(self, windows: list[dict[str, Any]]) -> np.ndarray:
         batch = collate(windows)  # images [B, T, H, W, 3] uint8, state [B, T, S], is_pad [B, T], task
-        actions = self.policy.sample_actions(batch, generator=self.generator)  # [B, H, A]
-        return actions.float().cpu().numpy().astype(np.float32)
+        actions = self.policy.sample_actions(batch, generator=self.generator)  # [B, H, A_policy]
+        return self.io.actions(actions)  # [B, H, A] of the served embodiment
 
 
 def _group_by_shape(jobs: list[_Job]) -> list[list[_Job]]:
@@ -197,32 +203,32 @@ def _group_by_shape(jobs: list[_Job]) -> list[list[_Job]]:
     return list(groups.values())
 
 
-def build_metadata(policy: Any, spec: ObservationSpec, *, name: str) -> dict:
+def build_metadata(policy: Any, io: PolicyIO, spec: ObservationSpec, *, name: str) -> dict:
     """Everything a client needs to build a valid request without reading vlaforge's code."""
-    cfg, meta = policy.config, dict(getattr(policy, "metadata", None) or {})
-    hist = spec.history
-    side = _recorded_frame_size(meta, spec.cameras[0]) or spec.image_size
-    observation = {
-        f"observation.images.{cam}": {
+    hist, record, described = spec.history, io.record, io.describe()
+    observation = {}
+    for cam in spec.cameras:
+        h, w = io.frame_size(cam)
+        observation[f"{IMAGE_PREFIX}{cam}"] = {
             "dtype": "uint8",
-            "shape": [side, side, 3],
-            "history_shape": [hist, side, side, 3],
+            "shape": [h, w, 3],
+            "history_shape": [hist, h, w, 3],
+            "role": io.camera_role(cam),
             "description": f"camera {cam!r}, RGB, LeRobot orientation, at the training frames' size; "
-            f"any size is accepted and resized (bilinear) to the model's {spec.image_size} px",
+            f"any size is accepted and resized (vlaforge.image.resize) to the model's {spec.image_size} px",
         }
-        for cam in spec.cameras
-    }
     if spec.state_dim:
         observation[STATE_KEY] = {
             "dtype": "float32",
             "shape": [spec.state_dim],
             "history_shape": [hist, spec.state_dim],
+            "names": described["state_names"],
             "description": "proprio, robot units",
         }
     return {
         "server": "vlaforge",
         "protocol": "openpi websocket, msgpack-numpy",
-        "policy": {"name": name, "preset": meta.get("preset"), "head": getattr(cfg.head, "kind", None)},
+        "policy": {"name": name, "preset": record.preset, "head": getattr(policy.config.head, "kind", None)},
         "observation": observation,
         "instruction_keys": list(INSTRUCTION_KEYS),
         "instruction": "send the task string under 'prompt' (openpi) or 'task'",
@@ -232,35 +238,26 @@ def build_metadata(policy: Any, spec: ObservationSpec, *, name: str) -> dict:
         "cameras": list(spec.cameras),
         "image_size": spec.image_size,
         "state_dim": spec.state_dim,
-        "action_dim": int(cfg.action_dim),
-        "chunk": int(cfg.chunk),
-        "action_horizon": int(cfg.chunk),
-        "execute_steps": int(cfg.execute_steps),
-        "fps": meta.get("fps"),
+        "action_dim": io.action_dim,
+        "chunk": io.chunk,
+        "action_horizon": io.chunk,
+        "execute_steps": io.execute_steps,
+        "fps": io.fps,
+        "embodiment": described["embodiment"],
+        "embodiments": [{"index": e.index, "name": e.name} for e in record.embodiments],
+        "control_mode": described["control_mode"],
         "action": {
             "key": "actions",
             "dtype": "float32",
-            "shape": [int(cfg.chunk), int(cfg.action_dim)],
+            "shape": [io.chunk, io.action_dim],
             "units": "robot units (unnormalized)",
-            "names": meta.get("action_names"),
+            "names": described["action_names"],
         },
-        "tasks": list(meta.get("tasks") or []),
+        "tasks": list(record.tasks),
         "reset": {RESET_KEY: True},
         "reset_note": "send {'reset': True} at an episode start to clear this connection's history",
         "errors": "a bad request gets a text frame naming the problem; the connection stays open",
     }
-
-
-def _recorded_frame_size(meta: dict, camera: str) -> int | None:
-    """The frame side of the training data (its meta/info.json, when that dataset is on this machine)."""
-    for ds in meta.get("datasets") or []:
-        info = Path(str(ds.get("root", "") if isinstance(ds, dict) else ds), "meta", "info.json")
-        try:
-            shape = json.loads(info.read_text())["features"][f"observation.images.{camera}"]["shape"]
-            return int(shape[0])
-        except (OSError, KeyError, ValueError, TypeError, IndexError):
-            continue
-    return None
 
 
 def checkpoint_name(path: str | Path) -> str:
@@ -270,10 +267,17 @@ def checkpoint_name(path: str | Path) -> str:
 
 
 def load_runtime(
-    path: str | Path, *, int8: bool = False, max_batch: int = 8, seed: int | None = 0
+    path: str | Path,
+    *,
+    int8: bool = False,
+    max_batch: int = 8,
+    seed: int | None = 0,
+    embodiment: int | str | None = None,
 ) -> PolicyRuntime:
     """Load a checkpoint (fp32, or an INT8 export from `vlaforge export --int8`) behind a runtime."""
     from vlaforge.deploy.quantize import load_policy
 
     policy = load_policy(path, int8=int8)
-    return PolicyRuntime(policy, name=checkpoint_name(path), max_batch=max_batch, seed=seed)
+    return PolicyRuntime(
+        policy, name=checkpoint_name(path), max_batch=max_batch, seed=seed, embodiment=embodiment
+    )

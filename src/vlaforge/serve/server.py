@@ -37,7 +37,7 @@ import websockets
 from websockets.asyncio.server import Request, Response, ServerConnection, serve
 
 from vlaforge.serve.protocol import ProtocolError, is_reset, packb, unpackb, validate_observation
-from vlaforge.serve.runtime import ObservationHistory, PolicyRuntime
+from vlaforge.serve.runtime import ConnectionWindow, PolicyRuntime
 
 logger = logging.getLogger("vlaforge.serve")
 
@@ -46,20 +46,24 @@ logger = logging.getLogger("vlaforge.serve")
 class ServerConfig:
     """Network settings of `PolicyServer`."""
 
-    # Interface to bind; loopback by default (use 0.0.0.0 to accept other machines, ideally with api_key).
     host: str = "127.0.0.1"
-    # TCP port; 0 picks a free one (see `PolicyServer.port`).
+    """Interface to bind; loopback by default (0.0.0.0 accepts other machines: then set an API key)."""
     port: int = 8000
-    # When set, clients must send the header `Authorization: Api-Key <api_key>`.
+    """TCP port; 0 picks a free one (see `PolicyServer.port`)."""
     api_key: str | None = None
-    # Largest accepted frame; bigger ones close the connection with 1009. 16 MiB fits 8 cameras at 512 px.
+    """When set, clients must send the header `Authorization: Api-Key <api_key>` (`vlaforge serve`
+    takes $VLAFORGE_API_KEY when this is not given)."""
     max_message_bytes: int = 16 * 1024 * 1024
-    # Close a connection that sends nothing for this long (also frees a client stalled mid-frame); None = never.
+    """Largest accepted request frame in bytes (at least 1024); bigger ones close the connection with
+    1009. 16 MiB fits 8 cameras at 512 px."""
     idle_timeout_s: float | None = 300.0
-    # The websocket handshake must complete within this time.
+    """Close a connection that sends nothing for this many seconds (also frees a client stalled
+    mid-frame); none (or 0) = never."""
     open_timeout_s: float = 10.0
-    # Keepalive pings (websockets' own); a peer that stops answering is dropped. None = no pings.
+    """The websocket handshake must complete within this many seconds."""
     ping_interval_s: float | None = 20.0
+    """Seconds between keepalive pings (websockets' own); a peer that stops answering is dropped.
+    None = no pings."""
 
 
 class PolicyServer:
@@ -154,7 +158,7 @@ class PolicyServer:
     async def _handler(self, ws: ServerConnection) -> None:
         peer = ws.remote_address
         logger.info("connection from %s", peer)
-        history = ObservationHistory(self.runtime.spec.history)
+        history = self.runtime.connection()
         await ws.send(self._metadata)
         prev_total_ms: float | None = None
         try:
@@ -179,7 +183,7 @@ class PolicyServer:
             await ws.close(1000, f"idle for {timeout:g} s")
             return None
 
-    async def _answer(self, frame: bytes | str, history: ObservationHistory, prev_total_ms: float | None):
+    async def _answer(self, frame: bytes | str, history: ConnectionWindow, prev_total_ms: float | None):
         """The reply to one frame: packed bytes, or a text frame naming the problem."""
         try:
             obs = unpackb(frame)

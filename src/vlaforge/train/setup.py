@@ -94,7 +94,7 @@ def build_data(sources: list[DataSource], policy_cfg, train_cfg: TrainConfig, di
         val = [
             pad_dims(b, action_dim, state_dim) for b in itertools.islice(val_loader, train_cfg.val_batches)
         ]
-    metadata = run_metadata(sources, metas, splits, train_sets)
+    metadata = run_metadata(sources, metas, splits, train_sets, tuple(policy_cfg.cameras))
     return TrainData(loader, val, list(loader.stats), metadata, action_dim, state_dim)
 
 
@@ -141,28 +141,55 @@ def pad_dims(batch: dict, action_dim: int, state_dim: int) -> dict:
     return out
 
 
-def run_metadata(sources, metas, splits, train_sets) -> dict:
-    """Saved with the policy: fps, tasks, each dataset's root/episodes, and the episodes' seeds."""
-    datasets, seeds, tasks = [], [], set()
-    for source, meta, (tr, va), ds in zip(sources, metas, splits, train_sets, strict=True):
+def run_metadata(sources, metas, splits, train_sets, cameras) -> dict:
+    """The checkpoint record (`vlaforge.models.io.CheckpointRecord`) of this training data, as
+    metadata.json holds it: per dataset its dims, names, control mode, simulator, the frame size and
+    role of each policy camera, fps, episode split and origin; the episodes' (task, seed) pairs."""
+    from vlaforge.models.io import (
+        CameraRecord,
+        CheckpointRecord,
+        EmbodimentRecord,
+        camera_role,
+        feature_names,
+    )
+
+    embodiments, seeds, tasks = [], [], set()
+    for i, (source, meta, (tr, va), ds) in enumerate(zip(sources, metas, splits, train_sets, strict=True)):
         tasks |= set(meta.tasks)
-        datasets.append(
-            {
-                "root": str(source.root.resolve()),
-                "weight": source.weight,
-                "fps": meta.fps,
-                "num_episodes": meta.num_episodes,
-                "train_episodes": [int(i) for i in tr],
-                "val_episodes": [int(i) for i in va],
-                "action_dim": ds.action_dim,
-                "state_dim": ds.state_dim,
-            }
+        collection = meta.collection
+        roles = collection.get("camera_roles") or {}
+        cams = tuple(
+            CameraRecord(cam, tuple(meta.video_shape[keys.image_key(cam)][:2]), roles.get(cam) or camera_role(cam, j))
+            for j, cam in enumerate(cameras)
+        )  # fmt: skip
+        embodiments.append(
+            EmbodimentRecord(
+                index=i,
+                name=str(meta.info.get("robot_type") or source.root.resolve().name),
+                action_dim=ds.action_dim,
+                state_dim=ds.state_dim,
+                action_names=feature_names(meta.features[keys.ACTION].get("names")),
+                state_names=feature_names((meta.features.get(keys.STATE) or {}).get("names")),
+                control_mode=collection.get("control_mode"),
+                simulator=collection.get("simulator") or collection.get("source"),
+                fps=meta.fps,
+                cameras=cams,
+                tasks=tuple(meta.tasks),
+                root=str(source.root.resolve()),
+                weight=source.weight,
+                num_episodes=meta.num_episodes,
+                train_episodes=tuple(int(e) for e in tr),
+                val_episodes=tuple(int(e) for e in va),
+            )
         )
         for ep in meta.episodes:
             if ep.get("seed") is not None:
                 for task in ep.get("tasks") or [ep.get("task")]:
-                    seeds.append({"task": task, "seed": int(ep["seed"])})
-    return {"fps": metas[0].fps, "tasks": sorted(tasks), "datasets": datasets, "train_seeds": seeds}
+                    seeds.append((task, int(ep["seed"])))
+    record = CheckpointRecord(
+        embodiments=tuple(embodiments), train_seeds=tuple(seeds), tasks=tuple(sorted(tasks)), fps=metas[0].fps
+    )
+    return record.to_metadata()
 
 
 def execute(spec: dict, out: Path, resuming: bool, device: str = "auto", on_step=None) -> int:
@@ -198,7 +225,12 @@ def build_trainer(spec: dict, out: Path, resuming: bool, d: Dist) -> Trainer:
     if d.rank == 0:
         d.barrier()
     policy_cfg = dataclasses.replace(policy_cfg, action_dim=data.action_dim, state_dim=data.state_dim)
-    metadata = {**data.metadata, "preset": spec.get("preset"), "finetuned_from": spec.get("from")}
+    metadata = {
+        **data.metadata,
+        "preset": spec.get("preset"),
+        "finetuned_from": spec.get("from"),
+        "train_seed": train_cfg.seed,
+    }
     torch.manual_seed(train_cfg.seed)  # identical init on every process
     policy = VLAPolicy(policy_cfg, stats=data.stats, metadata=metadata)
     export = ft.prepare(policy, spec, d.is_main) if finetune else None
