@@ -35,6 +35,7 @@ def write_dataset(
     camera: str = "corner2",
     size: int = 32,
     task: str = "reach the goal",
+    action_offset: float = 0.0,
 ) -> None:
     """A LeRobot v3 dataset of random-walk episodes; each episode records its env seed."""
     from vlaforge.data.features import vector_feature, video_feature
@@ -48,7 +49,7 @@ def write_dataset(
     }
     writer = LeRobotWriter(root, fps=10, robot_type="test", features=features)
     for ep in range(episodes):
-        action = np.cumsum(rng.normal(0, 0.1, (length, action_dim)), 0).astype(np.float32)
+        action = (np.cumsum(rng.normal(0, 0.1, (length, action_dim)), 0) + action_offset).astype(np.float32)
         state = np.cumsum(rng.normal(0, 0.1, (length, state_dim)), 0).astype(np.float32)
         frames = rng.integers(0, 255, (length, size, size, 3), dtype=np.uint8)
         writer.add_episode(

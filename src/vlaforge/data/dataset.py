@@ -16,7 +16,7 @@ in the training loop.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -152,10 +152,6 @@ class WindowDataset:
         batch["frame_index"] = self.frame_index[rows]
         return batch
 
-    def iter_batches(self, batch_size: int) -> Iterator[dict]:
-        """Every sample once, in order (validation); the last batch may be smaller."""
-        for start in range(0, len(self), batch_size):
-            yield self.sample_batch(np.arange(start, min(start + batch_size, len(self))))
 
 
 def to_torch(batch: dict) -> dict:

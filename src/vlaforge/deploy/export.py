@@ -8,12 +8,17 @@ file holds everything but the frozen text encoder; the embeddings of the checkpo
 With `vlaforge export --onnx --int8`, `policy.int8.onnx` is the same graph after onnxruntime's
 dynamic quantization (int8 weights, activations quantized at run time; `quantize_onnx`).
 
-Inputs / output (B = `batch`, fixed at export; T = history; A, H, S from the config):
-    observation.images.<cam>   uint8   [B, T, image_size, image_size, 3]
+Inputs / output (B = `batch`, fixed at export; T = history; H from the config; A, S the exported
+embodiment's real dims, `vlaforge.models.io.PolicyIO`):
+    observation.images.<cam>   uint8   [B, T, image_size, image_size, 3]  (frames of another size:
+                                                          resize them with `vlaforge.image.resize`)
     observation.state          float32 [B, T, S]          (absent when state_dim = 0)
     observation_is_pad         bool    [B, T]             True = padding before the episode start
     text_embedding             float32 [B, E]
-    actions (output)           float32 [B, H, A]          robot units (dataset 0's statistics)
+    actions (output)           float32 [B, H, A]          robot units of that embodiment
+
+A mixture policy is exported for one embodiment (`embodiment`, default the first training dataset):
+its statistics unnormalize the actions and the graph returns its action width.
 
 Exporter: torch 2.13's default `dynamo=True` exporter needs `onnxscript` (not installed), so the
 TorchScript-based exporter (`dynamo=False`) is used; it traces, so data-dependent branches are fixed
@@ -40,7 +45,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from vlaforge import keys
 from vlaforge.errors import VlaforgeError
+from vlaforge.models.io import PolicyIO
 
 EXPORTABLE_HEADS = ("regression", "tokens")
 ONNX_FILE, EMBED_FILE, INFO_FILE = "policy.onnx", "text_embeddings.safetensors", "onnx.json"
@@ -58,14 +65,15 @@ class _FixedText:
 
 
 class ObservationToActions(nn.Module):
-    """`forward(*images, [state], is_pad, text_embedding) -> actions [B, H, A]` around a VLAPolicy."""
+    """`forward(*images, [state], is_pad, text_embedding) -> actions [B, H, A]` around a VLAPolicy,
+    for one embodiment (`vlaforge.models.io.PolicyIO`)."""
 
-    def __init__(self, policy: nn.Module) -> None:
+    def __init__(self, policy: nn.Module, embodiment: int | str | None = None) -> None:
         super().__init__()
         self.policy = policy
-        cfg = policy.config
-        self.keys = [f"observation.images.{cam}" for cam in cfg.cameras]
-        self.has_state = cfg.state_dim > 0
+        self.io = PolicyIO(policy, embodiment)
+        self.keys = [keys.image_key(cam) for cam in self.io.cameras]
+        self.has_state = policy.config.state_dim > 0
 
     def input_names(self) -> list[str]:
         return [
@@ -82,17 +90,23 @@ class ObservationToActions(nn.Module):
         shim.value = named.pop("text_embedding")
         self.policy.task_encoder.text = shim
         try:
-            batch = {**named, "task": [""] * shim.value.shape[0]}
+            b = shim.value.shape[0]
+            index = torch.full((b,), self.io.embodiment, dtype=torch.long)  # [B]
+            batch = {**named, keys.TASK: [""] * b, keys.DATASET_INDEX: index}
             trunk = self.policy.encode(batch)
-            normalized = self.policy.head.sample(trunk, 1, None)  # [B, H, A]
-            return self.policy.action_norm.unnormalize(normalized, None)  # [B, H, A]
+            normalized = self.policy.head.sample(trunk, 1, None)  # [B, H, A_policy]
+            actions = self.policy.action_norm.unnormalize(normalized, index)  # [B, H, A_policy]
+            return actions[..., : self.io.action_dim]  # [B, H, A]
         finally:
             self.policy.task_encoder.text = text
 
 
-def example_inputs(policy: nn.Module, batch: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:
+def example_inputs(
+    policy: nn.Module, batch: int = 1, seed: int = 0, embodiment: int | str | None = None
+) -> dict[str, torch.Tensor]:
     """Random inputs of the exported shapes (first history step padded, see the module doc)."""
     cfg, g = policy.config, torch.Generator().manual_seed(seed)
+    state_dim = PolicyIO(policy, embodiment).state_dim
     side, t = cfg.image_size, cfg.history
     out: dict[str, torch.Tensor] = {
         f"observation.images.{cam}": torch.randint(
@@ -101,7 +115,7 @@ def example_inputs(policy: nn.Module, batch: int = 1, seed: int = 0) -> dict[str
         for cam in cfg.cameras
     }
     if cfg.state_dim > 0:
-        out["observation.state"] = torch.randn(batch, t, cfg.state_dim, generator=g)
+        out["observation.state"] = torch.randn(batch, t, state_dim, generator=g)
     out["observation_is_pad"] = (torch.arange(t) < min(1, t - 1)).expand(batch, t).clone()  # [B, T]
     out["text_embedding"] = torch.nn.functional.normalize(
         torch.randn(batch, policy.task_encoder.text.dim, generator=g), dim=-1
@@ -109,13 +123,20 @@ def example_inputs(policy: nn.Module, batch: int = 1, seed: int = 0) -> dict[str
     return out
 
 
-def export_onnx(policy: nn.Module, path: str | os.PathLike, *, batch: int = 1, opset: int = 17) -> Path:
-    """Write the ONNX graph of `policy` (regression or tokens head) to `path`."""
+def export_onnx(
+    policy: nn.Module,
+    path: str | os.PathLike,
+    *,
+    batch: int = 1,
+    opset: int = 17,
+    embodiment: int | str | None = None,
+) -> Path:
+    """Write the ONNX graph of `policy` (regression or tokens head) for `embodiment` to `path`."""
     kind = policy.config.head.kind
     if kind not in EXPORTABLE_HEADS:
         raise VlaforgeError(f"ONNX export supports the {' and '.join(EXPORTABLE_HEADS)} heads, not {kind!r}")
-    graph = ObservationToActions(policy.eval()).eval()
-    inputs = example_inputs(policy, batch)
+    graph = ObservationToActions(policy.eval(), embodiment).eval()
+    inputs = example_inputs(policy, batch, embodiment=embodiment)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python ints; the shapes are fixed by design
         torch.onnx.export(
@@ -139,24 +160,32 @@ def text_embeddings(policy: nn.Module, tasks: list[str]) -> dict[str, torch.Tens
 
 
 def save_onnx_export(
-    policy: nn.Module, out: str | os.PathLike, *, tasks: list[str] = (), batch: int = 1, int8: bool = False
+    policy: nn.Module,
+    out: str | os.PathLike,
+    *,
+    tasks: list[str] = (),
+    batch: int = 1,
+    int8: bool = False,
+    embodiment: int | str | None = None,
 ) -> Path:
     """`out/` = policy.onnx (+ policy.int8.onnx with `int8`) + text_embeddings.safetensors + onnx.json
-    (inputs, shapes, tasks); each file appears whole."""
+    (inputs, shapes, tasks, the embodiment's interface); each file appears whole."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".onnx.tmp-", dir=out))
     try:
-        export_onnx(policy, tmp / ONNX_FILE, batch=batch)
-        known = sorted({*(policy.metadata.get("tasks") or []), *tasks})
+        export_onnx(policy, tmp / ONNX_FILE, batch=batch, embodiment=embodiment)
+        io = PolicyIO(policy, embodiment)
+        known = sorted({*io.record.tasks, *tasks})
         save_file(text_embeddings(policy, known), str(tmp / EMBED_FILE))
-        cfg = policy.config
+        inputs = example_inputs(policy, batch, embodiment=embodiment)
         info = {
-            "inputs": {k: list(v.shape) for k, v in example_inputs(policy, batch).items()},
-            "output": {"actions": [batch, cfg.chunk, cfg.action_dim]},
-            "head": cfg.head.kind,
+            "inputs": {k: list(v.shape) for k, v in inputs.items()},
+            "output": {"actions": [batch, io.chunk, io.action_dim]},
+            "head": policy.config.head.kind,
             "tasks": known,
-            "fps": policy.metadata.get("fps"),
+            "resize": "frames of another size than image_size: vlaforge.image.resize (what training used)",
+            **io.describe(),
             "exporter": "torch.onnx (dynamo=False)",
         }
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
