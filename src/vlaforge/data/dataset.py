@@ -153,7 +153,6 @@ class WindowDataset:
         return batch
 
 
-
 def to_torch(batch: dict) -> dict:
     """numpy arrays -> torch tensors (zero-copy); lists (the task strings) stay lists."""
     return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
