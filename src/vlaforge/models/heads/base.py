@@ -42,16 +42,17 @@ class TrunkOutput:
 class ActionHead(nn.Module, ABC):
     """Base of every action head: maps a `TrunkOutput` to normalized action chunks."""
 
-    def __init__(self, embed_dim: int, action_dim: int, horizon: int) -> None:
+    def __init__(self, embed_dim: int, action_dim: int, horizon: int, num_readouts: int = 1) -> None:
         super().__init__()
         self.embed_dim = embed_dim
         self.action_dim = action_dim
         self.horizon = horizon
+        self._num_readouts = num_readouts
 
     @property
     def num_readouts(self) -> int:
         """How many readout tokens the trunk should append for this head (default 1)."""
-        return 1
+        return self._num_readouts
 
     @abstractmethod
     def loss(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -185,3 +186,8 @@ class PositionwiseMLP(nn.Module):
                 f"expected {self.position.shape[0]} readouts (one per chunk position), got {readouts.shape[1]}"
             )
         return self.mlp(self.norm(readouts + self.position))  # [B, H, out_dim]
+
+
+def mlp_kwargs(cfg: Any) -> dict[str, Any]:
+    """The MLP settings every MLP head takes from its `HeadConfig` (hidden width, blocks, dropout)."""
+    return {"hidden_dim": cfg.hidden_dim, "num_blocks": cfg.num_blocks, "dropout": cfg.dropout}

@@ -35,6 +35,7 @@ from vlaforge.models.heads.common import (
     TimeEmbedding,
     cosine_schedule,
     masked_mean,
+    mlp_kwargs,
     pooled,
     randn,
     repeat_samples,
@@ -63,8 +64,7 @@ class DiffusionHead(ActionHead):
         dropout: float = 0.0,
         time_dim: int = 32,
     ) -> None:
-        super().__init__(embed_dim, action_dim, horizon)
-        self._num_readouts = num_readouts
+        super().__init__(embed_dim, action_dim, horizon, num_readouts)
         self.train_steps = train_steps
         self.sample_steps = max(1, min(sample_steps, train_steps))
         self.eta = eta
@@ -83,12 +83,8 @@ class DiffusionHead(ActionHead):
             embed_dim, action_dim, horizon,
             num_readouts=cfg.num_readouts, train_steps=cfg.diffusion_train_steps,
             sample_steps=cfg.sample_steps, eta=cfg.ddim_eta, sample_clip=cfg.sample_clip,
-            hidden_dim=cfg.hidden_dim, num_blocks=cfg.num_blocks, dropout=cfg.dropout, time_dim=cfg.time_dim,
+            time_dim=cfg.time_dim, **mlp_kwargs(cfg),
         )  # fmt: skip
-
-    @property
-    def num_readouts(self) -> int:
-        return self._num_readouts
 
     def condition(self, trunk: TrunkOutput) -> torch.Tensor:
         """The observation's part of the network, computed once per observation: [B, hidden]."""

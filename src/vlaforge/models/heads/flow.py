@@ -29,6 +29,7 @@ from vlaforge.models.heads.common import (
     TimeEmbedding,
     euler_integrate,
     masked_mean,
+    mlp_kwargs,
     pooled,
     randn,
     repeat_samples,
@@ -53,15 +54,10 @@ class _FlowMatchingHead(ActionHead):
         time_beta: tuple[float, float] = (1.5, 1.0),
         time_min: float = 0.001,
     ) -> None:
-        super().__init__(embed_dim, action_dim, horizon)
-        self._num_readouts = num_readouts
+        super().__init__(embed_dim, action_dim, horizon, num_readouts)
         self.flow_steps = flow_steps
         self.time_beta = time_beta
         self.time_min = time_min
-
-    @property
-    def num_readouts(self) -> int:
-        return self._num_readouts
 
     @abstractmethod
     def context(self, trunk: TrunkOutput, num_samples: int) -> Any:
@@ -116,10 +112,8 @@ class FlowHead(_FlowMatchingHead):
     @classmethod
     def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> FlowHead:
         return cls(
-            embed_dim, action_dim, horizon,
-            hidden_dim=cfg.hidden_dim, num_blocks=cfg.num_blocks, dropout=cfg.dropout, time_dim=cfg.time_dim,
-            **_flow_kwargs(cfg),
-        )  # fmt: skip
+            embed_dim, action_dim, horizon, time_dim=cfg.time_dim, **mlp_kwargs(cfg), **_flow_kwargs(cfg)
+        )
 
     def context(self, trunk, num_samples):
         return repeat_samples(self.net.encode(pooled(trunk.readouts)), num_samples)  # [B*S, hidden]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from vlaforge.models.heads.base import ActionHead, TrunkOutput
-from vlaforge.models.heads.common import PositionwiseMLP, masked_mean, repeat_samples
+from vlaforge.models.heads.common import PositionwiseMLP, masked_mean, mlp_kwargs, repeat_samples
 
 _LOSSES = {
     "l1": lambda pred, target: (pred - target).abs(),
@@ -43,7 +43,7 @@ class RegressionHead(ActionHead):
         num_blocks: int = 2,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__(embed_dim, action_dim, horizon)
+        super().__init__(embed_dim, action_dim, horizon, num_readouts=horizon)
         if loss not in _LOSSES:
             raise ValueError(f"regression loss must be one of {sorted(_LOSSES)}, got {loss!r}")
         self.loss_name = loss
@@ -51,14 +51,7 @@ class RegressionHead(ActionHead):
 
     @classmethod
     def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> RegressionHead:
-        return cls(
-            embed_dim, action_dim, horizon,
-            loss=cfg.loss, hidden_dim=cfg.hidden_dim, num_blocks=cfg.num_blocks, dropout=cfg.dropout,
-        )  # fmt: skip
-
-    @property
-    def num_readouts(self) -> int:
-        return self.horizon
+        return cls(embed_dim, action_dim, horizon, loss=cfg.loss, **mlp_kwargs(cfg))
 
     def predict(self, trunk: TrunkOutput) -> torch.Tensor:
         """The predicted chunk [B, H, A]."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from vlaforge.models.heads.base import ActionHead, TrunkOutput
-from vlaforge.models.heads.common import PositionwiseMLP, masked_mean, repeat_samples
+from vlaforge.models.heads.common import PositionwiseMLP, masked_mean, mlp_kwargs, repeat_samples
 
 if TYPE_CHECKING:
     from vlaforge.models.heads import HeadConfig
@@ -40,20 +40,13 @@ class TokenHead(ActionHead):
         num_blocks: int = 2,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__(embed_dim, action_dim, horizon)
+        super().__init__(embed_dim, action_dim, horizon, num_readouts=horizon)
         self.num_bins = num_bins
         self.mlp = PositionwiseMLP(embed_dim, horizon, action_dim * num_bins, hidden_dim, num_blocks, dropout)
 
     @classmethod
     def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> TokenHead:
-        return cls(
-            embed_dim, action_dim, horizon,
-            num_bins=cfg.num_bins, hidden_dim=cfg.hidden_dim, num_blocks=cfg.num_blocks, dropout=cfg.dropout,
-        )  # fmt: skip
-
-    @property
-    def num_readouts(self) -> int:
-        return self.horizon
+        return cls(embed_dim, action_dim, horizon, num_bins=cfg.num_bins, **mlp_kwargs(cfg))
 
     def encode(self, actions: torch.Tensor) -> torch.Tensor:
         """Normalized actions (any shape) -> bin indices (int64), values clipped to [-1, 1]."""
