@@ -1,5 +1,7 @@
-"""`vlaforge collect metaworld`: a real tiny collection read back, resume after kill -9, CLI errors."""
+"""`vlaforge collect metaworld` (`run(CollectConfig)`): a real tiny collection read back, resume after
+kill -9, input errors."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,30 +13,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vlaforge.cli import main
-from vlaforge.data.collect import SIDECAR, episode_seed
+from vlaforge.data.collect import SIDECAR, CollectConfig, episode_seed, run
 from vlaforge.data.lerobot_v3 import LeRobotV3Dataset
 from vlaforge.envs.tasks import TASK_DESCRIPTIONS
+from vlaforge.errors import VlaforgeError
 from vlaforge.keys import ACTION, ENV_STATE, REWARD, STATE, SUCCESS
 
 CAM = "observation.images.corner2"
-TINY = [
-    "collect",
-    "metaworld",
-    "--tasks",
-    "reach,handle-press-v3",
-    "--episodes-per-task",
-    "2",
-    "--image-size",
-    "32",
-]
-TINY += ["--workers", "0", "--no-progress"]
+
+
+def tiny_config(out, **kw) -> CollectConfig:
+    base = dict(tasks="reach,handle-press-v3", episodes_per_task=2, image_size=32, workers=0, progress=False)
+    return CollectConfig(out=str(out), **{**base, **kw})
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("collect") / "tiny"
-    assert main([*TINY, "--out", str(out)]) == 0
+    assert run(tiny_config(out)) == 0
     return out
 
 
@@ -69,21 +65,27 @@ def test_sidecar_records_seeds_and_success_rates(tiny):
 
 def test_recorded_frames_match_a_fresh_rollout(tiny):
     """The dataset holds exactly what the env + expert produce for the recorded seed."""
-    from vlaforge.envs.metaworld import RolloutSpec, run_spec
+    from vlaforge.envs.rollout import AttemptSpec, run_attempt
 
     ds = LeRobotV3Dataset(tiny)
     ep = ds.episodes[2]
-    rollout = run_spec(RolloutSpec(ep["metaworld_task"], ep["seed"], image_size=32))
+    rollout = run_attempt(AttemptSpec(ep["metaworld_task"], ep["seed"], image_size=32))
     rows = slice(ep["dataset_from_index"], ep["dataset_to_index"])
     for key in (STATE, ENV_STATE, ACTION):
         np.testing.assert_array_equal(ds.column(key)[rows], rollout.frames[key])
 
 
-def test_finished_dataset_is_refused_without_overwrite(tiny, capsys):
+def test_sidecar_names_the_simulator_control_mode_and_camera_roles(tiny):
+    side = json.loads((tiny / SIDECAR).read_text())
+    assert side["simulator"] == "metaworld" and side["camera_roles"] == {"corner2": "primary"}
+    assert "gripper" in side["control_mode"]
+
+
+def test_finished_dataset_is_refused_without_overwrite(tiny):
     before = sorted(p.name for p in tiny.rglob("*"))
-    assert main([*TINY, "--out", str(tiny)]) == 2
-    err = capsys.readouterr().err
-    assert "already holds a finished dataset" in err and "--overwrite" in err and err.count("\n") == 1
+    with pytest.raises(VlaforgeError, match="already holds a finished dataset") as err:
+        run(tiny_config(tiny))
+    assert "--overwrite" in str(err.value) and "\n" not in str(err.value)
     assert sorted(p.name for p in tiny.rglob("*")) == before
 
 
@@ -99,49 +101,46 @@ def test_other_options_do_not_resume(tmp_path, capsys):
         "seed": 0,
     }
     (out / SIDECAR).write_text(json.dumps({"complete": False, "config": config}))
-    cmd = ["collect", "metaworld", "--tasks", "reach", "--episodes-per-task", "1", "--image-size", "32"]
-    assert main([*cmd, "--out", str(out), "--workers", "0"]) == 2
-    assert "other options" in capsys.readouterr().err
+    with pytest.raises(VlaforgeError, match="other options"):
+        run(tiny_config(out, tasks="reach", episodes_per_task=1))
 
 
 def test_overwrite_replaces_a_dataset(tmp_path):
+    cfg = tiny_config(tmp_path / "d", tasks="reach", episodes_per_task=1, image_size=16)
+    assert run(cfg) == 0
+    assert run(dataclasses.replace(cfg, seed=3, overwrite=True)) == 0
     out = tmp_path / "d"
-    args = ["collect", "metaworld", "--tasks", "reach", "--episodes-per-task", "1", "--image-size", "16"]
-    args += ["--workers", "0", "--no-progress", "--out", str(out)]
-    assert main(args) == 0
-    assert main([*args, "--seed", "3", "--overwrite"]) == 0
     ds = LeRobotV3Dataset(out)
     assert ds.num_episodes == 1 and ds.episodes[0]["seed"] == episode_seed(3, "reach-v3", 0)
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("change", "message"),
     [
-        (["--tasks", "reech"], "did you mean 'reach-v3'"),
-        (["--tasks", "reach", "--image-size", "15"], "--image-size must be"),
-        (["--tasks", "reach", "--image-size", "abc"], "--image-size must be an integer"),
-        (["--tasks", "reach", "--cameras", "corner-2"], "did you mean 'corner2'"),
-        (["--tasks", "reach", "--episodes-per-task", "0"], "--episodes-per-task must be"),
+        ({"tasks": "reech"}, "did you mean 'reach-v3'"),
+        ({"image_size": 15}, "--image-size must be"),
+        ({"image_size": 2000}, "--image-size must be between 16 and 1024"),
+        ({"cameras": "corner-2"}, "did you mean 'corner2'"),
+        ({"episodes_per_task": 0}, "--episodes-per-task must be"),
+        ({"simulator": "metaworl"}, "did you mean 'metaworld'"),
     ],
 )
-def test_cli_errors_exit_2_with_one_line(tmp_path, capsys, extra, message):
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, change, message):
     out = tmp_path / "never"
-    assert main(["collect", "metaworld", *extra, "--out", str(out), "--workers", "0"]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.startswith("vlaforge: error:") and err.count("\n") == 1
+    with pytest.raises(VlaforgeError, match=message) as err:
+        run(tiny_config(out, **change))
+    assert "\n" not in str(err.value)
     assert not out.exists()
 
 
-def test_unknown_source_and_foreign_directory(tmp_path, capsys):
-    assert main(["collect", "metaworl", "--tasks", "reach", "--out", str(tmp_path / "x")]) == 2
-    assert "did you mean 'metaworld'" in capsys.readouterr().err
+def test_foreign_directory_is_never_touched(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    assert main(["collect", "metaworld", "--tasks", "reach", "--out", str(foreign), "--workers", "0"]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert main(["collect", "metaworld", "--tasks", "reach", "--out", str(foreign), "--overwrite"]) == 2
-    assert "does not look like a dataset" in capsys.readouterr().err
+    with pytest.raises(VlaforgeError, match="already exists"):
+        run(tiny_config(foreign, tasks="reach"))
+    with pytest.raises(VlaforgeError, match="does not look like a dataset"):
+        run(tiny_config(foreign, tasks="reach", overwrite=True))
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
@@ -176,11 +175,15 @@ def test_resume_after_kill(tmp_path):
     The rerun uses another worker count (in-process): workers never change the dataset.
     """
     out = tmp_path / "d"
-    args = ["collect", "metaworld", "--tasks", "reach,handle-press", "--episodes-per-task", "2"]
-    args += ["--image-size", "32", "--no-progress", "--out", str(out)]
+    cfg = tiny_config(out, tasks="reach,handle-press")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    code = (
+        "import sys; from vlaforge.data.collect import CollectConfig, run; "
+        f"sys.exit(run(CollectConfig(tasks={cfg.tasks!r}, out={cfg.out!r}, episodes_per_task=2, "
+        "image_size=32, workers=1, progress=False)))"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vlaforge", *args, "--workers", "1"],
+        [sys.executable, "-c", code],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -199,7 +202,7 @@ def test_resume_after_kill(tmp_path):
     first_video = out / "videos" / CAM / "chunk-000" / "file-000.mp4"
     video_bytes = first_video.read_bytes()
     done_before = len(_committed(out))
-    assert main([*args, "--workers", "0"]) == 0
+    assert run(cfg) == 0
     ds = LeRobotV3Dataset(out)
     assert ds.num_episodes == 4 and done_before < 4
     assert [ep["attempt"] for ep in ds.episodes] == [0, 1, 0, 1]
@@ -212,15 +215,18 @@ def test_resume_after_kill(tmp_path):
 
 def test_failed_attempts_are_skipped_and_the_cap_is_reported(tmp_path, capsys):
     """A 45-step limit makes some reach attempts fail: they are skipped in order, then the cap stops."""
-    from vlaforge.data.collect import CollectConfig, collect
-    from vlaforge.envs.metaworld import MetaWorldEnv, _probe
+    from vlaforge.data.collect import collect
+    from vlaforge.envs.metaworld import MetaWorldEnv, expert_action
+    from vlaforge.envs.rollout import probe_attempt
 
-    cfg = CollectConfig(tasks=("reach-v3",), episodes_per_task=3, image_size=16, max_steps=45, max_attempts=2)
+    cfg = tiny_config(tmp_path / "d", tasks="reach-v3", episodes_per_task=3, image_size=16, max_steps=45,
+                      max_attempts=2)  # fmt: skip
     env = MetaWorldEnv("reach-v3", image_size=16, max_steps=45)
-    outcomes = [_probe(env, episode_seed(0, "reach-v3", a)) is not None for a in range(6)]
+    seeds = [episode_seed(0, "reach-v3", a) for a in range(6)]
+    outcomes = [probe_attempt(env, expert_action, seed, 45)[0] is not None for seed in seeds]
     env.close()
     assert not all(outcomes), "pick a tighter step limit: every attempt succeeds"
-    summary = collect(cfg, tmp_path / "d", workers=0, progress_bar=False)
+    summary = collect(cfg)
     kept = [a for a, ok in enumerate(outcomes) if ok][:3]
     ds = LeRobotV3Dataset(tmp_path / "d")
     assert [ep["attempt"] for ep in ds.episodes] == kept

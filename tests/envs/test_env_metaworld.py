@@ -6,7 +6,8 @@ import pytest
 
 from vlaforge.envs import render
 from vlaforge.envs.base import Environment
-from vlaforge.envs.metaworld import MetaWorldEnv, RolloutSpec, expert_rollout, run_spec
+from vlaforge.envs.metaworld import MetaWorldEnv
+from vlaforge.envs.rollout import AttemptSpec, expert_rollout, run_attempt
 from vlaforge.errors import VlaforgeError
 from vlaforge.keys import ACTION, ENV_STATE, REWARD, STATE, SUCCESS, TASK
 
@@ -97,7 +98,7 @@ def test_upright_image_has_the_table_at_the_bottom(reach_env):
 
 def test_expert_succeeds_on_reach_and_keeps_a_short_tail():
     env = MetaWorldEnv("reach", image_size=32)
-    spec = RolloutSpec("reach-v3", seed=1, image_size=32, steps_after_success=10)
+    spec = AttemptSpec("reach-v3", seed=1, image_size=32, steps_after_success=10)
     try:
         result = expert_rollout(env, spec, probe=True)
         one_pass = expert_rollout(env, spec, probe=False)
@@ -118,9 +119,9 @@ def test_expert_succeeds_on_reach_and_keeps_a_short_tail():
     np.testing.assert_allclose(es[1:, 18:36], es[:-1, 0:18], atol=1e-6)  # frame t+1 follows action t
 
 
-def test_run_spec_reuses_envs_and_matches_direct_rollout():
-    spec = RolloutSpec("reach-v3", seed=4, image_size=32, steps_after_success=2)
-    a, b = run_spec(spec), run_spec(spec)
+def test_run_attempt_reuses_envs_and_matches_direct_rollout():
+    spec = AttemptSpec("reach-v3", seed=4, image_size=32, steps_after_success=2)
+    a, b = run_attempt(spec), run_attempt(spec)
     for key in a.frames:
         np.testing.assert_array_equal(a.frames[key], b.frames[key])
 

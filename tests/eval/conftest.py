@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from vlaforge import keys as T  # noqa: E402
+from vlaforge.models.io import CheckpointRecord  # noqa: E402
 
 SMALL = 64  # px: the smallest size the default camera still shows the scene at; keeps tests fast
 
@@ -26,12 +27,15 @@ class StubConfig:
     state_dim: int = 4
 
 
-class RecordingPolicy:
-    """Returns zero chunks and records every batch the runner builds (batch size, pads, shapes)."""
+class RecordingPolicy(torch.nn.Module):
+    """A network stand-in the eval adapter (`CheckpointPolicy`) wraps like a `VLAPolicy`: returns zero
+    chunks and records every batch the adapter builds (batch size, pads, shapes)."""
 
     def __init__(self, config: StubConfig | None = None) -> None:
+        super().__init__()
         self.config = config or StubConfig()
         self.metadata: dict = {}
+        self.record = CheckpointRecord()
         self.calls: list[dict] = []
 
     def reset(self) -> None:

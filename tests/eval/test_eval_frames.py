@@ -48,8 +48,11 @@ def _replay(seed: int, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_eval_frames_equal_the_recorded_frames_for_the_same_seed_and_state(tmp_path):
-    cfg = CollectConfig(tasks=("reach-v3",), episodes_per_task=1, image_size=SIZE, steps_after_success=2)
-    collect(cfg, tmp_path / "D", workers=0, progress_bar=False)
+    cfg = CollectConfig(
+        tasks="reach-v3", out=str(tmp_path / "D"), episodes_per_task=1, image_size=SIZE, steps_after_success=2,
+        workers=0, progress=False,
+    )  # fmt: skip
+    collect(cfg)
     ds = LeRobotV3Dataset(tmp_path / "D")
     ep = ds.episodes[0]
     rows = ds.column("episode_index").reshape(-1) == 0

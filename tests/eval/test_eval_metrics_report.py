@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from vlaforge.envs.tasks import DIFFICULTY, difficulty_of
+from vlaforge.envs.tasks import DIFFICULTY, TASK_DESCRIPTIONS, difficulty_of
 from vlaforge.errors import VlaforgeError
 from vlaforge.eval.metrics import EpisodeResult, summarize
 from vlaforge.eval.report import format_table, write_report
@@ -66,7 +66,9 @@ def test_train_seeds_recorded_by_instruction_match_the_task(tmp_path):
     # The trainer records LeRobot task strings (instructions), e.g. from a dataset's episodes.
     meta = {"train_seeds": [{"task": "Reach a goal position", "seed": 2**31 + 2}]}
     with pytest.raises(VlaforgeError, match="reach-v3:2147483650"):
-        TrainSeeds.from_metadata(meta).check(["reach-v3"], eval_seeds(0, 3), allow=False)
+        TrainSeeds.from_metadata(meta).check(
+            ["reach-v3"], eval_seeds(0, 3), allow=False, instructions=TASK_DESCRIPTIONS
+        )
 
 
 def test_train_seeds_from_episode_records_and_when_absent():

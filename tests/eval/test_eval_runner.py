@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,21 +13,28 @@ from pathlib import Path
 
 import pytest
 
-from vlaforge.cli import main as cli_main
 from vlaforge.data.video import read_mp4
+from vlaforge.envs.registry import get_simulator
 from vlaforge.errors import VlaforgeError
-from vlaforge.eval.baselines import ExpertPolicy, RandomPolicy, ScriptedConfig
-from vlaforge.eval.runner import EvalConfig, run_evaluation
+from vlaforge.eval.baselines import ExpertPolicy, RandomPolicy
+from vlaforge.eval.command import run
+from vlaforge.eval.config import EvalConfig
+from vlaforge.eval.runner import run_evaluation
 from vlaforge.eval.seeds import eval_seeds
 
 SMALL = 64  # px, as in conftest.py: small renders keep the tests fast
+METAWORLD = get_simulator("metaworld")
+
+
+def _cfg(out, policy="expert", suite="reach-v3", **kw) -> EvalConfig:
+    return EvalConfig(policy=policy, suite=suite, out=str(out), **kw)
 
 
 def test_expert_scores_high_and_writes_json_videos_and_html(tmp_path, capsys):
     out = tmp_path / "E"
-    argv = ["eval", "--policy", "expert", "--suite", "reach-v3,drawer-open-v3", "--episodes-per-task", "3",
-            "--workers", "2", "--image-size", str(SMALL), "--videos-per-task", "1", "--out", str(out)]  # fmt: skip
-    assert cli_main(argv) == 0
+    cfg = _cfg(out, suite="reach-v3,drawer-open-v3", episodes_per_task=3, workers=2, image_size=SMALL,
+               videos_per_task=1)  # fmt: skip
+    assert run(cfg) == 0
     info = json.loads((out / "eval_info.json").read_text())
     for task in ("reach-v3", "drawer-open-v3"):
         m = info["per_task"][task]
@@ -34,7 +42,7 @@ def test_expert_scores_high_and_writes_json_videos_and_html(tmp_path, capsys):
         assert m["seeds"] == eval_seeds(0, 3) and m["difficulty"] == "easy" and m["instruction"]
         assert 0 < m["mean_length"] < 500
         (video,) = m["videos"]
-        ep = next(e for e in info["episodes"] if e["task"] == task and e["episode"] == 0)
+        ep = next(e for e in info["episodes"] if e["video"] == video)  # the first success to finish
         frames = read_mp4(out / video)
         assert frames.shape == (ep["length"] + 1, SMALL, SMALL, 3)  # the reset frame + one per step
     assert info["overall"]["success_rate"] >= 0.9 and list(info["per_group"]) == ["easy"]
@@ -42,20 +50,19 @@ def test_expert_scores_high_and_writes_json_videos_and_html(tmp_path, capsys):
     assert info["timing"]["env_steps_per_s"] > 0 and not info["interrupted"]
     assert info["train_seeds"]["status"] == "not-applicable"
     page = (out / "report.html").read_text()
-    assert (
-        '<video src="videos/reach-v3/episode_000.mp4"' in page and "Open a drawer" in page and "<svg" in page
-    )
+    assert f'<video src="{info["per_task"]["reach-v3"]["videos"][0]}"' in page
+    assert "Open a drawer" in page and "<svg" in page
     assert "reach-v3" in capsys.readouterr().out  # the terminal table
-    assert cli_main(argv) == 2  # an existing evaluation is not overwritten without --overwrite
+    with pytest.raises(VlaforgeError, match="--overwrite"):  # an existing evaluation is kept
+        run(cfg)
 
 
 def test_random_policy_scores_about_zero_on_pick_place(tmp_path):
     # A uniform random walk never grasps, lifts and places the puck; 150 steps instead of 500 keep the
     # test short and can only lower its (already ~0) chance, and every episode must then run to the limit.
-    cfg = EvalConfig(episodes_per_task=3, workers=2, envs_per_worker=2, max_steps=150, videos_per_task=0)
-    info = run_evaluation(
-        RandomPolicy(ScriptedConfig(image_size=SMALL)), ["pick-place-v3"], cfg, tmp_path, name="random"
-    )
+    cfg = _cfg(tmp_path, "random", "pick-place-v3", episodes_per_task=3, workers=2, envs_per_worker=2,
+               max_steps=150, videos_per_task=0, image_size=SMALL)  # fmt: skip
+    info = run_evaluation(RandomPolicy(cfg, METAWORLD), ["pick-place-v3"], cfg)
     m = info["per_task"]["pick-place-v3"]
     assert m["success_rate"] == 0.0 and m["episodes"] == 3 and m["mean_length"] == 150
     assert info["per_group"]["hard"]["success_rate"] == 0.0
@@ -64,10 +71,9 @@ def test_random_policy_scores_about_zero_on_pick_place(tmp_path):
 @pytest.mark.parametrize(("mode", "calls"), [("receding", 3), ("ensemble", 6)])
 def test_one_batched_call_per_step_with_padded_history(tmp_path, recording_policy, mode, calls):
     # 2 tasks x 2 episodes on 4 slots: all live at once, 6 steps each; history 3, chunk 4, k = 2.
-    cfg = EvalConfig(
-        episodes_per_task=2, workers=2, envs_per_worker=2, max_steps=6, videos_per_task=0, execution=mode
-    )
-    info = run_evaluation(recording_policy, ["reach-v3", "drawer-close-v3"], cfg, tmp_path, name="stub")
+    cfg = _cfg(tmp_path, "stub", "reach-v3,drawer-close-v3", episodes_per_task=2, workers=2,
+               envs_per_worker=2, max_steps=6, videos_per_task=0, execution=mode)  # fmt: skip
+    info = run_evaluation(recording_policy, ["reach-v3", "drawer-close-v3"], cfg)
     rec = recording_policy.calls
     assert len(rec) == calls == info["timing"]["policy_calls"]
     assert all(c["batch"] == 4 for c in rec)  # one call for every live environment
@@ -88,9 +94,8 @@ def test_a_killed_worker_is_restarted_and_its_episode_retried(tmp_path):
             killed.append(loop.pool.pids[0])
             os.kill(killed[0], signal.SIGKILL)
 
-    cfg = EvalConfig(episodes_per_task=4, workers=2, envs_per_worker=1, videos_per_task=0)
-    policy = ExpertPolicy(ScriptedConfig(image_size=SMALL))
-    info = run_evaluation(policy, ["reach-v3"], cfg, tmp_path, name="expert", on_step=kill_worker_once)
+    cfg = _cfg(tmp_path, episodes_per_task=4, workers=2, envs_per_worker=1, videos_per_task=0, image_size=SMALL)
+    info = run_evaluation(ExpertPolicy(cfg, METAWORLD), ["reach-v3"], cfg, on_step=kill_worker_once)
     assert killed
     assert info["robustness"] == {"retries": 1, "worker_restarts": 1, "workers": 2}
     m = info["per_task"]["reach-v3"]
@@ -105,10 +110,9 @@ def test_a_worker_that_keeps_crashing_stops_with_an_error_and_keeps_the_results(
         if loop.results:
             os.kill(loop.pool.pids[0], signal.SIGKILL)
 
-    cfg = EvalConfig(episodes_per_task=3, workers=1, envs_per_worker=1, videos_per_task=0)
-    policy = ExpertPolicy(ScriptedConfig(image_size=SMALL))
+    cfg = _cfg(tmp_path, episodes_per_task=3, workers=1, envs_per_worker=1, videos_per_task=0, image_size=SMALL)
     with pytest.raises(VlaforgeError, match="crashed its worker 4 times"):
-        run_evaluation(policy, ["reach-v3"], cfg, tmp_path, name="expert", on_step=kill_after_first_episode)
+        run_evaluation(ExpertPolicy(cfg, METAWORLD), ["reach-v3"], cfg, on_step=kill_after_first_episode)
     info = json.loads((tmp_path / "eval_info.json").read_text())
     assert (
         info["per_task"]["reach-v3"]["episodes"] == 1 and info["per_task"]["reach-v3"]["success_rate"] == 1.0
@@ -122,15 +126,18 @@ def test_action_dim_mismatch_fails_before_any_rollout(tmp_path):
 
     policy = VLAPolicy(PolicyConfig(action_dim=7, image_size=SMALL))
     with pytest.raises(VlaforgeError, match="7-d actions but Meta-World takes 4-d"):
-        run_evaluation(policy, ["reach-v3"], EvalConfig(episodes_per_task=1), tmp_path / "E", name="p7")
+        run_evaluation(policy, ["reach-v3"], _cfg(tmp_path / "E", "p7", episodes_per_task=1))
     assert not (tmp_path / "E").exists()  # nothing written, no environment started
 
 
 def test_ctrl_c_writes_the_results_so_far(tmp_path):
     out = tmp_path / "E"
-    cmd = [sys.executable, "-m", "vlaforge", "eval", "--policy", "expert", "--suite", "reach-v3",
-           "--episodes-per-task", "50", "--workers", "1", "--envs-per-worker", "1", "--image-size", str(SMALL),
-           "--videos-per-task", "50", "--out", str(out)]  # fmt: skip
+    code = (
+        "import sys; from vlaforge.eval.command import run; from vlaforge.eval.config import EvalConfig; "
+        f"sys.exit(run(EvalConfig(policy='expert', suite='reach-v3', out={str(out)!r}, episodes_per_task=50, "
+        f"workers=1, envs_per_worker=1, image_size={SMALL}, videos_per_task=50)))"
+    )
+    cmd = [sys.executable, "-c", code]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     first = out / "videos" / "reach-v3" / "episode_001.mp4"
     deadline = time.monotonic() + 120
@@ -154,11 +161,12 @@ def test_a_checkpoint_evaluates_and_its_training_seeds_are_respected(tmp_path):
     VLAPolicy(PolicyConfig(image_size=SMALL, chunk=4, execute_steps=4), metadata=meta).save_pretrained(
         tmp_path / "ckpt"
     )
-    argv = ["eval", "--policy", str(tmp_path / "ckpt"), "--suite", "reach-v3", "--episodes-per-task", "2",
-            "--workers", "1", "--max-steps", "8", "--videos-per-task", "1", "--out", str(tmp_path / "E")]  # fmt: skip
-    assert cli_main(argv) == 2  # eval seed block 0 holds a training seed: refused
+    cfg = _cfg(tmp_path / "E", str(tmp_path / "ckpt"), episodes_per_task=2, workers=1, max_steps=8,
+               videos_per_task=1)  # fmt: skip
+    with pytest.raises(VlaforgeError, match="--allow-train-seeds"):  # eval seed block 0 holds a training seed
+        run(cfg)
     assert not (tmp_path / "E").exists()
-    assert cli_main([*argv, "--allow-train-seeds"]) == 0
+    assert run(dataclasses.replace(cfg, allow_train_seeds=True)) == 0
     info = json.loads((tmp_path / "E" / "eval_info.json").read_text())
     assert info["train_seeds"]["status"] == "overlap-allowed"
     assert info["train_seeds"]["overlap"] == [["reach-v3", eval_seeds(0, 1)[0]]]

@@ -1,4 +1,11 @@
-"""Collect Meta-World scripted-expert demonstrations into a LeRobot v3.0 dataset, resumably.
+"""Collect scripted-expert demonstrations of a registered simulator into a LeRobot v3.0 dataset, resumably.
+
+    run(CollectConfig(tasks="reach,drawer-open-v3", out="D", episodes_per_task=3, image_size=64))
+
+`CollectConfig` is the `vlaforge collect` command's one config (the CLI generates its options);
+`resolve` validates it against the simulator's spec (tasks, cameras, bounds); `collect(cfg)` runs it
+and `run(cfg)` also prints the report. Environments and the expert come from the simulator registry
+(`vlaforge.envs.registry`), attempts run in `vlaforge.envs.rollout.run_attempt`.
 
 Order and determinism. Attempt `a` of task `t` always uses the env seed `episode_seed(seed, t, a)`.
 Worker processes run attempts in parallel (each renders in its own process), but episodes are
@@ -7,7 +14,7 @@ successful ones until the task has `episodes_per_task`. The dataset is therefore
 options alone, whatever the number of workers or the timing.
 
 Resume. The writer commits each episode atomically and keeps its metadata (`seed`, `attempt`,
-`metaworld_task`, `success_step`). Because commits follow the fixed order, the committed episodes
+`<simulator>_task` (`metaworld_task`), `success_step`). Because commits follow the fixed order, the committed episodes
 of an interrupted run are a prefix of that order: a rerun with the same options restarts each
 task after its last committed attempt (failed attempts after it are simply re-run: the simulator
 and the expert are deterministic) and finishes the same dataset. The options of a collection are
@@ -35,27 +42,103 @@ import numpy as np
 
 from vlaforge.data import layout
 from vlaforge.data.lerobot_v3 import LeRobotWriter
-from vlaforge.envs.metaworld import FPS, MAX_STEPS, Rollout, RolloutSpec, run_spec, worker_init
-from vlaforge.envs.tasks import TASK_DESCRIPTIONS
+from vlaforge.envs.registry import SimulatorSpec, get_simulator
+from vlaforge.envs.rollout import AttemptSpec, Rollout, run_attempt, worker_init
 from vlaforge.errors import VlaforgeError
 from vlaforge.keys import ACTION, ENV_STATE, REWARD, STATE, SUCCESS, image_key
 
 SIDECAR = "meta/vlaforge_collect.json"
-ROBOT_TYPE = "sawyer"
+MAX_IMAGE_SIZE = 1024
+MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
 class CollectConfig:
-    """What to collect; everything that decides the dataset's content (workers do not)."""
+    """The `vlaforge collect` command: what to collect, where, and how many processes do it."""
 
-    tasks: tuple[str, ...]  # canonical v3 task names, in dataset order (see envs.tasks.resolve_tasks)
-    episodes_per_task: int = 10  # successful episodes kept per task
-    cameras: tuple[str, ...] = ("corner2",)  # rendered cameras (envs.render orients them upright)
-    image_size: int = 128  # square image side, pixels
-    seed: int = 0  # base seed; episode seeds derive from (seed, task, attempt)
-    steps_after_success: int = 10  # frames kept after the first success (not the idle tail)
-    max_attempts: int = 5  # cap on attempts per task, as a multiple of episodes_per_task
-    max_steps: int = MAX_STEPS  # an attempt that has not succeeded by then fails
+    tasks: str
+    """Task names and/or suites of the simulator, comma-separated (Meta-World: names with or without
+    -v3, mt10, mt50, easy, medium, hard, very_hard, ml45-train, ml45-test)."""
+    out: str
+    """Output dataset directory (rerunning the same command resumes an interrupted collection)."""
+    simulator: str = "metaworld"
+    """The registered simulator whose scripted expert demonstrates (vlaforge.envs.registry)."""
+    episodes_per_task: int = 10
+    """Successful episodes kept per task."""
+    cameras: str = ""
+    """Cameras to render, comma-separated (default: the simulator's default camera; upright)."""
+    image_size: int = 128
+    """Square image side in pixels: even (video encoding needs it), 16..1024."""
+    seed: int = 0
+    """Base seed; each episode's env seed derives from (seed, task, attempt) and is recorded."""
+    workers: int = min(os.cpu_count() or 1, 8)
+    """Worker processes that simulate and render; 0 = in this process (default: CPU count, at most 8)."""
+    steps_after_success: int = 10
+    """Frames kept after the first success (not the idle tail)."""
+    max_attempts: int = 5
+    """Attempts allowed per task, as a multiple of episodes_per_task."""
+    max_steps: int | None = None
+    """An attempt that has not succeeded by then fails (default: the simulator's step limit)."""
+    overwrite: bool = False
+    """Replace an existing dataset at the output directory."""
+    progress: bool = True
+    """Show a progress bar (on a terminal; a log gets one line per finished task either way)."""
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A validated `CollectConfig`: everything that decides the dataset's content (workers do not)."""
+
+    simulator: str
+    tasks: tuple[str, ...]  # canonical task names, in dataset order
+    episodes_per_task: int
+    cameras: tuple[str, ...]
+    image_size: int
+    seed: int
+    steps_after_success: int
+    max_attempts: int
+    max_steps: int
+
+    @property
+    def sim(self) -> SimulatorSpec:
+        return get_simulator(self.simulator)
+
+
+def _int(cfg: CollectConfig, name: str, low: int, high: int | None = None) -> int:
+    value = getattr(cfg, name)
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise VlaforgeError(f"{flag} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise VlaforgeError(f"{flag} must be {bound}, got {value}")
+    return value
+
+
+def resolve(cfg: CollectConfig) -> Collection:
+    """Validate `cfg` against its simulator (tasks, cameras, bounds); raises `VlaforgeError`."""
+    sim = get_simulator(cfg.simulator)
+    if sim.expert_action is None:
+        raise VlaforgeError(f"simulator {sim.name!r} has no scripted expert to collect demonstrations with")
+    tasks = cfg.tasks if isinstance(cfg.tasks, str) else ",".join(cfg.tasks)
+    cams = cfg.cameras if isinstance(cfg.cameras, str) else ",".join(cfg.cameras)
+    size = _int(cfg, "image_size", 16, MAX_IMAGE_SIZE)
+    if size % 2:
+        raise VlaforgeError(f"--image-size must be even (video encoding needs it), got {size}")
+    _int(cfg, "workers", 0, 256)
+    return Collection(
+        simulator=sim.name,
+        tasks=tuple(sim.resolve_tasks(tasks)),
+        episodes_per_task=_int(cfg, "episodes_per_task", 1),
+        cameras=sim.check_cameras(
+            tuple(c.strip() for c in cams.split(",") if c.strip()) or (sim.default_camera,)
+        ),
+        image_size=size,
+        seed=_int(cfg, "seed", 0, MAX_SEED),
+        steps_after_success=_int(cfg, "steps_after_success", 0),
+        max_attempts=_int(cfg, "max_attempts", 1),
+        max_steps=sim.max_steps if cfg.max_steps is None else _int(cfg, "max_steps", 1),
+    )
 
 
 def episode_seed(base: int, task: str, attempt: int) -> int:
@@ -64,14 +147,16 @@ def episode_seed(base: int, task: str, attempt: int) -> int:
     return int(state[0] >> 1)
 
 
-def dataset_features(cfg: CollectConfig) -> dict[str, dict[str, Any]]:
+def dataset_features(c: Collection) -> dict[str, dict[str, Any]]:
     """The LeRobot features of a collection (the writer adds the five index columns)."""
     from vlaforge.data.features import vector_feature, video_feature
 
-    features = {image_key(cam): video_feature(cfg.image_size) for cam in cfg.cameras}
-    features[STATE] = vector_feature(4, ["x", "y", "z", "gripper"])
-    features[ENV_STATE] = vector_feature(39)
-    features[ACTION] = vector_feature(4, ["dx", "dy", "dz", "gripper"])
+    sim = c.sim
+    features = {image_key(cam): video_feature(c.image_size) for cam in c.cameras}
+    features[STATE] = vector_feature(sim.state.dim, list(sim.state.names))
+    if sim.env_state_dim:
+        features[ENV_STATE] = vector_feature(sim.env_state_dim)
+    features[ACTION] = vector_feature(sim.action.dim, list(sim.action.names))
     features[REWARD] = vector_feature(1)
     features[SUCCESS] = vector_feature(1, dtype="bool")
     return features
@@ -113,7 +198,7 @@ class CollectSummary:
 
 
 # ------------------------------------------------------------------------------------- output checks
-def check_output(root: Path, cfg: CollectConfig, overwrite: bool) -> bool:
+def check_output(root: Path, cfg: Collection, overwrite: bool) -> bool:
     """Decide how to open `root`: True = resume an unfinished collection with the same options.
 
     Raises `VlaforgeError` for a finished dataset (without overwrite), for an unfinished collection
@@ -162,8 +247,16 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _write_sidecar(root: Path, cfg: CollectConfig, complete: bool, per_task: dict | None = None) -> None:
-    data = {"source": "metaworld", "complete": complete, "config": _jsonable(asdict(cfg))}
+def _write_sidecar(root: Path, cfg: Collection, complete: bool, per_task: dict | None = None) -> None:
+    sim = cfg.sim
+    data = {
+        "source": sim.name,
+        "simulator": sim.name,
+        "control_mode": sim.action.control_mode,
+        "camera_roles": {cam: sim.camera_role(cam) for cam in cfg.cameras},
+        "complete": complete,
+        "config": _jsonable(asdict(cfg)),
+    }
     if per_task is not None:
         data["expert_success_rate"] = {t: s["success_rate"] for t, s in per_task.items()}
         data["tasks"] = per_task
@@ -171,12 +264,12 @@ def _write_sidecar(root: Path, cfg: CollectConfig, complete: bool, per_task: dic
 
 
 # ------------------------------------------------------------------------------------- state
-def restore_progress(cfg: CollectConfig, committed: list[dict]) -> list[TaskProgress]:
+def restore_progress(cfg: Collection, committed: list[dict]) -> list[TaskProgress]:
     """Per-task progress from the writer's committed episode metadata (empty for a new dataset)."""
     cap = cfg.max_attempts * cfg.episodes_per_task
     progress = {t: TaskProgress(t, cap) for t in cfg.tasks}
     for ep in committed:
-        task, attempt = ep.get("metaworld_task"), ep.get("attempt")
+        task, attempt = ep.get(task_key(cfg)), ep.get("attempt")
         if task not in progress or attempt is None or ep.get("seed") != episode_seed(cfg.seed, task, attempt):
             raise VlaforgeError(
                 f"cannot resume: committed episode {ep.get('episode_index')} does not belong to this collection; pass --overwrite"
@@ -188,8 +281,15 @@ def restore_progress(cfg: CollectConfig, committed: list[dict]) -> list[TaskProg
     return list(progress.values())
 
 
-def _spec(cfg: CollectConfig, task: str, attempt: int) -> RolloutSpec:
-    return RolloutSpec(
+def task_key(cfg: Collection) -> str:
+    """The episode metadata key holding the simulator's task name (`metaworld_task` for Meta-World)."""
+    return f"{cfg.simulator}_task"
+
+
+def _spec(cfg: Collection, task: str, attempt: int) -> AttemptSpec:
+    return AttemptSpec(
+        simulator=cfg.simulator,
+        module=cfg.sim.module,
         task=task,
         seed=episode_seed(cfg.seed, task, attempt),
         cameras=cfg.cameras,
@@ -224,7 +324,7 @@ def _executor(workers: int) -> Executor:
 class _Collector:
     """Dispatches attempts to workers and commits their results in the fixed order."""
 
-    def __init__(self, cfg: CollectConfig, writer: LeRobotWriter, progress: list[TaskProgress], bar: Any):
+    def __init__(self, cfg: Collection, writer: LeRobotWriter, progress: list[TaskProgress], bar: Any):
         self.cfg, self.writer, self.progress, self.bar = cfg, writer, progress, bar
         self.pending: dict[Future, tuple[TaskProgress, int]] = {}
         self.head = 0  # index of the first unfinished task
@@ -256,7 +356,7 @@ class _Collector:
         for i, p in enumerate(self.progress[self.head :]):
             limit_used = (p.in_flight + len(p.results)) if i == 0 else self._buffered()
             while p.wants_more(target) and limit_used < self.window:
-                future = executor.submit(run_spec, _spec(self.cfg, p.task, p.next_attempt))
+                future = executor.submit(run_attempt, _spec(self.cfg, p.task, p.next_attempt))
                 self.pending[future] = (p, p.next_attempt)
                 p.next_attempt += 1
                 p.in_flight += 1
@@ -283,10 +383,10 @@ class _Collector:
         meta = {
             "seed": spec.seed,
             "attempt": p.cursor - 1,
-            "metaworld_task": p.task,
+            task_key(self.cfg): p.task,
             "success_step": rollout.success_step,
         }
-        self.writer.add_episode(rollout.frames, TASK_DESCRIPTIONS[p.task], metadata=meta)
+        self.writer.add_episode(rollout.frames, self.cfg.sim.instructions[p.task], metadata=meta)
         p.committed += 1
         p.seeds.append(spec.seed)
         self.frames += len(rollout.frames[ACTION])
@@ -319,37 +419,27 @@ def summarize(progress: list[TaskProgress]) -> dict[str, dict[str, Any]]:
     }
 
 
-def collect(
-    cfg: CollectConfig,
-    out: str | Path,
-    *,
-    workers: int = 1,
-    overwrite: bool = False,
-    progress_bar: bool | None = None,
-) -> CollectSummary:
-    """Collect (or resume collecting) `cfg` into `out`; returns per-task figures.
-
-    `workers`: processes that simulate and render (0 = this process). `progress_bar`: None shows a
-    tqdm bar when stderr is a terminal.
-    """
-    root = Path(out)
-    resume = check_output(root, cfg, overwrite)
+def collect(cfg: CollectConfig) -> CollectSummary:
+    """Collect (or resume collecting) `cfg` into `cfg.out`; returns per-task figures."""
+    c = resolve(cfg)
+    root = Path(cfg.out)
+    resume = check_output(root, c, cfg.overwrite)
     writer = LeRobotWriter(
         root,
-        fps=FPS,
-        robot_type=ROBOT_TYPE,
-        features=dataset_features(cfg),
+        fps=c.sim.fps,
+        robot_type=c.sim.robot_type or c.sim.name,
+        features=dataset_features(c),
         resume=resume,
-        overwrite=overwrite,
+        overwrite=cfg.overwrite,
     )
-    _write_sidecar(root, cfg, complete=False)
-    progress = restore_progress(cfg, writer.episode_metadata())
+    _write_sidecar(root, c, complete=False)
+    progress = restore_progress(c, writer.episode_metadata())
     start = time.perf_counter()
-    bar = _bar(cfg, writer.num_episodes, progress_bar)
-    collector = _Collector(cfg, writer, progress, bar)
-    executor = _executor(workers)
+    bar = _bar(c, writer.num_episodes, cfg.progress)
+    collector = _Collector(c, writer, progress, bar)
+    executor = _executor(cfg.workers)
     try:
-        collector.run(executor, window=max(2, 2 * workers))
+        collector.run(executor, window=max(2, 2 * cfg.workers))
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         if bar is not None:
@@ -358,16 +448,39 @@ def collect(
     if writer.num_episodes == 0:
         raise VlaforgeError("the expert succeeded in no attempt; nothing to write")
     writer.finalize()
-    _write_sidecar(root, cfg, complete=True, per_task=per_task)
+    _write_sidecar(root, c, complete=True, per_task=per_task)
     frames = sum(ep["length"] for ep in writer.episode_metadata())
     seconds = time.perf_counter() - start
     return CollectSummary(root, writer.num_episodes, frames, seconds, per_task, new_frames=collector.frames)
 
 
-def _bar(cfg: CollectConfig, initial: int, enabled: bool | None) -> Any:
-    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+def _bar(cfg: Collection, initial: int, enabled: bool) -> Any:
+    if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
     total = cfg.episodes_per_task * len(cfg.tasks)
     return tqdm(total=total, initial=initial, unit="ep", desc="collect", dynamic_ncols=True, file=sys.stderr)
+
+
+def run(cfg: CollectConfig) -> int:
+    """The `vlaforge collect` command: collect, then print each task's expert success rate; 0."""
+    summary = collect(cfg)
+    _report(summary, cfg.episodes_per_task)
+    return 0
+
+
+def _report(summary: CollectSummary, target: int) -> None:
+    width = max(len(t) for t in summary.per_task)
+    print("expert success rate per task (successes / attempts):")
+    for task, s in summary.per_task.items():
+        rate = f"{100 * s['success_rate']:.0f}%" if s["success_rate"] is not None else "n/a"
+        print(f"  {task:<{width}}  {s['episodes']}/{s['attempts']}  {rate}")
+    fps = summary.new_frames / summary.seconds if summary.seconds > 0 else 0.0
+    print(
+        f"dataset {summary.root}: {summary.episodes} episodes, {summary.frames} frames"
+        f" ({summary.new_frames} frames written in {summary.seconds:.1f} s this run, {fps:.0f} frames/s)"
+    )
+    short = summary.short_tasks(target)
+    if short:
+        print(f"vlaforge: warning: fewer than {target} episodes for: {', '.join(short)}", file=sys.stderr)

@@ -17,27 +17,35 @@ clipped scripted-expert action, which is what the collector records.
 from __future__ import annotations
 
 import atexit
-import os
 import pickle
-import threading
-import time
 import warnings
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from vlaforge.envs import render as _render  # sets MUJOCO_GL before mujoco is imported
+from vlaforge.envs import tasks as _tasks
+from vlaforge.envs.registry import ActionSpace, Camera, SimulatorSpec, StateSpace, register
 from vlaforge.envs.tasks import TASK_DESCRIPTIONS, canonical
 from vlaforge.errors import VlaforgeError, unknown
-from vlaforge.keys import ACTION, ENV_STATE, REWARD, STATE, SUCCESS, TASK, image_key
+from vlaforge.keys import ENV_STATE, STATE, TASK, image_key
 
 #: Meta-World's control rate (frames per second of a dataset).
 FPS = 80
 #: Meta-World's episode limit.
 MAX_STEPS = 500
 CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
+#: Each camera's role in a mixture (see `vlaforge.envs.registry.Camera`).
+CAMERA_ROLES = {
+    "topview": "top",
+    "corner": "secondary",
+    "corner2": "primary",
+    "corner3": "secondary",
+    "corner4": "secondary",
+    "behindGripper": "wrist",
+    "gripperPOV": "wrist",
+}
 
 
 def _make_sawyer(task: str) -> Any:
@@ -162,126 +170,54 @@ def _check_cameras(cameras: tuple[str, ...]) -> None:
             raise unknown("camera", cam, CAMERAS)
 
 
-# ---------------------------------------------------------------------------------------------------
-# Scripted-expert rollouts (run inside collection workers; kept here so a worker process imports only
-# the env side, never torch or the dataset code).
+def make_env(
+    task: str, *, cameras: tuple[str, ...] = ("corner2",), image_size: int = 128, max_steps: int = MAX_STEPS
+) -> MetaWorldEnv:
+    """The registry's factory (`SimulatorSpec.make_env`)."""
+    return MetaWorldEnv(task, cameras=cameras, image_size=image_size, max_steps=max_steps)
 
 
-@dataclass(frozen=True)
-class RolloutSpec:
-    """One expert attempt: which task, which seed, what to render and how much to keep."""
-
-    task: str
-    seed: int
-    cameras: tuple[str, ...] = ("corner2",)
-    image_size: int = 128
-    steps_after_success: int = 10  # frames kept after the first success (not the idle tail)
-    max_steps: int = MAX_STEPS
+def expert_action(env: MetaWorldEnv) -> np.ndarray:
+    """The registry's expert hook: Meta-World's scripted policy for the env's current state."""
+    return env.expert_action()
 
 
-@dataclass
-class Rollout:
-    """The outcome of an attempt; `frames` maps every dataset feature to `[T, ...]` (None on failure)."""
-
-    spec: RolloutSpec
-    success_step: int | None  # index of the first step whose `next.success` is True
-    sim_steps: int  # physics steps run (probe + recording), for throughput figures
-    frames: dict[str, np.ndarray] | None
-
-    @property
-    def success(self) -> bool:
-        return self.frames is not None
+def _ml45(split: str):
+    return lambda: _tasks.ml45_split()[split]
 
 
-def expert_rollout(env: MetaWorldEnv, spec: RolloutSpec, *, probe: bool = True) -> Rollout:
-    """Run the expert from `spec.seed`; on success, record up to `steps_after_success` steps past it.
-
-    `probe=True`: a physics-only pass finds out first whether the attempt succeeds (a failure then
-    costs no rendering), then a rendered replay from the same seed records it (the simulator is
-    deterministic per seed). `probe=False` records in one rendered pass: cheaper when failures are
-    rare, wasteful when they are not. Both give identical frames.
-    """
-    sim_steps = 0
-    if probe:
-        found = _probe(env, spec.seed)
-        sim_steps = env.steps
-        if found is None:
-            return Rollout(spec, None, sim_steps, None)
-    frames, first = _record(env, spec.seed, spec.steps_after_success)
-    return Rollout(spec, first, sim_steps + env.steps, frames if first is not None else None)
-
-
-def _probe(env: MetaWorldEnv, seed: int) -> int | None:
-    env.reset(seed, render=False)
-    for t in range(env.max_steps):
-        _, success, _, _ = env.step(env.expert_action(), render=False)
-        if success:
-            return t
-    return None
-
-
-def _record(env: MetaWorldEnv, seed: int, tail: int) -> tuple[dict[str, np.ndarray], int | None]:
-    """Rendered expert run until `tail` steps after the first success (or the step limit).
-
-    Frame t holds observation t, the action taken from it, and that action's reward and success.
-    Returns the frames and the index of the first success (None: the attempt failed).
-    """
-    obs = env.reset(seed)
-    rows: dict[str, list] = {key: [] for key in (*obs, ACTION, REWARD, SUCCESS) if key != TASK}
-    first = None
-    for t in range(env.max_steps):
-        for key, value in obs.items():
-            if key != TASK:
-                rows[key].append(value)
-        action = env.expert_action()
-        last_frame = first is not None and t >= first + tail  # its next observation is never used
-        obs, success, _, info = env.step(action, render=not last_frame)
-        rows[ACTION].append(action)
-        rows[REWARD].append(info["reward"])
-        rows[SUCCESS].append(success)
-        if success and first is None:
-            first = t
-            last_frame = tail == 0
-        if last_frame:
-            break
-    frames = {key: np.stack(values) for key, values in rows.items()}
-    frames[REWARD] = frames[REWARD].astype(np.float32).reshape(-1, 1)  # [T, 1]
-    frames[SUCCESS] = frames[SUCCESS].astype(bool).reshape(-1, 1)  # [T, 1]
-    return frames, first
-
-
-_WORKER_ENVS: dict[tuple, MetaWorldEnv] = {}
-_WORKER_CACHE = 2  # envs kept per process (work arrives grouped by task)
-_WORKER_FAILED: set[str] = set()  # tasks whose expert failed here: probe before rendering from now on
-
-
-def run_spec(spec: RolloutSpec) -> Rollout:
-    """Worker entry point: reuse a cached env for (task, cameras, size, max_steps), run one attempt.
-
-    Attempts record in one rendered pass until the task's expert first fails in this process; from
-    then on they probe first (see `expert_rollout`). The frames are the same either way.
-    """
-    key = (spec.task, spec.cameras, spec.image_size, spec.max_steps)
-    env = _WORKER_ENVS.pop(key, None)
-    if env is None:
-        env = MetaWorldEnv(
-            spec.task, cameras=spec.cameras, image_size=spec.image_size, max_steps=spec.max_steps
-        )
-    _WORKER_ENVS[key] = env  # most recent last
-    while len(_WORKER_ENVS) > _WORKER_CACHE:
-        _WORKER_ENVS.pop(next(iter(_WORKER_ENVS))).close()
-    rollout = expert_rollout(env, spec, probe=spec.task in _WORKER_FAILED)
-    if not rollout.success:
-        _WORKER_FAILED.add(spec.task)
-    return rollout
-
-
-def worker_init(parent_pid: int) -> None:
-    """Process-pool initializer: exit when the parent dies (e.g. `kill -9`), never linger as an orphan."""
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="vlaforge-parent-watch").start()
+SPEC = register(
+    SimulatorSpec(
+        name="metaworld",
+        module=__name__,
+        tasks=tuple(_tasks.MT50),
+        suites={
+            "mt10": tuple(_tasks.MT10),
+            "mt50": tuple(_tasks.MT50),
+            **{group: tuple(names) for group, names in _tasks.DIFFICULTY.items()},
+            "ml45-train": _ml45("train"),
+            "ml45-test": _ml45("test"),
+        },
+        action=ActionSpace(
+            dim=4,
+            names=("dx", "dy", "dz", "gripper"),
+            low=(-1.0,) * 4,
+            high=(1.0,) * 4,
+            control_mode="delta end-effector position (x, y, z) + gripper effort",
+        ),
+        state=StateSpace(dim=4, names=("x", "y", "z", "gripper")),
+        cameras=tuple(Camera(name, CAMERA_ROLES[name]) for name in CAMERAS),
+        default_camera="corner2",
+        fps=FPS,
+        max_steps=MAX_STEPS,
+        success_rule="the task's own `info['success']` at any step (the episode stops there)",
+        instructions=dict(TASK_DESCRIPTIONS),
+        make_env=make_env,
+        expert_action=expert_action,
+        canonical_task=canonical,
+        task_group=_tasks.difficulty_of,
+        robot_type="sawyer",
+        env_state_dim=39,
+        title="Meta-World",
+    )
+)

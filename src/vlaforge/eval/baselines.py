@@ -1,62 +1,90 @@
-"""Reference policies that run through the same runner as a trained one.
+"""Reference policies that run through the same runner as a trained one (both implement `Policy`).
 
-- `ExpertPolicy`: Meta-World's scripted expert. It needs the privileged 39-d state, so the runner asks
-  the workers to attach `env.expert_action()` to each observation (`uses_expert_action`) and this
-  policy returns it as a one-step chunk. A set-up that scores well below ~98% with it is broken.
-- `RandomPolicy`: uniform actions in [-1, 1]^4, the floor (about 0 on anything but the easiest tasks).
+- `ExpertPolicy`: the simulator's scripted expert (`SimulatorSpec.expert_action`). It needs the
+  privileged state, so its spec asks the workers to attach the expert's action to each observation
+  (`needs_expert_action`) and it returns that as a one-step chunk. A set-up that scores well below
+  ~98% with it on Meta-World is broken.
+- `RandomPolicy`: uniform actions in the simulator's action box, the floor (about 0 on anything but
+  the easiest tasks).
 
-Both expose the slice of `PolicyConfig` the runner reads (`ScriptedConfig`) and set
-`uses_images = False`: the runner then renders only the episodes whose video it keeps.
+Neither looks at images (`uses_images=False`): the runner then renders only the episodes whose video
+it may keep. Cameras and render size come from `EvalConfig.cameras` / `image_size` (default: the
+simulator's default camera at 128 px).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
-import torch
+import numpy as np
 
+from vlaforge.envs.registry import SimulatorSpec
+from vlaforge.errors import VlaforgeError
+from vlaforge.eval.config import EvalConfig, cameras_of
+from vlaforge.eval.policies import Chunks, PolicySpec
+from vlaforge.eval.seeds import TrainSeeds
 from vlaforge.eval.workers import EXPERT_ACTION
 
-
-@dataclass(frozen=True)
-class ScriptedConfig:
-    """What the runner reads from a policy's config; a scripted policy needs no history or chunk."""
-
-    cameras: tuple[str, ...] = ("corner2",)  # rendered for the videos only
-    image_size: int = 128  # render size (videos only)
-    history: int = 1
-    chunk: int = 1
-    execute_steps: int = 1
-    action_dim: int = 4
-    state_dim: int = 4
+DEFAULT_IMAGE_SIZE = 128
 
 
-class _ScriptedPolicy:
-    """What the runner needs of a policy object, for policies that are not networks."""
+def scripted_spec(cfg: EvalConfig, sim: SimulatorSpec, *, expert: bool) -> PolicySpec:
+    """The spec of a scripted policy: no history, one-step chunks, the simulator's dims."""
+    return PolicySpec(
+        name=cfg.policy,
+        cameras=sim.check_cameras(cameras_of(cfg) or (sim.default_camera,)),
+        image_size=cfg.image_size or DEFAULT_IMAGE_SIZE,
+        history=1,
+        chunk=1,
+        execute_steps=1,
+        action_dim=sim.action.dim,
+        state_dim=sim.state.dim,
+        uses_images=False,
+        needs_expert_action=expert,
+        train_seeds=TrainSeeds.not_applicable(cfg.policy),
+    )
 
-    uses_images = False  # episodes without a kept video run physics only (set True to render anyway)
 
-    def __init__(self, config: ScriptedConfig | None = None) -> None:
-        self.config = config or ScriptedConfig()
-        self.metadata: dict = {}
+class ExpertPolicy:
+    """The simulator's scripted expert: the worker computes the action from the privileged state."""
+
+    def __init__(self, cfg: EvalConfig, sim: SimulatorSpec) -> None:
+        if sim.expert_action is None:
+            raise VlaforgeError(f"simulator {sim.name!r} has no scripted expert")
+        self.spec = scripted_spec(cfg, sim, expert=True)
+        self._actions: dict[int, np.ndarray] = {}
+
+    def observe(self, slot: int, obs: dict[str, Any], episode_start: bool) -> None:
+        self._actions[slot] = obs[EXPERT_ACTION]
+
+    def infer(self, slots: list[int]) -> Chunks:
+        return Chunks(np.stack([self._actions[s] for s in slots])[:, None].astype(np.float32))  # [B, 1, A]
 
     def reset(self) -> None:
+        self._actions.clear()
+
+    def close(self) -> None:
+        self.reset()
+
+
+class RandomPolicy:
+    """Uniform random actions in the simulator's action box (seeded by `cfg.seed`)."""
+
+    def __init__(self, cfg: EvalConfig, sim: SimulatorSpec) -> None:
+        self.spec = scripted_spec(cfg, sim, expert=False)
+        self.low, self.high = np.asarray(sim.action.low), np.asarray(sim.action.high)
+        self.seed = cfg.seed
+        self.rng = np.random.default_rng(cfg.seed)
+
+    def observe(self, slot: int, obs: dict[str, Any], episode_start: bool) -> None:
         pass
 
+    def infer(self, slots: list[int]) -> Chunks:
+        shape = (len(slots), self.spec.chunk, self.spec.action_dim)
+        return Chunks(self.rng.uniform(self.low, self.high, size=shape).astype(np.float32))  # [B, H, A]
 
-class ExpertPolicy(_ScriptedPolicy):
-    """Meta-World's scripted expert: the worker computes the action from the privileged state."""
+    def reset(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
 
-    uses_expert_action = True
-
-    def sample_actions(self, observation: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        return observation[EXPERT_ACTION].float()[:, None, :]  # [B, 1, A]
-
-
-class RandomPolicy(_ScriptedPolicy):
-    """Uniform random actions in [-1, 1]^A."""
-
-    def sample_actions(self, observation: dict, generator: torch.Generator | None = None) -> torch.Tensor:
-        batch = len(observation["task"])
-        shape = (batch, self.config.chunk, self.config.action_dim)
-        return torch.rand(shape, generator=generator) * 2.0 - 1.0  # [B, H, A]
+    def close(self) -> None:
+        pass

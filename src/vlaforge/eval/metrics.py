@@ -1,6 +1,7 @@
 """Success metrics of an evaluation, computed the way published Meta-World tables compute them.
 
-- An episode succeeds if the environment reports success at any step (we stop it there).
+- An episode succeeds if the environment reports success at any step (we stop it there); an episode
+  whose policy call failed (a remote server's error or timeout) is a failure, with its reason.
 - A task's success rate is its successes over its finished episodes.
 - A difficulty group's rate is the plain mean of its tasks' rates.
 - The headline MT50 average (SmolVLA / TinyVLA tables) is the plain mean of the group means over the
@@ -28,6 +29,7 @@ class EpisodeResult:
     length: int  # environment steps taken (the step of first success, or the step limit)
     retries: int = 0  # how often this episode was restarted after a worker crash
     video: str | None = None  # path of its mp4, relative to the output directory
+    error: str | None = None  # why the policy failed this episode (a remote server's error), else None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,6 +50,7 @@ def task_metrics(results: Sequence[EpisodeResult]) -> dict:
         "seeds": [r.seed for r in ordered],
         "retries": int(sum(r.retries for r in ordered)),
         "videos": [r.video for r in ordered if r.video],
+        "errors": int(sum(r.error is not None for r in ordered)),
     }
 
 

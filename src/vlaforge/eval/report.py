@@ -54,29 +54,28 @@ def _write_text(path: Path, text: str) -> None:
 
 
 # -- eval_info.json --------------------------------------------------------------------------------
-def build_info(policy: Any, name: str, suite: str, tasks: list[str], cfg: Any, run: dict) -> dict:
+def build_info(spec: Any, sim: Any, cfg: Any, tasks: list[str], run: dict) -> dict:
     """The eval_info.json record: per task / group / overall metrics plus how they were obtained.
 
-    `cfg` is the run's `EvalConfig`, `run` what `vlaforge.eval.runner.evaluate` returned.
+    `spec` is the policy's `PolicySpec`, `sim` the `SimulatorSpec`, `cfg` the run's `EvalConfig`,
+    `run` what `vlaforge.eval.runner.evaluate` returned.
     """
-    from vlaforge.envs.tasks import TASK_DESCRIPTIONS, difficulty_of
-
-    summary = summarize(run["results"], tasks, difficulty_of)
+    summary = summarize(run["results"], tasks, sim.group)
     for task, m in summary["per_task"].items():
-        m["instruction"] = TASK_DESCRIPTIONS.get(task, "")
-    pcfg = policy.config
+        m["instruction"] = sim.instructions.get(task, "")
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "policy": name,
-        "suite": suite,
+        "policy": spec.name,
+        "simulator": sim.name,
+        "suite": cfg.suite or ",".join(tasks),
         "tasks": list(tasks),
         "episodes_per_task": cfg.episodes_per_task,
         "seed": cfg.seed,
         "execution": {
             "mode": cfg.execution,
             "execute_steps": run["execute_steps"] if cfg.execution == "receding" else 1,
-            "chunk": int(pcfg.chunk),
-            "history": int(getattr(pcfg, "history", 1)),
+            "chunk": int(spec.chunk),
+            "history": int(spec.history),
             "ensemble_coeff": cfg.ensemble_coeff if cfg.execution == "ensemble" else None,
         },
         "env": run["env"],
@@ -131,6 +130,9 @@ def _footer(info: dict) -> str:
     ]
     if info["robustness"]["retries"]:
         parts.append(f"{info['robustness']['retries']} episode(s) retried after worker crashes")
+    failed = [e for e in info.get("episodes", []) if e.get("error")]
+    if failed:
+        parts.append(f"{len(failed)} episode(s) failed by policy errors (first: {failed[0]['error']})")
     seeds = info["train_seeds"]
     if seeds["status"] == "unknown":
         parts.append(f"training seeds unknown ({seeds['source']}): disjointness not checked")
@@ -244,15 +246,39 @@ def _videos(info: dict, media_prefix: str = "") -> str:
                 f'<div class="vid"><div class="t">{_esc(task)} · episode {e["episode"]} · seed {e["seed"]}</div>'
                 f'<div class="i">“{_esc(m.get("instruction", ""))}”</div>'
                 f'<video src="{_esc(media_prefix + e["video"])}" controls muted loop preload="metadata"></video>'
-                f"<div>{verdict} in {e['length']} steps</div></div>"
+                f"<div>{verdict} in {e['length']} steps</div>{_error_line(e)}</div>"
             )
     return f'<div class="videos">{"".join(cards)}</div>' if cards else "<p>No videos recorded.</p>"
+
+
+def _error_line(episode: dict) -> str:
+    return f'<div class="fail">{_esc(episode["error"])}</div>' if episode.get("error") else ""
+
+
+def _errors(info: dict, limit: int = 20) -> str:
+    """The episodes a policy error failed (a remote server's error or timeout), with the reason."""
+    failed = [e for e in info.get("episodes", []) if e.get("error")]
+    if not failed:
+        return ""
+    rows = "".join(
+        f'<tr><td>{_esc(e["task"])}</td><td class="n">{e["episode"]}</td><td class="n">{e["seed"]}</td>'
+        f"<td>{_esc(e['error'])}</td></tr>"
+        for e in failed[:limit]
+    )
+    more = (
+        f'<p class="meta">... and {len(failed) - limit} more (eval_info.json)</p>'
+        if len(failed) > limit
+        else ""
+    )
+    head = "<tr><th>task</th><th>episode</th><th>seed</th><th>error</th></tr>"
+    return f"<h2>Episodes failed by policy errors ({len(failed)})</h2><table>{head}{rows}</table>{more}"
 
 
 def _meta(info: dict) -> str:
     ex, env, seeds = info["execution"], info["env"], info["train_seeds"]
     lines = [
-        f"policy <b>{_esc(info['policy'])}</b> · suite <b>{_esc(info['suite'])}</b> · {info['episodes_per_task']} episodes per task",
+        f"policy <b>{_esc(info['policy'])}</b> · {_esc(info.get('simulator', 'metaworld'))} suite "
+        f"<b>{_esc(info['suite'])}</b> · {info['episodes_per_task']} episodes per task",
         f"execution {_esc(ex['mode'])} (execute {ex['execute_steps']} of {ex['chunk']}) · history {ex['history']} · "
         f"cameras {_esc(', '.join(env['cameras']))} at {env['image_size']} px · step limit {env['max_steps']}",
         f"training seeds: {_esc(seeds['status'])} ({_esc(seeds['source'])}) · retries {info['robustness']['retries']} · "
@@ -305,7 +331,7 @@ def render_html(
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)} · {_esc(info["policy"])}</title>'
         f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1>{_meta(info)}{warn}{_summary_cards(info)}{extra}"
         f"<h2>Success rate</h2>{success_chart_svg(info['per_task'], info['per_group'])}"
-        f"<h2>Per task</h2>{_task_table(info)}{_published(info)}<h2>Videos</h2>{_videos(info, media_prefix)}</body></html>\n"
+        f"<h2>Per task</h2>{_task_table(info)}{_published(info)}{_errors(info)}<h2>Videos</h2>{_videos(info, media_prefix)}</body></html>\n"
     )
 
 

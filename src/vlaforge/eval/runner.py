@@ -1,22 +1,27 @@
-"""Vectorised Meta-World evaluation: many environments in worker processes, one policy call per step.
+"""Vectorised evaluation on any registered simulator: environments in worker processes, one policy call
+per step for every slot that needs a chunk.
 
-`evaluate(policy, tasks, config)` runs `episodes_per_task` episodes of each task (`run_evaluation`
-also writes the videos, eval_info.json and report.html into a directory). Episodes
-are queued task by task and handed to environment slots (`workers * envs_per_worker` of them); when
-an episode ends its slot takes the next one. At each control step the runner
+`evaluate(policy, tasks, cfg)` runs `cfg.episodes_per_task` episodes of each task (`run_evaluation`
+also writes the videos, eval_info.json and report.html into `cfg.out`). The policy is any
+`vlaforge.eval.policies.Policy` (checkpoint, scripted expert, random, remote server). Episodes are
+queued task by task and handed to environment slots (`workers * envs_per_worker` of them); when an
+episode ends its slot takes the next one. At each control step the runner
 
-1. gathers the slots whose executor needs a new chunk and calls `policy.sample_actions` once on the
-   batch of their observation histories (`[B, T, ...]` with `observation_is_pad` for steps before the
-   episode start, filled with copies of the first frame as LeRobot pads),
+1. hands every live slot's observation to `policy.observe` (which keeps the observation window),
+   then calls `policy.infer` once for the slots whose executor needs a new chunk; a slot whose
+   inference failed (a remote server's error or timeout) ends its episode as a failure with the
+   reason (`EpisodeResult.error`) and the run goes on,
 2. pops one action per live slot from its executor (receding horizon, temporal ensembling or single
-   step, `vlaforge.control.execution`), clips it to Meta-World's [-1, 1] box and steps all workers at once,
+   step, `vlaforge.control.execution`), clips it to the simulator's action box and steps all workers,
 3. ends an episode at the first success (it counts as a success, as in Meta-World's own evaluation),
    at the step limit, or when the environment says done.
 
-Seeds come from a range disjoint from collection seeds (`eval_seeds`); a crashed worker's episodes are
-retried from their start with the same seed; Ctrl-C returns what finished so far with
-`interrupted: True`, and an error inside the loop still writes the results so far (with the error)
-before it is raised. Policies are checked against the environment first (`vlaforge.eval.compat`).
+Videos: every episode records its frames in memory while its task still lacks K kept successes or K
+kept failures (K = `videos_per_task`), so the report shows failures too. Seeds come from a range
+disjoint from collection seeds (`eval_seeds`); a crashed worker's episodes are retried from their
+start with the same seed; Ctrl-C returns what finished so far with `interrupted: True`, and an error
+inside the loop still writes the results so far (with the error) before it is raised. Policies are
+checked against the simulator first (`vlaforge.eval.compat`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -38,44 +44,17 @@ import torch
 
 from vlaforge import keys as T
 from vlaforge.control.execution import ActionExecutor, make_executor
+from vlaforge.envs.registry import SimulatorSpec, get_simulator
 from vlaforge.errors import VlaforgeError
-from vlaforge.eval.compat import (
-    ENV_ACTION_DIM,
-    check_env_spec,
-    check_policy_fits,
-    env_spec_for,
-    resolve_execute_steps,
-)
+from vlaforge.eval.compat import check_env_spec, check_policy_fits, env_spec_for, resolve_execute_steps
+from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.metrics import EpisodeResult
+from vlaforge.eval.policies import Policy, as_policy
 from vlaforge.eval.report import build_info, write_report
-from vlaforge.eval.seeds import TrainSeeds, eval_seeds
-from vlaforge.eval.workers import EXPERT_ACTION, EnvPool, EnvSpec
+from vlaforge.eval.seeds import eval_seeds
+from vlaforge.eval.workers import EnvPool, EnvSpec
 
 MAX_RETRIES = 3  # per episode, after which the evaluation gives up
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Settings of one evaluation run."""
-
-    episodes_per_task: int = 10  # episodes (distinct seeds) per task
-    workers: int = 2  # environment worker processes
-    envs_per_worker: int = 4  # environment slots per worker; the policy batch is up to workers * this
-    max_steps: int = 500  # step limit per episode (Meta-World's 500)
-    seed: int = 0  # selects the block of eval seeds and seeds the policy's sampling noise
-    execution: str = "receding"  # "receding" | "ensemble" | "single" (vlaforge.control.execution)
-    execute_steps: int | None = None  # receding horizon: actions executed per chunk (None: the policy's)
-    ensemble_coeff: float = 0.01  # temporal ensembling m in w_i = exp(-m * i), i = 0 the oldest (ACT)
-    videos_per_task: int = 2  # mp4 videos of the first K episodes of each task
-    video_fps: int = 80  # Meta-World's control rate
-    allow_train_seeds: bool = False  # evaluate even if an eval seed was used to collect training data
-    # torch threads of the policy while the workers render; None: the cores the workers leave free
-    # (at least 1). More threads than free cores makes torch spin against the renderers (8x slower
-    # measured on 2 cores with 2 workers).
-    torch_threads: int | None = None
-    # Which of a mixture policy's datasets (its normalization stats) Meta-World is; None: the policy's
-    # default (a single-dataset policy).
-    dataset_index: int | None = None
 
 
 @dataclass
@@ -92,37 +71,66 @@ class _Slot:
 
     episode: _Episode
     executor: ActionExecutor
-    history: deque
     steps: int = 0
-    frames: list | None = None
+    frames: list | None = None  # the video camera's frames while this episode may be kept
     pending_reset: bool = True
+
+
+class _Videos:
+    """Which episodes' videos to keep: the first K successes and the first K failures of each task.
+
+    Every episode records its frames in memory while its task still lacks a kept success or failure
+    (at most one episode per slot at a time); at its end it is kept if its outcome still has room."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.kept: dict[tuple[str, bool], int] = {}
+
+    def wanted(self, task: str) -> bool:
+        return self.k > 0 and min(self.kept.get((task, True), 0), self.kept.get((task, False), 0)) < self.k
+
+    def keep(self, task: str, success: bool) -> bool:
+        n = self.kept.get((task, success), 0)
+        if n >= self.k:
+            return False
+        self.kept[(task, success)] = n + 1
+        return True
 
 
 class Rollouts:
     """The rollout loop: owns the slots, the pool and the finished results."""
 
-    def __init__(self, policy: Any, tasks: list[str], cfg: EvalConfig, pool: EnvPool, spec: EnvSpec) -> None:
-        self.policy, self.cfg, self.pool, self.spec = policy, cfg, pool, spec
-        self.history = max(1, int(getattr(policy.config, "history", 1)))
-        self.uses_images = bool(getattr(policy, "uses_images", True))
-        self.execute_steps = resolve_execute_steps(policy, cfg)
+    def __init__(
+        self,
+        policy: Policy,
+        tasks: list[str],
+        cfg: EvalConfig,
+        pool: EnvPool,
+        env: EnvSpec,
+        sim: SimulatorSpec,
+    ) -> None:
+        self.policy, self.cfg, self.pool, self.env, self.sim = policy, cfg, pool, env, sim
+        self.spec = policy.spec
+        self.execute_steps = resolve_execute_steps(self.spec, cfg)
+        self.needed = self.execute_steps if cfg.execution == "receding" else 1  # actions used per chunk
         seeds = eval_seeds(cfg.seed, cfg.episodes_per_task)
         self.queue = deque(_Episode(t, i, s) for t in tasks for i, s in enumerate(seeds))
+        self.total = len(self.queue)
         self.slots: dict[int, _Slot] = {}
         self.results: list[EpisodeResult] = []
+        self.videos = _Videos(cfg.videos_per_task)
+        self.video_key = T.image_key(env.cameras[0])
         self.env_steps = self.policy_calls = self.retries = 0
         self.policy_time = 0.0
-        self.device = _policy_device(policy)
-        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.on_step: Callable[[Rollouts], None] | None = None
         self.on_episode: Callable[[EpisodeResult, list | None], None] | None = None
         self.error: dict | None = None  # {"message", "traceback"} when an error stopped the loop
 
     # -- episode bookkeeping -------------------------------------------------------------------
     def _assign(self, slot: int, episode: _Episode) -> None:
-        record = episode.index < self.cfg.videos_per_task
+        record = self.videos.wanted(episode.task)
         executor = make_executor(self.cfg.execution, self.execute_steps, self.cfg.ensemble_coeff)
-        self.slots[slot] = _Slot(episode, executor, deque(maxlen=self.history), frames=[] if record else None)
+        self.slots[slot] = _Slot(episode, executor, frames=[] if record else None)
 
     def _fill(self) -> None:
         for slot in range(self.pool.num_workers * self.cfg.envs_per_worker):
@@ -140,65 +148,59 @@ class Rollouts:
             self.retries += 1
             self._assign(slot, ep)
 
-    def _finish(self, slot: int, success: bool) -> None:
+    def _finish(self, slot: int, success: bool, error: str | None = None) -> None:
         s = self.slots.pop(slot)
         ep = s.episode
-        video = f"videos/{ep.task}/episode_{ep.index:03d}.mp4" if s.frames is not None else None
-        result = EpisodeResult(ep.task, ep.index, ep.seed, bool(success), s.steps, ep.retries, video)
+        kept = s.frames is not None and self.videos.keep(ep.task, bool(success))
+        video = f"videos/{ep.task}/episode_{ep.index:03d}.mp4" if kept else None
+        result = EpisodeResult(ep.task, ep.index, ep.seed, bool(success), s.steps, ep.retries, video, error)
         self.results.append(result)
         if self.on_episode is not None:
-            self.on_episode(result, s.frames)
+            self.on_episode(result, s.frames if kept else None)
 
     # -- observations -------------------------------------------------------------------------
-    def _observe(self, slot: int, obs: dict) -> None:
+    def _observe(self, slot: int, obs: dict, episode_start: bool, final: bool = False) -> None:
         s = self.slots[slot]
-        if s.pending_reset:
-            s.history.extend([obs] * self.history)
-        else:
-            s.history.append(obs)
         if s.frames is not None:
-            s.frames.append(obs[T.image_key(self.spec.cameras[0])])
+            s.frames.append(obs[self.video_key])
+        if not final:
+            self.policy.observe(slot, obs, episode_start)
 
     def _renders(self, slot: int) -> bool:
-        """Render when the policy looks at images or this episode's video is kept."""
-        return self.uses_images or self.slots[slot].frames is not None
-
-    def _batch(self, slots: list[int]) -> dict:
-        """The policy input for `slots`: images [B, T, H, W, C] uint8, state [B, T, S], pads [B, T]."""
-        hist = [list(self.slots[s].history) for s in slots]
-        batch: dict[str, Any] = {}
-        for cam in self.spec.cameras if self.uses_images else ():
-            key = T.image_key(cam)
-            batch[key] = torch.from_numpy(np.stack([[o[key] for o in h] for h in hist]))  # [B, T, H, W, C]
-        states = np.stack([[o[T.STATE] for o in h] for h in hist]).astype(np.float32)
-        batch[T.STATE] = torch.from_numpy(states)  # [B, T, S]
-        pad = [[i < self.history - 1 - self.slots[s].steps for i in range(self.history)] for s in slots]
-        batch[T.OBS_IS_PAD] = torch.tensor(pad, dtype=torch.bool)  # [B, T]
-        batch[T.TASK] = [self.slots[s].history[-1][T.TASK] for s in slots]
-        if self.cfg.dataset_index is not None:
-            batch[T.DATASET_INDEX] = torch.full((len(slots),), self.cfg.dataset_index)  # [B] int64
-        if self.spec.expert:
-            batch[EXPERT_ACTION] = torch.from_numpy(np.stack([h[-1][EXPERT_ACTION] for h in hist]))  # [B, A]
-        return batch
+        """Render when the policy looks at images or this episode's video may be kept."""
+        return self.spec.uses_images or self.slots[slot].frames is not None
 
     def _plan(self) -> None:
         need = [s for s, slot in self.slots.items() if slot.executor.needs_chunk()]
         if not need:
             return
         start = time.perf_counter()
-        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in self._batch(need).items()}
-        with torch.inference_mode():
-            chunks = self.policy.sample_actions(batch, generator=self.generator)  # [B, H, A]
-        chunks = chunks.detach().float().cpu().numpy()
-        chunks = chunks[..., :ENV_ACTION_DIM]  # [B, H, 4]: a mixture policy's real dims come first
-        if not np.isfinite(chunks).all():
-            raise VlaforgeError(
-                f"the policy returned non-finite actions (NaN/inf) at policy call {self.policy_calls + 1}"
-            )
+        chunks = self.policy.infer(need)
         self.policy_time += time.perf_counter() - start
         self.policy_calls += 1
-        for s, chunk in zip(need, chunks, strict=True):
+        for i, s in enumerate(need):
+            if s in chunks.errors:
+                self._finish(s, False, error=chunks.errors[s])
+                continue
+            chunk = np.asarray(chunks.actions[i])  # [H, A]
+            if len(chunk) < self.needed:
+                self._finish(
+                    s, False, error=f"the policy returned {len(chunk)} actions, {self.needed} are executed"
+                )
+                continue
+            self._check(chunk)
             self.slots[s].executor.add_chunk(chunk)
+
+    def _check(self, chunk: np.ndarray) -> None:
+        if chunk.ndim != 2 or chunk.shape[-1] != self.sim.action.dim:
+            raise VlaforgeError(
+                f"the policy returned actions of shape {chunk.shape}, {self.sim.display_name} takes "
+                f"[H, {self.sim.action.dim}] (policy call {self.policy_calls})"
+            )
+        if not np.isfinite(chunk).all():
+            raise VlaforgeError(
+                f"the policy returned non-finite actions (NaN/inf) at policy call {self.policy_calls}"
+            )
 
     # -- the loop ---------------------------------------------------------------------------------
     def _reset_pending(self) -> None:
@@ -212,13 +214,15 @@ class Rollouts:
             obs, crashed = self.pool.reset(items)
             for s in pending:
                 if s in obs and s not in crashed:
-                    self._observe(s, obs[s])
+                    self._observe(s, obs[s], episode_start=True)
                     self.slots[s].pending_reset = False
             self._retry(crashed)
 
     def _step(self) -> None:
         self._plan()
-        actions = {s: np.clip(slot.executor.pop(), -1.0, 1.0) for s, slot in self.slots.items()}
+        if not self.slots:
+            return
+        actions = {s: self.sim.action.clip(slot.executor.pop()) for s, slot in self.slots.items()}
         out, crashed = self.pool.step(actions)
         for s, (obs, success, done, _info) in out.items():
             if s in crashed:
@@ -226,16 +230,16 @@ class Rollouts:
             slot = self.slots[s]
             slot.steps += 1
             self.env_steps += 1
-            self._observe(s, obs)
-            if success or done or slot.steps >= self.cfg.max_steps:
+            final = success or done or slot.steps >= self.env.max_steps
+            self._observe(s, obs, episode_start=False, final=final)
+            if final:
                 self._finish(s, success)
         self._retry(crashed)
 
     def run(self) -> bool:
         """Run until every episode finished; False when stopped early by Ctrl-C or by an error (kept
         in `self.error` with its traceback, so the results so far can still be written)."""
-        if hasattr(self.policy, "reset"):
-            self.policy.reset()
+        self.policy.reset()
         try:
             with _sigint_flag() as interrupted:
                 while not interrupted:
@@ -276,36 +280,39 @@ def _sigint_flag():
         signal.signal(signal.SIGINT, previous)
 
 
-def preflight(
-    policy: Any, tasks: list[str], cfg: EvalConfig, train_seeds: TrainSeeds | None
-) -> tuple[EnvSpec, dict]:
+def preflight(policy: Policy, tasks: list[str], cfg: EvalConfig, sim: SimulatorSpec) -> tuple[EnvSpec, dict]:
     """Every check that can fail before an environment starts: dims, cameras, k, training seeds."""
-    check_policy_fits(policy, cfg.dataset_index)
-    spec = env_spec_for(policy, cfg)
-    check_env_spec(spec, cfg)
-    resolve_execute_steps(policy, cfg)
+    check_policy_fits(policy.spec, sim, cfg)
+    env = env_spec_for(policy.spec, cfg, sim)
+    check_env_spec(env, cfg)
+    resolve_execute_steps(policy.spec, cfg)
     seeds = eval_seeds(cfg.seed, cfg.episodes_per_task)
-    return spec, (train_seeds or TrainSeeds.unknown()).check(tasks, seeds, allow=cfg.allow_train_seeds)
+    seed_check = policy.spec.train_seeds.check(
+        tasks, seeds, allow=cfg.allow_train_seeds, instructions=sim.instructions
+    )
+    return env, seed_check
 
 
 def evaluate(
-    policy: Any,
+    policy: Policy | Any,
     tasks: list[str],
     cfg: EvalConfig,
     *,
-    train_seeds: TrainSeeds | None = None,
     on_episode: Callable[[EpisodeResult, list | None], None] | None = None,
     on_step: Callable[[Rollouts], None] | None = None,
 ) -> dict:
-    """Roll out `policy` on `tasks`; returns the raw run record (results, timing, counters)."""
-    spec, seed_check = preflight(policy, tasks, cfg, train_seeds)
+    """Roll out `policy` (a `Policy`, or a `VLAPolicy` wrapped by `as_policy`) on `tasks` of
+    `cfg.simulator`; returns the raw run record (results, timing, counters)."""
+    policy = as_policy(policy, cfg)
+    sim = get_simulator(cfg.simulator)
+    env, seed_check = preflight(policy, tasks, cfg, sim)
     threads = cfg.torch_threads or max(1, (os.cpu_count() or 1) - cfg.workers)
     saved_threads = torch.get_num_threads()
     start = time.perf_counter()
     try:
         torch.set_num_threads(threads)
-        with EnvPool(cfg.workers, spec) as pool:
-            loop = Rollouts(policy, tasks, cfg, pool, spec)
+        with EnvPool(cfg.workers, env) as pool:
+            loop = Rollouts(policy, tasks, cfg, pool, env, sim)
             loop.on_step, loop.on_episode = on_step, on_episode
             rollout_start = time.perf_counter()
             completed = loop.run()
@@ -313,8 +320,10 @@ def evaluate(
             restarts = pool.restarts
     finally:
         torch.set_num_threads(saved_threads)
+        policy.close()
     wall = time.perf_counter() - start
     return {
+        "policy_spec": policy.spec,
         "results": loop.results,
         "interrupted": not completed and loop.error is None,
         "error": loop.error,
@@ -329,43 +338,44 @@ def evaluate(
         "worker_restarts": restarts,
         "execute_steps": loop.execute_steps,
         "torch_threads": threads,
-        "env": {"cameras": list(spec.cameras), "image_size": spec.image_size, "max_steps": spec.max_steps},
+        "env": {
+            "simulator": sim.name,
+            "cameras": list(env.cameras),
+            "image_size": env.image_size,
+            "max_steps": env.max_steps,
+        },
         "train_seeds": seed_check,
     }
 
 
-def _policy_device(policy: Any) -> torch.device:
-    params = getattr(policy, "parameters", None)
-    first = next(iter(params()), None) if callable(params) else None
-    return first.device if first is not None else torch.device("cpu")
-
-
 def run_evaluation(
-    policy: Any,
+    policy: Policy | Any,
     tasks: list[str],
     cfg: EvalConfig,
-    out_dir: str | Path,
     *,
-    name: str,
-    suite: str | None = None,
-    train_seeds: TrainSeeds | None = None,
     on_step: Callable[[Rollouts], None] | None = None,
 ) -> dict:
-    """Evaluate, write the videos as episodes finish, then eval_info.json and report.html."""
+    """Evaluate, write the videos as episodes finish, then eval_info.json and report.html into `cfg.out`."""
     from vlaforge.data.video import write_mp4
 
-    out = Path(out_dir)  # created by the first video or the report, after the checks passed
+    out = Path(cfg.out)  # created by the first video or the report, after the checks passed
+    sim = get_simulator(cfg.simulator)
+    progress = Progress(len(tasks) * cfg.episodes_per_task, enabled=cfg.progress)
 
     def save_video(result: EpisodeResult, frames: list | None) -> None:
         if frames and result.video:
             (out / result.video).parent.mkdir(parents=True, exist_ok=True)
             # yuv420p: the 4:4:4 dataset format does not play in browsers; these videos are for people.
             write_mp4(
-                out / result.video, np.stack(frames), fps=cfg.video_fps, pix_fmt="yuv420p", crf=20
+                out / result.video, np.stack(frames), fps=sim.fps, pix_fmt="yuv420p", crf=20
             )  # [T, H, W, 3]
+        progress.episode(result)
 
-    run = evaluate(policy, tasks, cfg, train_seeds=train_seeds, on_episode=save_video, on_step=on_step)
-    info = build_info(policy, name, suite or ",".join(tasks), tasks, cfg, run)
+    try:
+        run = evaluate(policy, tasks, cfg, on_episode=save_video, on_step=on_step)
+    finally:
+        progress.close()
+    info = build_info(run["policy_spec"], sim, cfg, tasks, run)
     write_report(out, info)
     if run["error"]:
         raise VlaforgeError(
@@ -373,3 +383,30 @@ def run_evaluation(
             f"(results so far and the traceback: {out / 'eval_info.json'})"
         )
     return info
+
+
+class Progress:
+    """Episode progress: a tqdm bar on a terminal; otherwise (a log file) one line per tenth of the run."""
+
+    def __init__(self, total: int, *, enabled: bool = True) -> None:
+        self.total, self.done, self.successes = total, 0, 0
+        self.enabled = enabled and total > 0
+        self.every = max(1, total // 10)
+        self.bar = None
+        if self.enabled and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="ep", desc="eval", dynamic_ncols=True, file=sys.stdout)
+
+    def episode(self, result: EpisodeResult) -> None:
+        self.done += 1
+        self.successes += int(result.success)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(f"{self.successes}/{self.done} successes")
+        elif self.enabled and (self.done % self.every == 0 or self.done == self.total):
+            print(f"eval: {self.done}/{self.total} episodes, {self.successes} successes", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

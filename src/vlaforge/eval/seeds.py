@@ -6,19 +6,18 @@ seeds (`[0, 2**31)`, `vlaforge.data.collect.episode_seed`), evaluation uses seed
 reproducible and comparable across policies. The check against the checkpoint's recorded training
 seeds below still runs, for datasets collected by other means.
 
-Training seeds are read from the checkpoint's metadata, where the trainer records its datasets. We
-accept the shapes a metadata dict may take: seeds listed directly (`train_seeds`/`seeds`: a list, or a
-dict task -> list), per-episode records (`{"task", "seed"}`), or dataset roots whose episodes carry a
-`seed` (read from disk when the dataset is still there). A seed recorded without a task counts for
-every task (conservative). Datasets name tasks by their instruction (LeRobot's `tasks`), so a recorded
-task matches an eval task by its name or by its instruction.
+Training seeds come from the checkpoint record (`policy.record.train_seeds`, written by the trainer
+into metadata.json); the training dataset is never reopened. Metadata dicts of other origin may list
+seeds under `train_seeds`/`seeds`/`episode_seeds`: a list, a dict task -> list, or per-episode
+records (`{"task", "seed"}`). A seed recorded without a task counts for every task (conservative).
+Datasets name tasks by their instruction (LeRobot's `tasks`), so a recorded task matches an eval task
+by its name or by its instruction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from vlaforge.errors import VlaforgeError
@@ -26,7 +25,6 @@ from vlaforge.errors import VlaforgeError
 EVAL_SEED_BASE = 2**31  # eval seeds start here; collection seeds are 31-bit, i.e. below it
 EVAL_SEED_STRIDE = 100_000  # --seed S selects the block [BASE + S * STRIDE, BASE + (S + 1) * STRIDE)
 _SEED_KEYS = ("train_seeds", "seeds", "episode_seeds")
-_DATASET_KEYS = ("datasets", "dataset_roots", "data", "train_datasets")
 
 Pair = tuple[str | None, int]  # (task or None for "any task", seed)
 
@@ -57,36 +55,6 @@ def _pairs_from_value(value: Any, task: str | None = None) -> set[Pair]:
     return set()
 
 
-def _dataset_pairs(root: str) -> set[Pair] | None:
-    """(task, seed) of every episode of a dataset on disk; None when it cannot be read."""
-    if not Path(root, "meta", "info.json").exists():
-        return None
-    try:
-        from vlaforge.data.lerobot_v3 import LeRobotV3Dataset
-
-        episodes = LeRobotV3Dataset(root).episodes
-    except Exception:
-        return None
-    pairs: set[Pair] = set()
-    for ep in episodes:
-        if ep.get("seed") is None:
-            return None
-        tasks = ep.get("tasks") or [ep.get("task")]
-        pairs |= {(t if isinstance(t, str) else None, int(ep["seed"])) for t in tasks}
-    return pairs
-
-
-def _roots(value: Any) -> list[str]:
-    items = value if isinstance(value, (list, tuple)) else [value]
-    roots = []
-    for item in items:
-        if isinstance(item, dict):
-            item = item.get("root") or item.get("path")
-        if isinstance(item, str):
-            roots.append(item.split(":")[0] if not Path(item).exists() else item)
-    return roots
-
-
 @dataclass(frozen=True)
 class TrainSeeds:
     """The (task, seed) pairs of the training episodes, or None when they are not known."""
@@ -104,47 +72,49 @@ class TrainSeeds:
         return cls(frozenset(), f"{what}: no training data", applicable=False)
 
     @classmethod
+    def from_record(cls, record: Any, metadata: dict | None = None) -> TrainSeeds:
+        """The seeds of a checkpoint record (`CheckpointRecord.train_seeds`), else those its metadata lists."""
+        pairs = record.train_seeds if record is not None else None
+        if pairs:
+            return cls(frozenset(tuple(p) for p in pairs), "checkpoint record (train_seeds)")
+        return cls.from_metadata(metadata)
+
+    @classmethod
     def from_metadata(cls, metadata: dict | None) -> TrainSeeds:
-        """Seeds listed in checkpoint metadata, else read from the datasets it names."""
+        """Seeds listed in a metadata dict (checkpoint metadata.json, a server's metadata)."""
         metadata = metadata or {}
         for key in _SEED_KEYS:
             if key in metadata:
                 return cls(frozenset(_pairs_from_value(metadata[key])), f"checkpoint metadata[{key!r}]")
-        for key in _DATASET_KEYS:
-            if key not in metadata:
-                continue
-            pairs: set[Pair] = set()
-            for root in _roots(metadata[key]):
-                found = _dataset_pairs(root)
-                if found is None:
-                    return cls.unknown(
-                        f"checkpoint names dataset {root!r} but its episode seeds cannot be read"
-                    )
-                pairs |= found
-            if pairs:
-                return cls(frozenset(pairs), f"episode seeds of the datasets in metadata[{key!r}]")
-        return cls.unknown("the checkpoint metadata records no training seeds or datasets")
+        return cls.unknown("the checkpoint metadata records no training seeds")
 
-    def overlap(self, tasks: Iterable[str], seeds: Iterable[int]) -> list[Pair]:
+    def overlap(
+        self, tasks: Iterable[str], seeds: Iterable[int], instructions: Mapping[str, str] | None = None
+    ) -> list[Pair]:
         """Eval (task, seed) pairs used in training; a recorded task may be the name or its instruction."""
         if not self.pairs:
             return []
-        from vlaforge.envs.tasks import TASK_DESCRIPTIONS
-
         seeds = list(seeds)
         hits = []
         for t in tasks:
-            names = {t, TASK_DESCRIPTIONS.get(t), None}
+            names = {t, (instructions or {}).get(t), None}
             hits += [(t, s) for s in seeds if any((n, s) in self.pairs for n in names)]
         return sorted(hits, key=lambda p: (p[0] or "", p[1]))
 
-    def check(self, tasks: list[str], seeds: list[int], *, allow: bool) -> dict:
+    def check(
+        self,
+        tasks: list[str],
+        seeds: list[int],
+        *,
+        allow: bool,
+        instructions: Mapping[str, str] | None = None,
+    ) -> dict:
         """A report entry; raises VlaforgeError on overlap unless `allow`."""
         if not self.applicable:
             return {"status": "not-applicable", "source": self.source, "overlap": []}
         if self.pairs is None:
             return {"status": "unknown", "source": self.source, "overlap": []}
-        overlap = self.overlap(tasks, seeds)
+        overlap = self.overlap(tasks, seeds, instructions)
         if overlap and not allow:
             shown = ", ".join(f"{t or '*'}:{s}" for t, s in overlap[:5])
             raise VlaforgeError(

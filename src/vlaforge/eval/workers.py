@@ -10,8 +10,9 @@ A worker that dies (segfault, OOM kill, SIGKILL) is restarted; every slot it hel
 is reported back as crashed so the runner can retry those episodes. A Python exception inside an
 environment is a bug, not a crash: it is re-raised in the main process with the worker's traceback.
 
-Workers start with the `forkserver` method (MuJoCo and Meta-World are imported once in the server, so
-a restart takes milliseconds) and ignore SIGINT: Ctrl-C reaches the main process only, which then
+Environments are built only through the simulator registry (`EnvSpec.simulator`, looked up by name
+in the worker). Workers start with the `forkserver` method (the simulator's module is imported once in
+the server, so a restart takes milliseconds) and ignore SIGINT: Ctrl-C reaches the main process only, which then
 writes its results and closes the pool in order.
 """
 
@@ -27,6 +28,9 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from vlaforge.envs.base import Environment  # noqa: E402
+from vlaforge.envs.registry import BUILTIN, SimulatorSpec, get_simulator  # noqa: E402
+
 EXPERT_ACTION = "expert_action"  # extra observation key holding env.expert_action() when requested
 StepResult = tuple[dict, bool, bool, dict]  # (obs, success, done, info) as Environment.step returns
 ResetItem = tuple[int, str, int, bool]  # (slot, task, seed, render): render=False leaves the images out
@@ -37,21 +41,26 @@ _CONNECTION_ERRORS = (EOFError, BrokenPipeError, ConnectionResetError, OSError)
 class EnvSpec:
     """How every environment of an evaluation is built (the collection settings)."""
 
-    cameras: tuple[str, ...] = ("corner2",)  # Meta-World camera names, rendered in LeRobot orientation
+    simulator: str = "metaworld"  # registry name (vlaforge.envs.registry); the worker looks it up
+    cameras: tuple[str, ...] = ("corner2",)  # camera names of that simulator, rendered upright
     image_size: int = 128  # square render size in pixels
     max_steps: int = 500  # the environment's own step limit (Meta-World's 500)
-    expert: bool = False  # attach env.expert_action() to each observation under EXPERT_ACTION
+    expert: bool = False  # attach the simulator's expert action to each observation under EXPERT_ACTION
+    module: str | None = None  # the module registering `simulator` when it is not built in
+
+    def simulator_spec(self) -> SimulatorSpec:
+        return get_simulator(self.simulator, self.module)
 
 
-def _make_env(task: str, spec: EnvSpec) -> Any:
-    from vlaforge.envs.metaworld import MetaWorldEnv
+def _make_env(task: str, spec: EnvSpec) -> Environment:
+    sim = spec.simulator_spec()
+    return sim.make_env(task, cameras=spec.cameras, image_size=spec.image_size, max_steps=spec.max_steps)
 
-    return MetaWorldEnv(task, cameras=spec.cameras, image_size=spec.image_size, max_steps=spec.max_steps)
 
-
-def _with_expert(env: Any, obs: dict, spec: EnvSpec) -> dict:
+def _with_expert(env: Environment, obs: dict, spec: EnvSpec) -> dict:
     if spec.expert:
-        obs[EXPERT_ACTION] = np.asarray(env.expert_action(), dtype=np.float32)
+        expert = spec.simulator_spec().expert_action
+        obs[EXPERT_ACTION] = np.asarray(expert(env), dtype=np.float32)
     return obs
 
 
@@ -128,7 +137,8 @@ class EnvPool:
         self.reply_timeout_s = reply_timeout_s
         self.restarts = 0
         self._ctx = mp.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["vlaforge.eval.workers", "vlaforge.envs.metaworld"])
+        module = spec.module or BUILTIN.get(spec.simulator)
+        self._ctx.set_forkserver_preload(["vlaforge.eval.workers", *([module] if module else [])])
         self._procs: list[Any] = [None] * num_workers
         self._conns: list[Any] = [None] * num_workers
         self._slots: list[set[int]] = [set() for _ in range(num_workers)]
@@ -157,10 +167,6 @@ class EnvPool:
         for slot, action in actions.items():
             per_worker.setdefault(self.worker_of(slot), {})[slot] = np.asarray(action, dtype=np.float32)
         return self._call("step", per_worker)
-
-    def release(self, slot: int) -> None:
-        """Forget a slot that will not be used again (its crash no longer matters)."""
-        self._slots[self.worker_of(slot)].discard(slot)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Ask every worker to close its environments and exit; kill those that do not in time.
