@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Meta-World MT50 at 128 px on one CUDA GPU (issue 8, GPU tier), self-contained and offline: install
-# vlaforge and the simulator from wheels into OUT/site, collect 50 expert demos per task at 128 px,
-# train the default preset at 128 px on the GPU, evaluate 10 held-out episodes per task, and gather
-# the results into one small folder, OUT/result. Target: about 25 minutes of wall time.
+# vlaforge and the simulator from wheels into OUT/site, check CUDA and headless rendering, then run
+# `vlaforge quickstart` at GPU size (50 expert demos per task at 128 px, the default preset at 128 px
+# trained on the GPU for the time the budget leaves, 10 held-out episodes per task) and gather the
+# results into one small folder, OUT/result. Target: about 25 minutes of wall time.
 #
 # 1. Wheels, on a machine with PyPI and this repo's .venv (the GPU box needs no network):
 #      bash benchmarks/gpu_wheels.sh /tmp/vlaforge-wheels --python-version 3.12
@@ -11,39 +12,37 @@
 #    accelerate, peft, pyarrow, pillow, tqdm, huggingface-hub already installed):
 #      bash gpu_mt50.sh --wheels /path/to/vlaforge-wheels [--out /tmp/gpu_mt50]
 #    Options: --python PY (default python3), --device cuda|cpu, --workers N (default: cores - 2),
-#    --batch-size N (256), --steps N (default: measured, see below), --train-minutes M (12.5),
-#    --budget-minutes B (25), --set KEY=VALUE (extra training overrides, repeatable), --no-install
-#    (use the vlaforge already importable by PY), --smoke (a 2-task, 64 px, 20-step run on the CPU,
-#    a few minutes: checks the wheel set and the script end to end on any Linux machine).
+#    --batch-size N (256), --steps N (default: measured by quickstart's calibration), --train-minutes M
+#    (12.5), --budget-minutes B (25), --set KEY=VALUE (model.* / train.* training overrides,
+#    repeatable), --no-install (use the vlaforge already importable by PY), --smoke (a 2-task, 64 px,
+#    20-step run on the CPU, a few minutes: checks the wheel set and the script end to end on any
+#    Linux machine).
 #    MuJoCo renders headless with MUJOCO_GL=egl; an already set MUJOCO_GL, EGL_PLATFORM or
 #    MUJOCO_EGL_DEVICE_ID is kept (MuJoCo opens an EGL device display, so EGL_PLATFORM, which vlaforge
 #    sets to surfaceless when unset, does not matter on NVIDIA).
 #
-# Phases and expected wall time on an H100 with 16 cores. These are ESTIMATES: this script has not run
-# on a GPU yet (we measured only CPU figures: 125 frames/s per collection worker at 128 px; training
-# 85 samples/s on 2 CPU cores at 128 px).
-#    install    ~0.5 min   pip install --no-index --target OUT/site (skipped when already done)
-#    collect    ~4 min     MT50 x 50 demos at 128 px, cores-2 workers (skipped when complete)
-#    calibrate  ~2 min     a throwaway 100-step run: decodes the frame cache (~15 GB under
-#                          OUT/data/.vlaforge_cache, reused by training) and measures seconds per step
-#    train      ~12.5 min  default preset at 128 px, batch 256, bf16; the step count is chosen from the
-#                          calibration so the cosine schedule ends in ~90% of the allowance, and
-#                          train.max_minutes caps it; the allowance shrinks if earlier phases ran long
-#    eval       ~3 min     10 held-out episodes x 50 tasks, cores-2 workers, one video per task
-#    gather     <0.5 min
-# Phases are idempotent: a rerun with the same OUT skips finished phases and resumes a killed
-# collection or training (a resumed training gets a fresh train.max_minutes allowance).
+# Only what must be shell is here (the offline install, the CUDA and rendering checks, gathering the
+# result folder); collection, calibration, training, evaluation and the report are
+# `vlaforge quickstart --tasks mt50 --episodes-per-task 50 --image-size 128 --batch-size 256
+# --device cuda ...` (see src/vlaforge/quickstart.py), which prints each stage's command line.
+# Expected wall time on an H100 with 16 cores (ESTIMATES: measured only on CPUs so far, 125 frames/s
+# per collection worker at 128 px, training 85 samples/s on 2 CPU cores at 128 px):
+#    install ~0.5 min, collect ~4 min (cores-2 workers), calibrate ~2 min (decodes the ~15 GB frame
+#    cache under OUT/data/.vlaforge_cache, reused by training), train ~12.5 min (batch 256, bf16;
+#    the steps fit the allowance and train.max_minutes caps it), eval ~3 min, gather <0.5 min.
+# A rerun with the same OUT skips the install and reuses a finished dataset and a finished training
+# run (an interrupted collection or training resumes); the evaluation runs again.
 #
 # OUT/result (a few MB): eval_info.json (as written by `vlaforge eval`), report.html (the eval report
-# with a training section, rendered by vlaforge.eval.report with only the videos kept here), videos/
-# (one per difficulty group; all 50 stay in OUT/eval/videos, and OUT/eval/report.html links them all),
-# run.json + log.jsonl (training), collect.json (expert success per task), timing.json (wall time per
-# phase), machine.json (GPU, driver, torch, GL renderer), summary.txt. Everything else stays in OUT.
+# with a training section, only the kept videos), videos/ (one per difficulty group; all stay in
+# OUT/eval/videos, linked from OUT/report.html), run.json + log.jsonl (training), collect.json
+# (expert success per task), quickstart.json (settings, time per stage, steps), timing.json (wall
+# time per phase), machine.json (GPU, driver, torch, GL renderer), summary.txt.
 set -euo pipefail
 
 die() { echo "gpu_mt50: error: $*" >&2; exit 2; }
 say() { echo "== $*"; }
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
 WHEELS="" OUT=/tmp/gpu_mt50 PY=python3 DEVICE=cuda WORKERS="" BATCH=256 STEPS="" TRAIN_MIN=12.5
 BUDGET_MIN=25 SMOKE=0 INSTALL=1 EXTRA=()
@@ -66,18 +65,13 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# The recipe. The smoke run keeps every phase but makes each tiny, on the CPU.
-TASKS=mt50 DEMOS=50 PX=128 EVAL_EPS=10 EVAL_MAX_STEPS=500 CAL_STEPS=100 CAL_SKIP=30
-EVAL_RESERVE_S=240  # kept free for eval + gather when the training allowance is fitted to the budget
+# The recipe. The smoke run keeps every phase but makes each tiny, on the CPU. Values are checked by
+# vlaforge quickstart (a bad one is a one-line error, exit 2).
+TASKS=mt50 DEMOS=50 PX=128 EVAL_EPS=10 EVAL_MAX_STEPS=500 CAL_STEPS=100 CAL_SKIP=30 EVAL_RESERVE_S=240
 if [ "$SMOKE" = 1 ]; then
   TASKS=reach-v3,door-open-v3 DEMOS=2 PX=64 EVAL_EPS=1 EVAL_MAX_STEPS=150 CAL_STEPS=6 CAL_SKIP=2
   DEVICE=cpu BATCH=16 STEPS="${STEPS:-20}" TRAIN_MIN=3 WORKERS="${WORKERS:-2}"
 fi
-for pair in "--batch-size=$BATCH" "--steps=${STEPS:-1}" "--workers=${WORKERS:-1}"; do
-  [[ "${pair#*=}" =~ ^[1-9][0-9]*$ ]] || die "${pair%%=*} must be a positive integer, got '${pair#*=}'"
-done
-[[ "$TRAIN_MIN" =~ ^[0-9]+(\.[0-9]+)?$ && "$BUDGET_MIN" =~ ^[0-9]+(\.[0-9]+)?$ ]] || \
-  die "--train-minutes and --budget-minutes must be numbers"
 case "$DEVICE" in cuda | cpu) ;; *) die "--device must be cuda or cpu, got '$DEVICE'" ;; esac
 cores="$(nproc)"
 WORKERS="${WORKERS:-$((cores > 3 ? cores - 2 : 1))}"
@@ -87,12 +81,11 @@ export MUJOCO_GL="${MUJOCO_GL:-egl}"  # EGL_PLATFORM: as set by the caller (vlaf
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-T0="$(date +%s.%N)"
-TIMING="$OUT/timing.tsv"  # phase, seconds, how (ran|reused): the last line of a phase wins
+TIMING="$OUT/timing.tsv"  # phase, seconds, how (ran|reused) of the shell phases
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 record() { printf '%s\t%s\t%s\n' "$1" "$(elapsed "$2")" "$3" >>"$TIMING"; }
-vf() { "$PY" -m vlaforge.cli "$@"; }
+: >"$TIMING"
 
 # -- install ---------------------------------------------------------------------------------------
 install_wheels() {
@@ -153,6 +146,7 @@ if [ "$INSTALL" = 1 ]; then
 fi
 
 # -- checks: imports, the device, rendering; machine.json -------------------------------------------
+t="$(now)"
 say "checks: $PY, device $DEVICE, MUJOCO_GL=$MUJOCO_GL${EGL_PLATFORM:+ EGL_PLATFORM=$EGL_PLATFORM}"
 "$PY" - "$DEVICE" "$OUT/machine.json" "$WORKERS" <<'PY' || exit 2
 import json, os, platform, subprocess, sys
@@ -184,8 +178,8 @@ try:
 except (OSError, subprocess.SubprocessError):
     info["nvidia_smi"] = None
 try:  # one frame through the same path collection and evaluation use
-    from vlaforge.envs.metaworld import MetaWorldEnv
-    env = MetaWorldEnv("reach-v3", image_size=64)
+    from vlaforge.envs.registry import get_simulator
+    env = get_simulator("metaworld").make_env("reach-v3", image_size=64)
     env.reset(0)
     from OpenGL import GL
     info["gl_renderer"] = " / ".join(GL.glGetString(k).decode() for k in (GL.GL_VENDOR, GL.GL_RENDERER))
@@ -199,111 +193,34 @@ print(f"python {info['python']}, torch {info['torch']} (CUDA {info['torch_cuda']
       f"{info.get('gpu', 'no GPU used')}, render: {info.get('gl_renderer')}")
 PY
 
-# -- collect ---------------------------------------------------------------------------------------
-DATA="$OUT/data"
-t="$(now)"
-if "$PY" -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("complete") else 1)' \
-  "$DATA/meta/vlaforge_collect.json" 2>/dev/null; then
-  say "collect: $DATA is complete, reused"
-  record collect "$t" reused
-else
-  say "collect: $TASKS, $DEMOS demos per task at $PX px, $WORKERS workers"
-  vf collect metaworld --tasks "$TASKS" --episodes-per-task "$DEMOS" --image-size "$PX" \
-    --workers "$WORKERS" --out "$DATA"
-  record collect "$t" ran
-fi
+record checks "$t" ran
 
-# -- calibrate + train -----------------------------------------------------------------------------
-RUN="$OUT/run"
-train_args() {  # TRAIN_ARGS for $1 steps into $2 with a $3-minute cap, then more overrides
-  TRAIN_ARGS=(train --preset default --data "$DATA" --steps "$1" --batch-size "$BATCH" --out "$2"
-    --device "$DEVICE" --set "model.image_size=$PX" --set "train.max_minutes=$3"
-    --set train.tensorboard=false "${@:4}" "${EXTRA[@]}")
-}
-calibrate() {  # sets SEC_PER_STEP: seconds per optimizer step, measured after the first CAL_SKIP steps
-  local cal="$OUT/calib"
-  rm -rf "$cal"
-  train_args "$CAL_STEPS" "$cal" 0 --set train.val_fraction=0 --set train.log_every=1 \
-    --set "train.save_every=$CAL_STEPS"
-  vf "${TRAIN_ARGS[@]}"
-  SEC_PER_STEP="$("$PY" - "$cal/log.jsonl" "$CAL_SKIP" <<'PY'
-import json, sys
-recs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-recs = [r for r in recs if "loss" in r and r["step"] > int(sys.argv[2])]
-if len(recs) < 2:
-    sys.exit("gpu_mt50: error: the calibration run logged too few steps")
-print(f"{(recs[-1]['time'] - recs[0]['time']) / (recs[-1]['step'] - recs[0]['step']):.6f}")
-PY
-  )"
-  rm -rf "$cal"
-}
-
-if [ -f "$RUN/.done" ]; then
-  say "train: $RUN is finished, reused"
-  record train "$(now)" reused
-elif [ -e "$RUN/checkpoints/last" ]; then
-  say "train: resuming $RUN"
-  t="$(now)"
-  vf train --resume "$RUN" --device "$DEVICE"
-  touch "$RUN/.done"
-  record train "$t" ran
-else
-  rm -rf "$RUN"
-  if [ -z "$STEPS" ] || [ "$SMOKE" = 1 ]; then
-    say "calibrate: $CAL_STEPS throwaway steps of batch $BATCH"
-    t="$(now)"
-    calibrate
-    record calibrate "$t" ran
-  fi
-  # The training allowance: --train-minutes, or less when the budget has less left after eval.
-  minutes="$(awk -v want="$TRAIN_MIN" -v budget="$BUDGET_MIN" -v spent="$(elapsed "$T0")" \
-    -v reserve="$EVAL_RESERVE_S" -v smoke="$SMOKE" 'BEGIN {
-      left = (budget * 60 - spent - reserve) / 60; m = (smoke || left >= want) ? want : left
-      printf "%.2f", (m < 2 && !smoke) ? 2 : m }')"
-  if [ -n "${SEC_PER_STEP:-}" ]; then
-    fit="$(awk -v s="$SEC_PER_STEP" -v m="$minutes" 'BEGIN { n = int(0.9 * m * 60 / s / 100) * 100
-      printf "%d", n < 200 ? 200 : n }')"
-    echo "calibration: $(awk -v s="$SEC_PER_STEP" -v b="$BATCH" 'BEGIN { printf "%.1f ms per step, %.0f samples/s", 1000 * s, b / s }'); $fit steps fit 90% of $minutes min"
-    STEPS="${STEPS:-$fit}"
-  fi
-  say "train: $STEPS steps of batch $BATCH at $PX px on $DEVICE (cap $minutes min)"
-  t="$(now)"
-  train_args "$STEPS" "$RUN" "$minutes" \
-    --set "train.val_every=$(((STEPS + 9) / 10))" --set "train.save_every=$(((STEPS + 3) / 4))"
-  vf "${TRAIN_ARGS[@]}"
-  touch "$RUN/.done"
-  record train "$t" ran
-fi
-
-# -- eval ------------------------------------------------------------------------------------------
-EVAL="$OUT/eval"
-t="$(now)"
-if [ -f "$EVAL/.done" ]; then
-  say "eval: $EVAL is finished, reused"
-  record eval "$t" reused
-else
-  say "eval: $TASKS, $EVAL_EPS episodes per task, $WORKERS workers, policy on $DEVICE"
-  vf eval --policy "$RUN/checkpoints/last" --suite "$TASKS" --episodes-per-task "$EVAL_EPS" \
-    --workers "$WORKERS" --device "$DEVICE" --videos-per-task 1 --max-steps "$EVAL_MAX_STEPS" \
-    --out "$EVAL" --overwrite
-  touch "$EVAL/.done"
-  record eval "$t" ran
-fi
+# -- collect, calibrate, train, evaluate, report: the library --------------------------------------
+say "quickstart: $TASKS, $DEMOS demos per task at $PX px, batch $BATCH on $DEVICE, $WORKERS workers"
+"$PY" -m vlaforge.cli quickstart --out "$OUT" --tasks "$TASKS" --episodes-per-task "$DEMOS" \
+  --image-size "$PX" --batch-size "$BATCH" --device "$DEVICE" --workers "$WORKERS" \
+  --eval-episodes "$EVAL_EPS" --max-steps "$EVAL_MAX_STEPS" --videos-per-task 1 \
+  --budget-minutes "$BUDGET_MIN" --train-minutes "$TRAIN_MIN" --eval-reserve-s "$EVAL_RESERVE_S" \
+  --calibration-steps "$CAL_STEPS" --calibration-skip "$CAL_SKIP" ${STEPS:+--steps "$STEPS"} \
+  ${EXTRA[@]+"${EXTRA[@]}"}
 
 # -- gather ----------------------------------------------------------------------------------------
 say "gather: $OUT/result"
-"$PY" - "$OUT" "$T0" "$(now)" "$BATCH" "$PX" "$DEMOS" <<'PY'
+"$PY" - "$OUT" "$(now)" <<'PY'
 import html, json, shutil, sys, time
 from pathlib import Path
 from vlaforge.eval.report import render_html
 from vlaforge.quickstart import loss_curve_svg
+from vlaforge.train.log import read_log, train_records
 
-out, t0, start, batch, px, demos = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), *sys.argv[4:]
+out, start = Path(sys.argv[1]), float(sys.argv[2])
 res = out / "result"
 shutil.rmtree(res, ignore_errors=True)
 (res / "videos").mkdir(parents=True)
 info = json.loads((out / "eval" / "eval_info.json").read_text())
+qs = json.loads((out / "quickstart.json").read_text())
 shutil.copy2(out / "eval" / "eval_info.json", res)
+shutil.copy2(out / "quickstart.json", res)
 
 # One video per difficulty group: the first task of the group with a successful recorded episode,
 # else its first recorded episode.
@@ -319,8 +236,7 @@ for e in shown["episodes"]:
     if e.get("video") not in keep.values():
         e["video"] = None
 
-log_path = out / "run" / "log.jsonl"
-log = [json.loads(l) for l in log_path.read_text().splitlines() if l.strip()]
+log = read_log(out / "run")
 for name in ("run.json", "log.jsonl"):
     shutil.copy2(out / "run" / name, res / name)
 shutil.copy2(out / "data" / "meta" / "vlaforge_collect.json", res / "collect.json")
@@ -330,20 +246,17 @@ machine = json.loads((out / "machine.json").read_text())
 phases = {}
 for line in (out / "timing.tsv").read_text().splitlines():
     name, seconds, how = line.split("\t")
-    if how == "reused" and name in phases:  # keep the time it took when it ran
-        phases[name]["how"] = "reused"
-    else:
-        phases[name] = {"seconds": float(seconds), "how": how}
+    phases[name] = {"seconds": float(seconds), "how": how}
+for name, seconds in qs["seconds"].items():
+    phases[name] = {"seconds": seconds, "how": "reused" if name in qs["reused"] else "ran"}
 phases["gather"] = {"seconds": round(time.time() - start, 1), "how": "ran"}
-train = [r for r in log if "loss" in r]
-steps = max((r["step"] for r in train), default=0)
-planned = next((o.split("=", 1)[1] for o in json.loads((out / "run" / "run.json").read_text())["overrides"]
-                if o.startswith("train.steps=")), None)
+train = train_records(log)
 rates = [r["samples_per_s"] for r in train[len(train) // 2:]]
+cfg = qs["config"]
 timing = {"phases": phases, "total_seconds": round(sum(p["seconds"] for p in phases.values()), 1),
-          "total_seconds_this_invocation": round(time.time() - t0, 1),
-          "train_steps": steps, "train_steps_planned": int(planned) if planned else None,
-          "batch_size": int(batch), "train_samples_per_s": sum(rates) / len(rates) if rates else None}
+          "train_steps": qs["steps_trained"], "train_steps_planned": qs["steps_planned"],
+          "seconds_per_step_calibrated": qs["seconds_per_step"], "batch_size": cfg["batch_size"],
+          "train_samples_per_s": sum(rates) / len(rates) if rates else None}
 (res / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
 
 o, g = info["overall"], info["per_group"]
@@ -353,12 +266,13 @@ line = (f"{info['suite']}: {100 * o['success_rate']:.1f}% mean of group means ({
         f"({o['successes']}/{o['episodes']} episodes)")
 stages = " · ".join(f"{k} {v['seconds'] / 60:.1f} min" + (" (reused)" if v["how"] == "reused" else "")
                     for k, v in phases.items())
-facts = (f'<p class="meta">{demos} demonstrations per task at {px} px · preset <code>default</code> at '
-         f"{px} px · {steps} of {planned} steps of batch {batch} · {stages}</p>"
+px, demos = cfg["image_size"], cfg["episodes_per_task"]
+facts = (f'<p class="meta">{demos} demonstrations per task at {px} px · preset <code>{cfg["preset"]}</code> at '
+         f"{px} px · {qs['steps_trained']} of {qs['steps_planned']} steps of batch {cfg['batch_size']} · {stages}</p>"
          f'<p class="meta">{html.escape(machine.get("gpu") or "CPU")} · torch {html.escape(machine["torch"])} · '
          f'render {html.escape(str(machine.get("gl_renderer")))}</p>'
          f'<p class="meta">Videos: {len(keep)} kept here (one per difficulty group); all '
-         f"{len(episodes)} are in OUT/eval/videos, linked from OUT/eval/report.html.</p>")
+         f"{len(episodes)} are in OUT/eval/videos, linked from OUT/report.html.</p>")
 extra = f"<h2>Training</h2>{facts}{loss_curve_svg(log)}"
 (res / "report.html").write_text(render_html(shown, title="vlaforge MT50 on one GPU", extra=extra))
 (res / "summary.txt").write_text(line + "\n" + stages + "\n")

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from statistics import median
 
+from vlaforge.train.log import read_log, train_records, val_records
+
 
 def eval_summary(eval_dir: Path) -> dict:
     """Success per group and task, and the rollout timing, from one `vlaforge eval` folder."""
@@ -37,9 +39,8 @@ def eval_summary(eval_dir: Path) -> dict:
 
 def train_summary(run: Path) -> dict:
     """Steps, wall time, throughput and the last validation loss from a run's log.jsonl."""
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
-    steps = [r for r in rows if "loss" in r]
-    vals = [r for r in rows if "val_loss" in r]
+    rows = read_log(run)
+    steps, vals = train_records(rows), val_records(rows)
     spec = json.loads((run / "run.json").read_text())
     return {
         "preset": spec.get("preset"),
@@ -55,21 +56,19 @@ def train_summary(run: Path) -> dict:
 def heldout_chunk_l1(checkpoint: Path, data: Path, windows: int = 256) -> float:
     """Mean |sampled chunk - demonstrated chunk| (robot units) on windows of the validation episodes.
 
-    The validation split is the trainer's (TrainConfig's val_fraction and seed, which the MT10 scripts
-    leave at their defaults); sampling heads draw with a fixed generator. It separates "the head has
-    not learnt the actions yet" from "the actions are right but the rollout drifts".
+    The validation episodes are the ones the checkpoint records for `data` (metadata.json
+    "datasets"[i]["val_episodes"]); sampling heads draw with a fixed generator. It separates "the
+    head has not learnt the actions yet" from "the actions are right but the rollout drifts".
     """
     import numpy as np
     import torch
 
-    from vlaforge.data.dataset import WindowConfig, WindowDataset, split_episodes, to_torch
+    from vlaforge.data.dataset import WindowConfig, WindowDataset, to_torch
     from vlaforge.models.policy import VLAPolicy
-    from vlaforge.train.config import TrainConfig
 
     policy = VLAPolicy.from_pretrained(checkpoint).eval()
-    cfg, tc = policy.config, TrainConfig()
-    n = len(WindowDataset(data, WindowConfig(history=1, chunk=1), episodes=[0]).source.episodes)
-    _, val = split_episodes(n, tc.val_fraction, tc.seed)
+    cfg = policy.config
+    val = recorded_val_episodes(policy.metadata, data)
     window = WindowConfig(history=cfg.history, chunk=cfg.chunk, image_size=cfg.image_size)
     ds = WindowDataset(data, window, episodes=val)
     idx = np.random.default_rng(0).choice(len(ds), min(windows, len(ds)), replace=False)
@@ -79,6 +78,16 @@ def heldout_chunk_l1(checkpoint: Path, data: Path, windows: int = 256) -> float:
     real = ~batch["action_is_pad"][:, : cfg.chunk]  # [N, H]
     err = (actions - batch["action"][:, : cfg.chunk].float()).abs().mean(-1)  # [N, H]
     return round(float(err[real].mean()), 4)
+
+
+def recorded_val_episodes(metadata: dict, data: Path) -> list[int]:
+    """The validation episodes the checkpoint's metadata records for the dataset at `data`."""
+    datasets = metadata.get("datasets") or []
+    root = str(Path(data).resolve())
+    match = [d for d in datasets if d.get("root") == root] or (datasets if len(datasets) == 1 else [])
+    if not match or not match[0].get("val_episodes"):
+        raise SystemExit(f"mt10_summary: the checkpoint records no validation episodes for {data}")
+    return [int(i) for i in match[0]["val_episodes"]]
 
 
 def cpu(out: Path, recipe: str) -> dict:

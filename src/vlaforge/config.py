@@ -81,7 +81,9 @@ def _replace_path(cfg: Any, path: list[str], value: Any, full: str, text: str | 
     fields = {f.name: f for f in dataclasses.fields(cfg)}
     head = path[0]
     if head not in fields:
-        raise VlaforgeError(f"unknown config key {full!r}{did_you_mean(head, fields)}")
+        raise VlaforgeError(
+            f"unknown config key {full!r}{did_you_mean(head, fields) or _in_section(cfg, head)}"
+        )
     hint = typing.get_type_hints(type(cfg))[head]
     current = getattr(cfg, head)
     if fields[head].metadata.get("overrides") and len(path) > 1:
@@ -93,6 +95,15 @@ def _replace_path(cfg: Any, path: list[str], value: Any, full: str, text: str | 
     else:
         new = _coerce(hint, value, full)
     return dataclasses.replace(cfg, **{head: new})
+
+
+def _in_section(cfg: Any, name: str) -> str:
+    """' (did you mean 'train.lr'?)' when a nested section has the field `name`."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and name in {g.name for g in dataclasses.fields(value)}:
+            return f" (did you mean '{f.name}.{name}'?)"
+    return ""
 
 
 def _parse(raw: str) -> Any:
@@ -107,7 +118,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+        if type(None) in args and (value is None or str(value).strip().lower() in _NONE_WORDS):
             return None
         errors = []
         for arg in (a for a in args if a is not type(None)):
@@ -279,3 +290,60 @@ def _comment(lines: list[str], first: int, last: int) -> str:
             break
         above.insert(0, line.strip().lstrip("#").strip())
     return " ".join(above)
+
+
+def to_argv(cfg: Any, positional: tuple[str, ...] = ()) -> list[str]:
+    """The command-line options that rebuild `cfg` (the inverse of the generated options): a field
+    that differs from its default becomes its option (or `--set` for a section it does not expose),
+    required and positional fields always appear. For printing a reproducible command line."""
+    head: list[str] = []
+    argv: list[str] = []
+    for f in dataclasses.fields(cfg):
+        meta, value = f.metadata, getattr(cfg, f.name)
+        default = _field_default(f)
+        if f.name in positional or meta.get("positional"):
+            head.append(_text(value))
+        elif meta.get("overrides"):
+            argv += [a for item in value for a in ("--set", f"{f.name}.{item}")]
+        elif dataclasses.is_dataclass(value):
+            argv += _section_argv(value, default, f.name, meta)
+        elif value != default or default is dataclasses.MISSING:
+            argv += _option_argv("--" + (meta.get("flag") or f.name.replace("_", "-")), value, meta)
+    return head + argv
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def _section_argv(value: Any, default: Any, prefix: str, meta: Any) -> list[str]:
+    expose, flags, argv = meta.get("expose") or (), meta.get("flags") or {}, []
+    for f in dataclasses.fields(value):
+        mine, was = getattr(value, f.name), getattr(default, f.name)
+        if dataclasses.is_dataclass(mine):
+            argv += _section_argv(mine, was, f"{prefix}.{f.name}", {})
+        elif mine != was and (expose is True or f.name in expose):
+            argv += _option_argv("--" + flags.get(f.name, f.name.replace("_", "-")), mine, f.metadata)
+        elif mine != was:
+            argv += ["--set", f"{prefix}.{f.name}={_text(mine)}"]
+    return argv
+
+
+def _option_argv(flag: str, value: Any, meta: Any) -> list[str]:
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + flag[2:]]
+    if meta.get("repeat"):
+        return [a for item in value for a in (flag, _text(item))]
+    return [flag, _text(value)]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)

@@ -1,99 +1,126 @@
-"""`vlaforge quickstart`: collect -> train -> evaluate -> report, on a laptop CPU, in one command.
+"""`vlaforge quickstart`: collect -> train -> evaluate -> report in one command, fitted to a time budget.
 
-The stages are the public commands a user would type (`vlaforge collect`, `vlaforge train`,
-`vlaforge eval`), run in this process with settings chosen for a small CPU; each is printed as the
-command line that reproduces it. The training length is fitted to the time budget: a few calibration
-steps measure this machine's speed, and the run gets the steps that fit what the budget leaves after
-collection and a reserve for evaluation. Rerunning with the same `--out` reuses a finished dataset.
+The stages call the library functions behind the public commands (`vlaforge.data.collect.run`,
+`vlaforge.train.command.run_train`, `vlaforge.eval.command.run`) with settings chosen for a small
+CPU; each stage prints the command line that reproduces it. The training length is fitted to the
+budget: a few calibration steps measure this machine's speed, and the run gets the steps that fit
+what the budget leaves after collection and a reserve for evaluation (`--steps` fixes it instead,
+`--train-minutes` caps it). The GPU tier is the same job at another size
+(`benchmarks/gpu_mt50.sh`: `--tasks mt50 --episodes-per-task 50 --image-size 128 --batch-size 256
+--device cuda`). A rerun with the same `--out` reuses a finished dataset and a finished training run
+with the same settings, and resumes an interrupted one.
 
-    out/data/         the LeRobot v3 dataset (scripted expert demonstrations)
-    out/run/          the training run (checkpoints/last is a servable policy, log.jsonl)
-    out/eval/         eval_info.json, report.html and videos on held-out seeds
-    out/report.html   one page: success table and chart, loss curve, rollout videos
+    out/data/          the LeRobot v3 dataset (scripted expert demonstrations)
+    out/run/           the training run (checkpoints/last is a servable policy, log.jsonl)
+    out/eval/          eval_info.json, report.html and videos on held-out seeds
+    out/report.html    one page: success table and chart, loss curve, rollout videos
+    out/quickstart.json  the settings, the time per stage, the steps planned and trained
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
+from vlaforge.config import apply_overrides, option, to_argv, to_dict
 from vlaforge.errors import VlaforgeError
-
-HELP = "collect, train, evaluate and report in one go"
 
 # Easy tasks whose target object is large in the corner2 view at 64 px (a 1,500-step multi-task run
 # measured 100%, 100% and 90% on them; reach, whose goal marker is ~1 px at 64 px, reached 10%).
 DEFAULT_TASKS = "drawer-close-v3,door-open-v3,handle-press-v3"
+SUMMARY_FILE = "quickstart.json"
+TRAIN_MARKER = "quickstart_train.json"
 
 
 @dataclass(frozen=True)
 class QuickstartConfig:
     """What the quickstart does; every field is a command-line option."""
 
-    out: Path
-    tasks: str = DEFAULT_TASKS  # anything `--tasks` of `vlaforge collect` takes
-    budget_minutes: float = 15.0  # wall time for the whole job, report included
-    episodes_per_task: int = 20  # successful demonstrations per task
-    eval_episodes: int = 10  # evaluation episodes per task, on seeds disjoint from the demos
-    image_size: int = 64  # collection and policy resolution
-    preset: str = "default"  # model preset (`vlaforge presets`)
+    out: str = "quickstart"
+    """Output directory: data/, run/, eval/, report.html, quickstart.json."""
+    tasks: str = DEFAULT_TASKS
+    """Tasks and/or suites, comma-separated (anything `vlaforge collect --tasks` takes: mt10, mt50, ...)."""
+    simulator: str = "metaworld"
+    """The registered simulator to collect and evaluate on."""
+    budget_minutes: float = 15.0
+    """Wall time for the whole job, report included."""
+    episodes_per_task: int = 20
+    """Successful demonstrations collected per task."""
+    eval_episodes: int = 10
+    """Evaluation episodes per task, on seeds disjoint from the demonstrations."""
+    image_size: int = 64
+    """Collection and policy resolution in pixels."""
+    preset: str = "default"
+    """Model preset (`vlaforge presets`)."""
     batch_size: int = 64
-    workers: int = 2  # simulation processes for collection and evaluation
-    eval_reserve_s: float = 150.0  # time kept back for evaluation and the report
-    max_steps: int = 500  # evaluation step limit per episode (Meta-World's 500)
+    """Training batch size."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Device of the policy for training and evaluation (auto: CUDA when available)."""
+    workers: int = 2
+    """Simulation processes for collection and evaluation."""
+    videos_per_task: int = 2
+    """Evaluation videos kept per task (the first successes and the first failures)."""
+    max_steps: int = 500
+    """Evaluation step limit per episode (Meta-World's 500)."""
+    eval_reserve_s: float = 150.0
+    """Seconds of the budget kept back for evaluation and the report."""
+    steps: int | None = None
+    """Training steps; none: as many as fit the budget, measured by a calibration run."""
+    train_minutes: float | None = None
+    """At most this much training time; none: what the budget leaves."""
+    calibration_steps: int = 12
+    """Throwaway training steps that measure the seconds per step on this machine."""
+    calibration_skip: int = 4
+    """Calibration steps left out of the timing (the first ones warm up caches and kernels)."""
+    model: tuple[str, ...] = field(default=(), metadata=option(overrides=True))
+    """Policy config overrides for training, from `--set model.<PolicyConfig field>=...`."""
+    train: tuple[str, ...] = field(default=(), metadata=option(overrides=True))
+    """Training loop overrides, from `--set train.<TrainConfig field>=...`."""
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="quickstart", help="output directory (default ./quickstart)")
-    parser.add_argument(
-        "--tasks", default=DEFAULT_TASKS, help=f"Meta-World tasks or a suite (default {DEFAULT_TASKS})"
-    )
-    parser.add_argument("--budget-minutes", type=float, default=15.0, help="total wall time (default 15)")
-    parser.add_argument(
-        "--episodes-per-task", type=int, default=20, help="demonstrations per task (default 20)"
-    )
-    parser.add_argument(
-        "--eval-episodes", type=int, default=10, help="evaluation episodes per task (default 10)"
-    )
-    parser.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")
-    parser.add_argument("--preset", default="default", help="model preset (default: the CPU default)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2, help="simulation processes (default 2)")
-    parser.add_argument(
-        "--max-steps", type=int, default=500, help="evaluation step limit per episode (default 500)"
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = QuickstartConfig(
-        out=Path(args.out), tasks=args.tasks, budget_minutes=args.budget_minutes,
-        episodes_per_task=args.episodes_per_task, eval_episodes=args.eval_episodes,
-        image_size=args.image_size, preset=args.preset, batch_size=args.batch_size, workers=args.workers,
-        max_steps=args.max_steps,
-    )  # fmt: skip
-    _check(cfg)
+def run(cfg: QuickstartConfig) -> int:
+    """Check `cfg`, run every stage, print where the report is; returns 0."""
+    check(cfg)
     report = Quickstart(cfg).run()
     print(f"\nreport: {report.resolve()}")
     return 0
 
 
-def _check(cfg: QuickstartConfig) -> None:
-    from vlaforge.envs.tasks import resolve_tasks
+def check(cfg: QuickstartConfig) -> None:
+    """Everything that can be checked before the first stage."""
+    from vlaforge.envs.registry import get_simulator
     from vlaforge.models.presets import get_preset
+    from vlaforge.train.config import TrainConfig
 
-    resolve_tasks(cfg.tasks)
+    get_simulator(cfg.simulator).resolve_tasks(cfg.tasks)
     get_preset(cfg.preset)
+    apply_overrides(TrainConfig(), list(cfg.train))  # a bad key fails now, not after collection
     if cfg.budget_minutes <= 0:
         raise VlaforgeError(f"--budget-minutes must be positive, got {cfg.budget_minutes}")
-    for name in ("episodes_per_task", "eval_episodes", "batch_size", "workers", "max_steps"):
+    for name in ("episodes_per_task", "eval_episodes", "batch_size", "workers", "max_steps", "image_size"):
         if getattr(cfg, name) < 1:
             raise VlaforgeError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.videos_per_task < 0:
+        raise VlaforgeError(f"--videos-per-task must be >= 0, got {cfg.videos_per_task}")
+    if cfg.steps is not None and cfg.steps < 1:
+        raise VlaforgeError(f"--steps must be at least 1, got {cfg.steps}")
+    if cfg.train_minutes is not None and cfg.train_minutes <= 0:
+        raise VlaforgeError(f"--train-minutes must be positive, got {cfg.train_minutes}")
+    if not 1 <= cfg.calibration_skip <= cfg.calibration_steps - 2:
+        raise VlaforgeError(
+            f"--calibration-skip must be between 1 and --calibration-steps - 2, got {cfg.calibration_skip}"
+        )
+
+
+def _say(command: str, cfg: Any, positional: tuple[str, ...] = ()) -> None:
+    """Print the command line that reproduces a stage."""
+    print(f"$ vlaforge {command} " + " ".join(shlex.quote(a) for a in to_argv(cfg, positional)), flush=True)
 
 
 class Quickstart:
@@ -101,9 +128,12 @@ class Quickstart:
 
     def __init__(self, cfg: QuickstartConfig):
         self.cfg = cfg
+        self.out = Path(cfg.out)
         self.start = time.perf_counter()
         self.times: dict[str, float] = {}
+        self.reused: list[str] = []
         self.steps = 0
+        self.seconds_per_step: float | None = None
 
     @property
     def left(self) -> float:
@@ -122,80 +152,132 @@ class Quickstart:
         self.times[name] = time.perf_counter() - t
         return result
 
-    # -- stages --------------------------------------------------------------------------------------
+    # -- collect -------------------------------------------------------------------------------------
     def collect(self) -> None:
-        data = self.cfg.out / "data"
+        from vlaforge.data.collect import CollectConfig
+        from vlaforge.data.collect import run as collect
+
+        data = self.out / "data"
         if (data / "meta" / "info.json").exists() and _collect_finished(data):
             print(f"reusing the finished dataset {data}")
+            self.reused.append("collect")
             return
-        _command([
-            "collect", "metaworld", "--tasks", self.cfg.tasks, "--episodes-per-task", str(self.cfg.episodes_per_task),
-            "--image-size", str(self.cfg.image_size), "--workers", str(self.cfg.workers), "--out", str(data),
-        ])  # fmt: skip
+        c = self.cfg
+        cfg = CollectConfig(
+            tasks=c.tasks, out=str(data), simulator=c.simulator, episodes_per_task=c.episodes_per_task,
+            image_size=c.image_size, workers=c.workers,
+        )  # fmt: skip
+        _say("collect", cfg, ("simulator",))
+        collect(cfg)
+
+    # -- train ---------------------------------------------------------------------------------------
+    def train_command(self, steps: int, out: Path, minutes: float = 0.0, **loop: Any):
+        """The `vlaforge train` of this quickstart: `steps` into `out` with a `minutes` deadline."""
+        from vlaforge.train.command import TrainCommand
+        from vlaforge.train.config import TrainConfig
+
+        base = TrainConfig(
+            steps=steps, batch_size=self.cfg.batch_size, val_every=250, save_every=max(50, (steps + 3) // 4),
+            tensorboard=False, max_minutes=round(minutes, 2),
+        )  # fmt: skip
+        loop_cfg = apply_overrides(base, [*self.cfg.train, *([loop] if loop else [])])
+        return TrainCommand(
+            data=(str(self.out / "data"),), out=str(out), device=self.cfg.device, preset=self.cfg.preset,
+            train=loop_cfg, model=(f"image_size={self.cfg.image_size}", *self.cfg.model),
+        )  # fmt: skip
+
+    def _settings(self) -> dict:
+        """What decides the trained policy (a finished run with the same settings is reused)."""
+        keys = ("tasks", "simulator", "episodes_per_task", "image_size", "preset", "batch_size", "steps")
+        return {
+            **{k: getattr(self.cfg, k) for k in keys},
+            "model": list(self.cfg.model),
+            "train": list(self.cfg.train),
+        }
 
     def train(self) -> None:
-        run_dir = self.cfg.out / "run"
+        from vlaforge.train.command import TrainCommand, run_train
+
+        run_dir, marker = self.out / "run", self.out / "run" / TRAIN_MARKER
+        state = json.loads(marker.read_text()) if marker.exists() else {}
+        if state.get("settings") == self._settings() and (run_dir / "checkpoints" / "last").exists():
+            self.steps = state["steps"]
+            if state.get("finished"):
+                print(f"reusing the finished training run {run_dir}")
+                self.reused.append("train")
+                return
+            cmd = TrainCommand(resume=str(run_dir), device=self.cfg.device)
+            _say("train", cmd)
+            run_train(cmd)
+            return self._finished(marker, state)
         if run_dir.exists():
-            shutil.rmtree(run_dir)  # a quickstart run is cheap to redo; a half-trained one is not reused
-        seconds_per_step = self._calibrate()
+            shutil.rmtree(run_dir)  # settings changed, or nothing was saved: start over
+        budget = self._train_budget()
+        if self.cfg.steps is None:
+            self.seconds_per_step = self._calibrate()
+            budget = self._train_budget()
+            self.steps = max(50, int(budget / self.seconds_per_step))
+            print(
+                f"{self.seconds_per_step * 1000:.0f} ms per step here: training {self.steps} steps (~{budget / 60:.1f} min)"
+            )
+        else:
+            self.steps = self.cfg.steps
+        cmd = self.train_command(self.steps, run_dir, minutes=max(0.0, 1.05 * budget / 60))
+        state = {"settings": self._settings(), "steps": self.steps, "finished": False}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(state, indent=2) + "\n")
+        _say("train", cmd)
+        run_train(cmd)
+        self._finished(marker, state)
+
+    def _finished(self, marker: Path, state: dict) -> None:
+        marker.write_text(json.dumps({**state, "finished": True}, indent=2) + "\n")
+
+    def _train_budget(self) -> float:
+        """Seconds of training: what the budget leaves after the evaluation reserve, at most
+        --train-minutes (0 or less when the budget is spent: then the 50-step floor applies)."""
         budget = self.left - self.cfg.eval_reserve_s
-        self.steps = max(50, int(budget / seconds_per_step))
-        print(
-            f"{seconds_per_step * 1000:.0f} ms per step here: training {self.steps} steps (~{budget / 60:.1f} min)"
-        )
-        _command(self._train_args(run_dir, self.steps, minutes=1.05 * budget / 60))
+        if self.cfg.train_minutes is not None:
+            budget = min(budget, self.cfg.train_minutes * 60)
+        return budget
 
-    def _train_overrides(self, steps: int, minutes: float = 0.0) -> list[str]:
-        """`minutes`: the trainer's own deadline (a safety net should this machine slow down)."""
-        return [
-            f"train.steps={steps}", f"train.batch_size={self.cfg.batch_size}", f"model.image_size={self.cfg.image_size}",
-            "train.val_every=250", f"train.save_every={steps}", "train.tensorboard=false",
-        ] + ([f"train.max_minutes={minutes:.2f}"] if minutes > 0 else [])  # fmt: skip
-
-    def _train_args(self, run_dir: Path, steps: int, minutes: float = 0.0) -> list[str]:
-        sets = [a for o in self._train_overrides(steps, minutes) for a in ("--set", o)]
-        return [
-            "train",
-            "--preset",
-            self.cfg.preset,
-            "--data",
-            str(self.cfg.out / "data"),
-            "--out",
-            str(run_dir),
-            *sets,
-        ]
-
-    def _calibrate(self, steps: int = 12, skip: int = 4) -> float:
+    def _calibrate(self) -> float:
         """Seconds per optimizer step on this machine, from a throwaway run of a few steps."""
-        from vlaforge.train.setup import execute
+        from vlaforge.train.command import run_train
 
+        steps, skip = self.cfg.calibration_steps, self.cfg.calibration_skip
         print(f"calibrating: {steps} throwaway steps to fit the training to the budget", flush=True)
-        overrides = self._train_overrides(steps) + ["train.val_fraction=0", "train.ema_decay=0"]
-        spec = {
-            "command": "train",
-            "data": [str(self.cfg.out / "data")],
-            "overrides": overrides,
-            "preset": self.cfg.preset,
-        }
         stamps: list[float] = []
         with tempfile.TemporaryDirectory(prefix="vlaforge-calibrate-") as tmp:
-            execute(spec, Path(tmp) / "run", False, on_step=lambda _t: stamps.append(time.perf_counter()))
+            cmd = self.train_command(
+                steps, Path(tmp) / "run", val_fraction=0.0, ema_decay=0.0, save_every=steps
+            )
+            run_train(cmd, on_step=lambda _t: stamps.append(time.perf_counter()))
         return (stamps[-1] - stamps[skip - 1]) / (len(stamps) - skip)
 
+    # -- eval and report -----------------------------------------------------------------------------
     def evaluate(self) -> None:
-        _command([
-            "eval", "--policy", str(self.cfg.out / "run" / "checkpoints" / "last"), "--suite", self.cfg.tasks,
-            "--episodes-per-task", str(self.cfg.eval_episodes), "--workers", str(self.cfg.workers),
-            "--out", str(self.cfg.out / "eval"), "--overwrite", "--max-steps", str(self.cfg.max_steps),
-        ])  # fmt: skip
+        from vlaforge.eval.command import run as evaluate
+        from vlaforge.eval.config import EvalConfig
+
+        c = self.cfg
+        cfg = EvalConfig(
+            policy=str(self.out / "run" / "checkpoints" / "last"), suite=c.tasks, out=str(self.out / "eval"),
+            simulator=c.simulator, episodes_per_task=c.eval_episodes, workers=c.workers, device=c.device,
+            videos_per_task=c.videos_per_task, max_steps=c.max_steps, overwrite=True,
+        )  # fmt: skip
+        _say("eval", cfg)
+        if evaluate(cfg) == 130:
+            raise KeyboardInterrupt
 
     def report(self) -> Path:
         from vlaforge.eval.report import render_html
+        from vlaforge.train.log import read_log
 
-        info = json.loads((self.cfg.out / "eval" / "eval_info.json").read_text())
-        log = _read_log(self.cfg.out / "run" / "log.jsonl")
+        info = json.loads((self.out / "eval" / "eval_info.json").read_text())
+        log = read_log(self.out / "run", missing_ok=True)
         extra = training_section(log, self.times, self.steps, self.cfg)
-        path = self.cfg.out / "report.html"
+        path = self.out / "report.html"
         tmp = path.with_suffix(".html.tmp")
         tmp.write_text(render_html(info, title="vlaforge quickstart", extra=extra, media_prefix="eval/"))
         tmp.replace(path)
@@ -203,11 +285,22 @@ class Quickstart:
         print(
             f"success: {_fmt(overall)} over {len(info['tasks'])} tasks x {info['episodes_per_task']} episodes"
         )
+        total = time.perf_counter() - self.start
         print(
-            f"total {(time.perf_counter() - self.start) / 60:.1f} min: "
+            f"total {total / 60:.1f} min: "
             + ", ".join(f"{k} {v / 60:.1f} min" for k, v in self.times.items())
         )
+        self._summary(log, overall, total)
         return path
+
+    def _summary(self, log: list[dict], overall: dict, total: float) -> None:
+        trained = max((r["step"] for r in log if "loss" in r), default=0)
+        summary = {
+            "config": to_dict(self.cfg), "seconds": {k: round(v, 1) for k, v in self.times.items()},
+            "total_seconds": round(total, 1), "reused": self.reused, "steps_planned": self.steps,
+            "steps_trained": trained, "seconds_per_step": self.seconds_per_step, "overall": overall,
+        }  # fmt: skip
+        (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def _fmt(overall: dict) -> str:
@@ -215,25 +308,9 @@ def _fmt(overall: dict) -> str:
     return "n/a" if value is None else f"{100 * value:.0f}%"
 
 
-def _command(argv: list[str]) -> None:
-    """Run one vlaforge command in this process, printing the line that reproduces it."""
-    from vlaforge.cli import main
-
-    print("$ vlaforge " + " ".join(shlex.quote(a) for a in argv), flush=True)
-    code = main(argv)
-    if code:
-        raise VlaforgeError(f"`vlaforge {argv[0]}` failed (exit {code}); see the message above")
-
-
 def _collect_finished(data: Path) -> bool:
     sidecar = data / "meta" / "vlaforge_collect.json"
     return not sidecar.exists() or bool(json.loads(sidecar.read_text()).get("complete", True))
-
-
-def _read_log(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def training_section(log: list[dict], times: dict[str, float], steps: int, cfg: QuickstartConfig) -> str:

@@ -25,8 +25,6 @@ class Command:
     config: str
     run: str
     positional: tuple[str, ...] = ()
-    legacy: str | None = None
-    """A module with `add_arguments(parser)` / `run(args)`, used until `config` can be imported."""
 
 
 COMMANDS: dict[str, Command] = {
@@ -35,7 +33,6 @@ COMMANDS: dict[str, Command] = {
         "vlaforge.data.collect:CollectConfig",
         "vlaforge.data.collect:run",
         positional=("simulator",),
-        legacy="vlaforge.data.collect_cli",
     ),
     "presets": Command(
         "list the model presets with parameter counts",
@@ -56,7 +53,6 @@ COMMANDS: dict[str, Command] = {
         "evaluate a policy (a checkpoint, the scripted expert, or a ws:// server) in simulation",
         "vlaforge.eval.config:EvalConfig",
         "vlaforge.eval.command:run",
-        legacy="vlaforge.eval.cli",
     ),
     "serve": Command(
         "serve a policy over websockets (openpi protocol)",
@@ -87,14 +83,6 @@ def load(ref: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _available(ref: str) -> bool:
-    module, _, name = ref.partition(":")
-    try:
-        return hasattr(importlib.import_module(module), name)
-    except ImportError:
-        return False
-
-
 def build_parser(argv: list[str]):
     """The parser; only the command named in `argv` gets its options (and imports its module)."""
     from vlaforge.cli.options import Parser, add_options
@@ -106,11 +94,6 @@ def build_parser(argv: list[str]):
         p = sub.add_parser(name, help=command.help, description=command.help)
         if name != chosen:
             continue
-        if command.legacy and not (_available(command.config) and _available(command.run)):
-            legacy = importlib.import_module(command.legacy)
-            legacy.add_arguments(p)
-            p.set_defaults(_legacy=legacy.run)
-            continue
         cls = load(command.config)
         p.set_defaults(_cls=cls, _opts=add_options(p, cls, command.positional), _run=command.run)
     return parser
@@ -121,8 +104,6 @@ def parse(argv: list[str]):
     from vlaforge.cli.options import build_config
 
     args = build_parser(argv).parse_args(argv)
-    if getattr(args, "_legacy", None):
-        return args, args._legacy
     if not getattr(args, "_cls", None):
         return None, None
     return build_config(args._cls, args._opts, args), load(args._run)

@@ -79,6 +79,19 @@ def _choices(hint: Any) -> list[str] | None:
     return None
 
 
+def _metavar(hint: Any, name: str) -> str:
+    """N for integers, X for numbers, A,B for lists, else the field's name."""
+    inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    base = inner[0] if typing.get_origin(hint) in (typing.Union, _UnionType) else hint
+    if base is int:
+        return "N"
+    if base is float:
+        return "X"
+    if typing.get_origin(base) in (tuple, list):
+        return "A,B"
+    return name.upper()
+
+
 def add_options(parser: argparse.ArgumentParser, cls: type, positional: tuple[str, ...] = ()) -> list[Opt]:
     """Add one option per field of `cls` (and `--set`); returns what `build_config` needs."""
     opts = _add_fields(parser, cls, (), None, positional)
@@ -123,7 +136,7 @@ def _add_one(parser, f, hint, doc, default, path, positional, renamed=None) -> O
     doc = doc.replace("%", "%%")
     choices = _choices(hint)
     shown = "" if default is MISSING else f" (default: {_shown(default)})".replace("%", "%%")
-    metavar = meta.get("metavar") or ("{" + ",".join(choices) + "}" if choices else kebab(f.name).upper())
+    metavar = meta.get("metavar") or ("{" + ",".join(choices) + "}" if choices else _metavar(hint, f.name))
     if f.name in positional or meta.get("positional"):
         parser.add_argument(dest, nargs="?", default=argparse.SUPPRESS, metavar=metavar, help=doc + shown)
         return Opt(dest, path, hint, f.name.upper())

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -80,14 +81,14 @@ class FinetuneCommand(RunCommand):
     """The training loop, starting from `FINETUNE_TRAIN` (`--set train.<field>=...`)."""
 
 
-def run_train(cfg: TrainCommand) -> int:
-    """Train (or resume) as `cfg` says; returns the exit status."""
+def run_train(cfg: TrainCommand, on_step: Callable | None = None) -> int:
+    """Train (or resume) as `cfg` says; `on_step(trainer)` after every step. Returns the exit status."""
     extra = {"preset": cfg.preset}
-    return _execute(cfg, "train", TrainCommand(), extra)
+    return _execute(cfg, "train", TrainCommand(), extra, on_step)
 
 
-def run_finetune(cfg: FinetuneCommand) -> int:
-    """Fine-tune (or resume) as `cfg` says; returns the exit status."""
+def run_finetune(cfg: FinetuneCommand, on_step: Callable | None = None) -> int:
+    """Fine-tune (or resume) as `cfg` says; `on_step(trainer)` after every step. Returns the exit status."""
     source = cfg.source
     if not cfg.resume:
         if not source:
@@ -103,10 +104,10 @@ def run_finetune(cfg: FinetuneCommand) -> int:
         "freeze": list(cfg.freeze),
         "lora_rank": cfg.lora_rank,
     }
-    return _execute(cfg, "finetune", FinetuneCommand(), extra)
+    return _execute(cfg, "finetune", FinetuneCommand(), extra, on_step)
 
 
-def _execute(cfg: RunCommand, command: str, default: RunCommand, extra: dict) -> int:
+def _execute(cfg: RunCommand, command: str, default: RunCommand, extra: dict, on_step=None) -> int:
     from vlaforge.train.setup import execute
 
     spec, out, resuming = run_spec(cfg, command, default, extra)
@@ -114,7 +115,7 @@ def _execute(cfg: RunCommand, command: str, default: RunCommand, extra: dict) ->
         raise VlaforgeError(
             f"{out} is a `{spec.get('command')}` run; resume it with `vlaforge {spec.get('command')}`"
         )
-    return execute(spec, out, resuming, device=cfg.device)
+    return execute(spec, out, resuming, device=cfg.device, on_step=on_step)
 
 
 def run_spec(cfg: RunCommand, command: str, default: RunCommand, extra: dict) -> tuple[dict, Path, bool]:

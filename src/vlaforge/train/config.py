@@ -91,6 +91,9 @@ class TrainConfig:
 
 FINETUNE_TRAIN = TrainConfig(lr=1e-4, warmup_steps=50, ema_decay=0.99)
 """Fine-tuning's loop settings: a lower lr, a shorter warmup, a faster EMA; options and --set override them."""
+FINETUNE_DEFAULTS = ({"train.lr": FINETUNE_TRAIN.lr, "train.warmup_steps": FINETUNE_TRAIN.warmup_steps,
+                      "train.ema_decay": FINETUNE_TRAIN.ema_decay},)  # fmt: skip
+"""The same as run-spec overrides (for a spec written by hand, as in the tests)."""
 
 
 def split_overrides(items) -> tuple[list, list]:
