@@ -94,7 +94,9 @@ def test_a_killed_worker_is_restarted_and_its_episode_retried(tmp_path):
             killed.append(loop.pool.pids[0])
             os.kill(killed[0], signal.SIGKILL)
 
-    cfg = _cfg(tmp_path, episodes_per_task=4, workers=2, envs_per_worker=1, videos_per_task=0, image_size=SMALL)
+    cfg = _cfg(
+        tmp_path, episodes_per_task=4, workers=2, envs_per_worker=1, videos_per_task=0, image_size=SMALL
+    )
     info = run_evaluation(ExpertPolicy(cfg, METAWORLD), ["reach-v3"], cfg, on_step=kill_worker_once)
     assert killed
     assert info["robustness"] == {"retries": 1, "worker_restarts": 1, "workers": 2}
@@ -110,7 +112,9 @@ def test_a_worker_that_keeps_crashing_stops_with_an_error_and_keeps_the_results(
         if loop.results:
             os.kill(loop.pool.pids[0], signal.SIGKILL)
 
-    cfg = _cfg(tmp_path, episodes_per_task=3, workers=1, envs_per_worker=1, videos_per_task=0, image_size=SMALL)
+    cfg = _cfg(
+        tmp_path, episodes_per_task=3, workers=1, envs_per_worker=1, videos_per_task=0, image_size=SMALL
+    )
     with pytest.raises(VlaforgeError, match="crashed its worker 4 times"):
         run_evaluation(ExpertPolicy(cfg, METAWORLD), ["reach-v3"], cfg, on_step=kill_after_first_episode)
     info = json.loads((tmp_path / "eval_info.json").read_text())
@@ -179,3 +183,21 @@ def test_a_checkpoint_evaluates_and_its_training_seeds_are_respected(tmp_path):
         "history": 2,
         "ensemble_coeff": None,
     }
+
+
+def test_the_report_keeps_the_first_failures_videos_too(tmp_path, capsys):
+    # A 60-step limit makes the expert fail some reach episodes (seeds are fixed: the mix is too).
+    cfg = _cfg(tmp_path, episodes_per_task=6, workers=1, image_size=32, videos_per_task=1, max_steps=60)
+    assert run(cfg) == 0
+    info = json.loads((tmp_path / "eval_info.json").read_text())
+    outcomes = [e["success"] for e in info["episodes"]]
+    assert any(outcomes) and not all(outcomes), "pick another step limit: all episodes end alike"
+    kept = [e for e in info["episodes"] if e["video"]]
+    assert sorted(e["success"] for e in kept) == [False, True]  # the first success and the first failure
+    for e in kept:
+        assert read_mp4(tmp_path / e["video"]).shape[0] == e["length"] + 1
+    page = (tmp_path / "report.html").read_text()
+    assert all(f'<video src="{e["video"]}"' in page for e in kept) and 'class="fail">failure' in page
+    # stdout is not a terminal here: a few progress lines, not one per update
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("eval: ")]
+    assert 1 <= len(lines) <= 10 and lines[-1].startswith("eval: 6/6 episodes")
