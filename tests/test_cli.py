@@ -224,3 +224,18 @@ def test_python_dash_m_entry_points():
             [sys.executable, "-m", module, "presets", "--help"], capture_output=True, text=True
         )
         assert proc.returncode == 0 and "--json" in proc.stdout, proc.stderr
+
+
+def test_quickstart_prints_command_lines_that_rebuild_its_stages(tmp_path):
+    from vlaforge.quickstart import Quickstart, QuickstartConfig
+
+    cfg, _ = parse(["quickstart", "--out", str(tmp_path), "--batch-size", "8", "--image-size", "32",
+                    "--set", "model.head.kind=flow", "--set", "train.lr=0.001"])  # fmt: skip
+    assert cfg == QuickstartConfig(
+        out=str(tmp_path), batch_size=8, image_size=32, model=("head.kind=flow",), train=("lr=0.001",)
+    )
+    command = Quickstart(cfg).train_command(120, tmp_path / "run", minutes=2.5)
+    assert command.train.lr == 0.001 and command.train.max_minutes == 2.5 and command.train.batch_size == 8
+    assert command.model == ("image_size=32", "head.kind=flow")
+    again, run = parse(["train", *to_argv(command)])
+    assert again == command and run.__name__ == "run_train"

@@ -46,6 +46,9 @@ class ExportCommand:
     are always saved)."""
     batch: int = 1
     """Batch size of the ONNX graph (fixed)."""
+    embodiment: str | None = None
+    """Mixture policy: the training dataset (embodiment) the ONNX graph is for, by name or index;
+    none: the first. (An INT8 export keeps every embodiment; `vlaforge serve --embodiment` picks.)"""
     overwrite: bool = False
     """Replace an existing output directory."""
 
@@ -98,10 +101,18 @@ def run_export(cfg: ExportCommand) -> int:
         save_int8(policy, source, out)
         written.append(str(out))
     if cfg.onnx:
-        onnx = save_onnx_export(policy, out, tasks=list(cfg.task), batch=cfg.batch, int8=cfg.int8)
+        embodiment = embodiment_ref(cfg.embodiment)
+        onnx = save_onnx_export(
+            policy, out, tasks=list(cfg.task), batch=cfg.batch, int8=cfg.int8, embodiment=embodiment
+        )
         written += [str(onnx)] + ([str(onnx.with_name("policy.int8.onnx"))] if cfg.int8 else [])
     print(json.dumps({"policy": str(source), "written": written}, indent=2))
     return 0
+
+
+def embodiment_ref(text: str | None) -> int | str | None:
+    """`--embodiment 1` is an index, `--embodiment aloha` a dataset name."""
+    return int(text) if text is not None and text.isdigit() else text
 
 
 def bench_policy(cfg: BenchCommand):
