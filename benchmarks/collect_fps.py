@@ -8,7 +8,7 @@ and the scripted expert. Figures:
 
 - `render_fps`: corner2 renders per second (the scene fixed).
 - `sim_steps_per_s`: physics + expert steps per second without rendering (the success probe).
-- `worker_frames_per_s`: recorded frames per second of `run_spec` (probe pass + rendered replay),
+- `worker_frames_per_s`: recorded frames per second of `run_attempt` (probe pass + rendered replay),
   i.e. the per-worker collection rate; video encoding happens in the main process and is not included.
 - `default_render_fps`: renders per second with MuJoCo's default settings, for comparison.
 
@@ -92,15 +92,15 @@ def sim_steps_per_s(env, steps: int = 1000) -> tuple[float, float]:
 
 
 def worker_fps(tasks: list[str], seeds: int, size: int) -> dict:
-    from vlaforge.envs.metaworld import RolloutSpec, run_spec
+    from vlaforge.envs.rollout import AttemptSpec, run_attempt
 
     per_task = {}
     for task in tasks:
-        run_spec(RolloutSpec(task, 10_000, image_size=size))  # env creation + warm-up, not timed
+        run_attempt(AttemptSpec(task, 10_000, image_size=size))  # env creation + warm-up, not timed
         frames = 0
         with Clock() as clock:
             for seed in range(seeds):
-                rollout = run_spec(RolloutSpec(task, seed, image_size=size))
+                rollout = run_attempt(AttemptSpec(task, seed, image_size=size))
                 frames += len(rollout.frames["action"]) if rollout.success else 0
         per_task[task] = clock.rates(frames)
     return per_task

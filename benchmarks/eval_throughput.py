@@ -1,6 +1,6 @@
 """Evaluation throughput: environment steps/s with rendering and a policy, on W worker processes.
 
-Three runs through the real runner (`vlaforge.eval.runner.run_evaluation`), each on the same tasks
+Three runs through the real runner (`vlaforge.eval.runner.run_evaluation` with an `EvalConfig`), each on the same tasks
 and step budget:
 - `expert`: the scripted expert (no network): the env + render + IPC ceiling;
 - `policy-receding`: the default preset, random init, receding horizon (its `execute_steps`);
@@ -44,15 +44,23 @@ def _policy(image_size: int):
     return name, VLAPolicy(cfg).eval()
 
 
-def _run(name: str, policy, args: argparse.Namespace, execution: str) -> dict:
-    from vlaforge.eval.runner import EvalConfig, run_evaluation
+def _config(name: str, args: argparse.Namespace, execution: str, out: str):
+    from vlaforge.eval.config import EvalConfig
 
-    cfg = EvalConfig(
-        episodes_per_task=args.episodes_per_task, workers=args.workers, envs_per_worker=args.envs_per_worker,
-        max_steps=args.max_steps, execution=execution, videos_per_task=0,
+    return EvalConfig(
+        policy=name, suite=args.tasks, out=out, episodes_per_task=args.episodes_per_task, workers=args.workers,
+        envs_per_worker=args.envs_per_worker, max_steps=args.max_steps, execution=execution, videos_per_task=0,
+        image_size=args.image_size, progress=False,
     )  # fmt: skip
+
+
+def _run(name: str, make_policy, args: argparse.Namespace, execution: str) -> dict:
+    """`make_policy(cfg)`: the `Policy` (or `VLAPolicy`) to evaluate under that EvalConfig."""
+    from vlaforge.eval.runner import run_evaluation
+
     with tempfile.TemporaryDirectory() as out:
-        info = run_evaluation(policy, args.tasks.split(","), cfg, out, name=name)
+        cfg = _config(name, args, execution, out)
+        info = run_evaluation(make_policy(cfg), args.tasks.split(","), cfg)
     t = info["timing"]
     return {
         "run": name,
@@ -80,17 +88,24 @@ def main() -> None:
     p.add_argument("--skip-single", action="store_true", help="skip the policy-every-step run")
     args = p.parse_args()
 
+    import dataclasses
+
     import torch
 
-    from vlaforge.eval.baselines import ExpertPolicy, ScriptedConfig
+    from vlaforge.envs.registry import get_simulator
+    from vlaforge.eval.baselines import ExpertPolicy
+
+    def expert(cfg):
+        policy = ExpertPolicy(cfg, get_simulator(cfg.simulator))
+        # render every step, as a policy run does: the env + render + IPC ceiling
+        policy.spec = dataclasses.replace(policy.spec, uses_images=True)
+        return policy
 
     preset, policy = _policy(args.image_size)
-    expert = ExpertPolicy(ScriptedConfig(image_size=args.image_size))
-    expert.uses_images = True  # render every step, as a policy run does: the env + render + IPC ceiling
     rows = [_run("expert", expert, args, "receding")]
-    rows.append(_run(f"policy-receding ({preset})", policy, args, "receding"))
+    rows.append(_run(f"policy-receding ({preset})", lambda cfg: policy, args, "receding"))
     if not args.skip_single:
-        rows.append(_run(f"policy-single ({preset})", policy, args, "single"))
+        rows.append(_run(f"policy-single ({preset})", lambda cfg: policy, args, "single"))
     for r in rows:
         print(f"{r['run']:<32} {r['env_steps_per_s']:>6.1f} env steps/s ({r['rollout_steps_per_s']:.1f} after start-up; {r['env_steps']} steps, "
               f"{r['policy_calls']} policy calls, {r['policy_ms_per_call']} ms/call)")  # fmt: skip
