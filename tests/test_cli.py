@@ -179,9 +179,9 @@ def test_model_overrides_are_kept_for_the_preset():
     cfg, _ = parse(["train", "--data", "d", "--out", "r", "--set", "model.head.kind=flow",
                     "--set", "model.cameras=[a, b]", "--steps", "7"])  # fmt: skip
     assert cfg.model == ("head.kind=flow", "cameras=[a, b]") and cfg.train.steps == 7
-    from vlaforge.train.command import TrainCommand, run_spec
+    from vlaforge.train.command import TrainCommand, training_spec
 
-    spec, out, resuming = run_spec(cfg, "train", TrainCommand(), {"preset": None})
+    spec, out, resuming = training_spec(cfg, "train", TrainCommand(), {"preset": None})
     assert spec["overrides"] == ["model.head.kind=flow", "model.cameras=[a, b]", {"train.steps": 7}]
     assert apply_overrides(TrainConfig(), [{"steps": 7}]).steps == 7  # typed, not re-parsed
 
@@ -199,10 +199,10 @@ def test_resume_takes_only_steps_and_device(tmp_path, capsys):
     (run / "run.json").write_text('{"command": "train", "data": [], "overrides": []}')
     assert main(["train", "--resume", str(run), "--lr", "0.1"]) == 2
     assert "only --steps and --device may change" in capsys.readouterr().err
-    from vlaforge.train.command import TrainCommand, run_spec
+    from vlaforge.train.command import TrainCommand, training_spec
 
     cfg, _ = parse(["train", "--resume", str(run), "--steps", "40", "--device", "cpu"])
-    spec, out, resuming = run_spec(cfg, "train", TrainCommand(), {})
+    spec, out, resuming = training_spec(cfg, "train", TrainCommand(), {})
     assert resuming and out == run and spec["overrides"] == [{"train.steps": 40}]
 
 

@@ -243,7 +243,8 @@ def option(
     the kebab-cased field name (`--from` for a field `source`); aliases: further names; expose: for a
     nested section, which of its fields become options of their own (True: all), reached with
     `--set section.field=...` otherwise; flags: option names for exposed fields whose kebab-cased
-    name is not the usual one (`{"idle_timeout_s": "idle-timeout"}`; the kebab name stays an alias); overrides: a tuple of `key=value` strings collected by
+    name is not the usual one (`{"idle_timeout_s": "idle-timeout"}`; the kebab name stays an
+    alias); overrides: a tuple of `key=value` strings collected by
     `--set <field>.key=value` for a section built later; hidden: no option (only `--set`).
     """
     meta = {"positional": positional, "repeat": repeat, "flag": flag, "aliases": tuple(aliases)}

@@ -218,7 +218,8 @@ class Quickstart:
             budget = self._train_budget()
             self.steps = max(50, int(budget / self.seconds_per_step))
             print(
-                f"{self.seconds_per_step * 1000:.0f} ms per step here: training {self.steps} steps (~{budget / 60:.1f} min)"
+                f"{self.seconds_per_step * 1000:.0f} ms per step here: "
+                f"training {self.steps} steps (~{budget / 60:.1f} min)"
             )
         else:
             self.steps = self.cfg.steps

@@ -110,7 +110,7 @@ def run_finetune(cfg: FinetuneCommand, on_step: Callable | None = None) -> int:
 def _execute(cfg: RunCommand, command: str, default: RunCommand, extra: dict, on_step=None) -> int:
     from vlaforge.train.setup import execute
 
-    spec, out, resuming = run_spec(cfg, command, default, extra)
+    spec, out, resuming = training_spec(cfg, command, default, extra)
     if spec.get("command") != command:
         raise VlaforgeError(
             f"{out} is a `{spec.get('command')}` run; resume it with `vlaforge {spec.get('command')}`"
@@ -118,7 +118,7 @@ def _execute(cfg: RunCommand, command: str, default: RunCommand, extra: dict, on
     return execute(spec, out, resuming, device=cfg.device, on_step=on_step)
 
 
-def run_spec(cfg: RunCommand, command: str, default: RunCommand, extra: dict) -> tuple[dict, Path, bool]:
+def training_spec(cfg: RunCommand, command: str, default: RunCommand, extra: dict) -> tuple[dict, Path, bool]:
     """The run's spec (new, or read back from RUN/run.json with --resume), its directory, resuming?"""
     if cfg.resume:
         return _resume_spec(cfg, default)
