@@ -24,6 +24,9 @@ def test_unknown_simulator_suggests_the_closest():
     with pytest.raises(VlaforgeError, match="did you mean 'metaworld'"):
         get_simulator("metaworl")
     assert {"metaworld", "pointmass"} <= set(simulator_names())
+    assert get_simulator("toy_sim:pointmass") is get_simulator("pointmass")  # module:name form
+    with pytest.raises(VlaforgeError, match="cannot import its module 'no_such_module'"):
+        get_simulator("no_such_module:thing")
 
 
 def test_metaworld_spec_declares_spaces_cameras_and_suites():

@@ -62,7 +62,8 @@ class CollectConfig:
     out: str
     """Output dataset directory (rerunning the same command resumes an interrupted collection)."""
     simulator: str = "metaworld"
-    """The registered simulator whose scripted expert demonstrates (vlaforge.envs.registry)."""
+    """The registered simulator whose scripted expert demonstrates (vlaforge.envs.registry); one
+    defined outside vlaforge as "package.module:name"."""
     episodes_per_task: int = 10
     """Successful episodes kept per task."""
     cameras: str = ""

@@ -179,12 +179,19 @@ def simulator_names() -> list[str]:
 
 
 def get_simulator(name: str, module: str | None = None) -> SimulatorSpec:
-    """The spec registered as `name` (importing its module first: a built-in one, or `module`)."""
+    """The spec registered as `name` (importing its module first: a built-in one, or `module`).
+
+    `name` may also be "package.module:name", for a simulator defined outside vlaforge."""
+    if ":" in name:
+        module, name = name.rsplit(":", 1)
     if name not in _REGISTERED:
         path = BUILTIN.get(name) or module
         if path is None:
             raise unknown("simulator", name, simulator_names())
-        importlib.import_module(path)  # its import registers the spec
+        try:
+            importlib.import_module(path)  # its import registers the spec
+        except ModuleNotFoundError as err:
+            raise VlaforgeError(f"simulator {name!r}: cannot import its module {path!r} ({err})") from None
     if name not in _REGISTERED:
         raise VlaforgeError(f"module {BUILTIN.get(name) or module!r} did not register simulator {name!r}")
     return _REGISTERED[name]

@@ -27,7 +27,8 @@ class EvalConfig:
     out: str
     """Output directory: eval_info.json, report.html, videos/<task>/episode_NNN.mp4."""
     simulator: str = "metaworld"
-    """The registered simulator to evaluate on (vlaforge.envs.registry)."""
+    """The registered simulator to evaluate on (vlaforge.envs.registry); one defined outside vlaforge
+    as "package.module:name"."""
     episodes_per_task: int = 10
     """Episodes (distinct seeds) per task."""
     workers: int = 2
