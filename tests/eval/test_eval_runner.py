@@ -201,3 +201,33 @@ def test_the_report_keeps_the_first_failures_videos_too(tmp_path, capsys):
     # stdout is not a terminal here: a few progress lines, not one per update
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("eval: ")]
     assert 1 <= len(lines) <= 10 and lines[-1].startswith("eval: 6/6 episodes")
+
+
+def _stats(dim: int) -> dict:
+    feature = {"mean": [0.0] * dim, "std": [1.0] * dim, "min": [-1.0] * dim, "max": [1.0] * dim,
+               "q01": [-1.0] * dim, "q99": [1.0] * dim}  # fmt: skip
+    return {"action": feature, "observation.state": feature}
+
+
+def _dataset(name: str, dims: int, size: int) -> dict:
+    return {"name": name, "root": f"/nonexistent/{name}", "action_dim": dims, "state_dim": dims,
+            "cameras": {"corner2": {"frame_size": [size, size], "role": "primary"}}}  # fmt: skip
+
+
+def test_a_mixture_checkpoint_evaluates_from_its_record_without_its_datasets(tmp_path):
+    # Dataset 0 is a 7-d arm, dataset 1 Meta-World at 48 px frames; the image stem resizes to 32 px.
+    # Neither dataset exists on this machine: everything comes from the checkpoint record.
+    from vlaforge.models.config import PolicyConfig
+    from vlaforge.models.policy import VLAPolicy
+
+    meta = {"fps": 80, "datasets": [_dataset("arm7", 7, 48), _dataset("sawyer", 4, 48)], "train_seeds": []}
+    cfg = PolicyConfig(image_size=32, action_dim=7, state_dim=7, chunk=4, execute_steps=4)
+    VLAPolicy(cfg, stats=[_stats(7), _stats(7)], metadata=meta).save_pretrained(tmp_path / "ckpt")
+    run_cfg = _cfg(tmp_path / "E", str(tmp_path / "ckpt"), episodes_per_task=1, workers=1, max_steps=4,
+                   videos_per_task=0)  # fmt: skip
+    with pytest.raises(VlaforgeError, match="7-d actions but Meta-World takes 4-d.*--dataset-index"):
+        run(run_cfg)
+    assert run(dataclasses.replace(run_cfg, dataset_index=1)) == 0
+    info = json.loads((tmp_path / "E" / "eval_info.json").read_text())
+    assert info["env"]["image_size"] == 48  # the recorded frame size, not the stem's 32 px
+    assert info["train_seeds"]["status"] == "disjoint" and info["per_task"]["reach-v3"]["episodes"] == 1
