@@ -144,3 +144,39 @@ def test_eval_does_not_import_serving():
         "bad = [m for m in sys.modules if m.startswith('vlaforge.serve')]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_server_without_metadata_is_described_by_the_key_map():
+    # openpi's own server sends no description of its keys: the key map and the config give them.
+    from vlaforge.envs.registry import get_simulator
+    from vlaforge.eval.remote import describe
+
+    key_map = "observation.images.corner2=observation/image,observation.state=observation/state,task=prompt"
+    cfg = EvalConfig(
+        policy="ws://h:1", suite="reach", out="E", key_map=key_map, image_size=96, execute_steps=5
+    )
+    spec, layout = describe({}, cfg, get_simulator("metaworld"))
+    assert layout.keys == {"observation.images.corner2": "observation/image",
+                           "observation.state": "observation/state", "task": "prompt"}  # fmt: skip
+    assert not layout.send_reset and layout.history == 1  # a stateless server: no reset message
+    assert (spec.cameras, spec.image_size, spec.action_dim, spec.state_dim, spec.chunk) == (
+        ("corner2",),
+        96,
+        4,
+        4,
+        0,
+    )
+    ours, ours_layout = describe({"server": "vlaforge", "cameras": ["corner2"], "history": 2, "chunk": 8,
+                                  "execute_steps": 4, "action_dim": 4, "state_dim": 4,
+                                  "instruction_keys": ["prompt", "task"],
+                                  "observation": {"observation.images.corner2": {"shape": [48, 48, 3]}}},
+                                 EvalConfig(policy="ws://h:1", suite="reach", out="E"),
+                                 get_simulator("metaworld"))  # fmt: skip
+    assert ours_layout.send_reset and ours_layout.history == 2 and ours.image_size == 48
+    assert ours_layout.keys["task"] == "prompt" and (ours.chunk, ours.execute_steps) == (8, 4)
+    with pytest.raises(VlaforgeError, match="is not ENV_KEY=SERVER_KEY"):
+        describe(
+            {},
+            EvalConfig(policy="ws://h:1", suite="reach", out="E", key_map="task"),
+            get_simulator("metaworld"),
+        )
