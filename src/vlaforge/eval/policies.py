@@ -53,9 +53,10 @@ class PolicySpec:
 
 @dataclass
 class Chunks:
-    """`infer`'s answer for `slots`: actions float32 [B, H, A]; rows of failed slots are undefined."""
+    """`infer`'s answer for `slots`: actions float32 [B, H, A] (or one [H, A] per slot); the entries
+    of failed slots are undefined."""
 
-    actions: np.ndarray
+    actions: np.ndarray | list[np.ndarray | None]
     errors: dict[int, str] = field(default_factory=dict)  # slot -> why its inference failed
 
 

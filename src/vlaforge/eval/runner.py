@@ -151,7 +151,8 @@ class Rollouts:
     def _finish(self, slot: int, success: bool, error: str | None = None) -> None:
         s = self.slots.pop(slot)
         ep = s.episode
-        kept = s.frames is not None and self.videos.keep(ep.task, bool(success))
+        # an episode a policy error ended shows nothing of the policy's behaviour: no video for it
+        kept = s.frames is not None and error is None and self.videos.keep(ep.task, bool(success))
         video = f"videos/{ep.task}/episode_{ep.index:03d}.mp4" if kept else None
         result = EpisodeResult(ep.task, ep.index, ep.seed, bool(success), s.steps, ep.retries, video, error)
         self.results.append(result)
@@ -305,11 +306,11 @@ def evaluate(
     `cfg.simulator`; returns the raw run record (results, timing, counters)."""
     policy = as_policy(policy, cfg)
     sim = get_simulator(cfg.simulator)
-    env, seed_check = preflight(policy, tasks, cfg, sim)
     threads = cfg.torch_threads or max(1, (os.cpu_count() or 1) - cfg.workers)
     saved_threads = torch.get_num_threads()
     start = time.perf_counter()
     try:
+        env, seed_check = preflight(policy, tasks, cfg, sim)
         torch.set_num_threads(threads)
         with EnvPool(cfg.workers, env) as pool:
             loop = Rollouts(policy, tasks, cfg, pool, env, sim)
