@@ -187,8 +187,11 @@ class RemotePolicy:
         return np.asarray(reply["actions"], dtype=np.float32)  # [H, A]
 
     def _messages(self, stream: _Stream) -> list[dict]:
-        """Single frames while the episode is shorter than the server's history (it pads them), or
-        when only the current frame is new; else one full window [T, ...] of the last T frames."""
+        """The current frame alone for a server without history (openpi's); single frames while the
+        episode is shorter than the server's history (it pads them) or when only the current frame
+        is new; else one full window [T, ...] of the last T frames."""
+        if self.layout.history == 1:
+            return stream.unsent[-1:]
         if stream.count < self.layout.history or len(stream.unsent) == 1:
             return stream.unsent
         task_key = self.layout.keys[T.TASK]
