@@ -99,8 +99,8 @@ def check(cfg: QuickstartConfig) -> None:
     from vlaforge.train.config import TrainConfig
 
     get_simulator(cfg.simulator).resolve_tasks(cfg.tasks)
-    get_preset(cfg.preset)
-    apply_overrides(TrainConfig(), list(cfg.train))  # a bad key fails now, not after collection
+    apply_overrides(get_preset(cfg.preset), list(cfg.model))  # a bad key fails now, not after collection
+    apply_overrides(TrainConfig(), list(cfg.train))
     if cfg.budget_minutes <= 0:
         raise VlaforgeError(f"--budget-minutes must be positive, got {cfg.budget_minutes}")
     for name in ("episodes_per_task", "eval_episodes", "batch_size", "workers", "max_steps", "image_size"):
