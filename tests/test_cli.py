@@ -239,3 +239,17 @@ def test_quickstart_prints_command_lines_that_rebuild_its_stages(tmp_path):
     assert command.model == ("image_size=32", "head.kind=flow")
     again, run = parse(["train", *to_argv(command)])
     assert again == command and run.__name__ == "run_train"
+
+
+def test_serve_options_are_server_config_fields(monkeypatch):
+    from vlaforge.serve.command import server_config
+    from vlaforge.serve.server import ServerConfig
+
+    cfg, _ = parse(["serve", "--policy", "p", "--idle-timeout", "0", "--port", "0", "--log-level", "debug"])
+    assert cfg.server == ServerConfig(port=0, idle_timeout_s=0.0) and cfg.log_level == "DEBUG"
+    monkeypatch.setenv("VLAFORGE_API_KEY", "k")
+    net = server_config(cfg)
+    assert net.idle_timeout_s is None and net.api_key == "k"  # 0 = never; the key from the environment
+    cfg, _ = parse(["serve", "--policy", "p", "--max-message-bytes", "10"])
+    with pytest.raises(VlaforgeError, match="too small"):
+        server_config(cfg)

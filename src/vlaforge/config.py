@@ -214,6 +214,8 @@ def parse_text(hint: Any, text: str, where: str) -> Any:
             raise VlaforgeError(f"{where}: expected a number, got {text!r}") from None
     if origin is typing.Literal:
         by_text = {str(a): a for a in args}
+        folded = [a for a in by_text if a.lower() == text.lower()]
+        text = folded[0] if text not in by_text and len(folded) == 1 else text  # --log-level debug
         if text not in by_text:
             choices = list(by_text)
             raise VlaforgeError(f"{where}: {text!r} is not one of {choices}{did_you_mean(text, choices)}")

@@ -49,7 +49,8 @@ class RunCommand:
     out: str | None = field(default=None, metadata=option(metavar="RUN"))
     """Run directory (checkpoints, logs); required unless --resume."""
     resume: str | None = field(default=None, metadata=option(metavar="RUN"))
-    """Continue RUN from its last checkpoint with the settings in RUN/run.json."""
+    """Continue RUN from its last checkpoint with the settings in RUN/run.json (a --steps other than
+    the default trains on to that step; nothing else may change but --device)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Training device (auto: CUDA when available)."""
     train: TrainConfig = field(default_factory=TrainConfig, metadata=option(expose=SHORTHANDS))
