@@ -133,10 +133,14 @@ def measure(policy, args) -> dict:
 def success(policy, args) -> dict:
     from vlaforge.deploy.quantize import quantize_dynamic_int8
     from vlaforge.envs.tasks import resolve_tasks
-    from vlaforge.eval.runner import EvalConfig, evaluate
+    from vlaforge.eval.config import EvalConfig
+    from vlaforge.eval.runner import evaluate
 
     tasks = resolve_tasks(args.eval_tasks)
     cfg = EvalConfig(
+        policy=str(args.policy),
+        suite=",".join(tasks),
+        out=tempfile.mkdtemp(prefix="vlaforge-int8-eval-"),
         episodes_per_task=args.episodes,
         workers=args.workers,
         videos_per_task=0,
