@@ -91,7 +91,7 @@ def test_help_text_is_the_field_docstring_with_its_default():
 def test_command_help_comes_from_the_library_fields(capsys):
     assert main(["train", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert field_docs(TrainConfig)["steps"] in text and "(default: 10000)" in text
+    assert field_docs(TrainConfig)["lr"] in text and "(default: 0.0003)" in text
     assert main(["serve", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     from vlaforge.serve.server import ServerConfig
@@ -178,7 +178,7 @@ def test_bad_values_exit_2_with_one_line(argv, message, capsys):
 def test_model_overrides_are_kept_for_the_preset():
     cfg, _ = parse(["train", "--data", "d", "--out", "r", "--set", "model.head.kind=flow",
                     "--set", "model.cameras=[a, b]", "--steps", "7"])  # fmt: skip
-    assert cfg.model == ("head.kind=flow", "cameras=[a, b]") and cfg.train.steps == 7
+    assert cfg.model == ("head.kind=flow", "cameras=[a, b]") and cfg.steps == 7
     from vlaforge.train.command import TrainCommand, training_spec
 
     spec, out, resuming = training_spec(cfg, "train", TrainCommand(), {"preset": None})
@@ -204,6 +204,10 @@ def test_resume_takes_only_steps_and_device(tmp_path, capsys):
     cfg, _ = parse(["train", "--resume", str(run), "--steps", "40", "--device", "cpu"])
     spec, out, resuming = training_spec(cfg, "train", TrainCommand(), {})
     assert resuming and out == run and spec["overrides"] == [{"train.steps": 40}]
+    cfg, _ = parse(["train", "--resume", str(run), "--steps", "10000"])  # the default value, but given
+    assert training_spec(cfg, "train", TrainCommand(), {})[0]["overrides"] == [{"train.steps": 10000}]
+    cfg, _ = parse(["train", "--resume", str(run)])
+    assert training_spec(cfg, "train", TrainCommand(), {})[0]["overrides"] == []
 
 
 def test_top_level_help_imports_no_torch():

@@ -36,8 +36,9 @@ from vlaforge.errors import VlaforgeError
 from vlaforge.train.config import FINETUNE_TRAIN, TrainConfig
 
 RUN_FILE = "run.json"
-SHORTHANDS = ("steps", "batch_size", "lr", "grad_accum", "val_fraction", "seed", "compile")
-"""The `TrainConfig` fields that are options of their own (`--steps`, `--batch-size`, ...)."""
+SHORTHANDS = ("batch_size", "lr", "grad_accum", "val_fraction", "seed", "compile")
+"""The `TrainConfig` fields that are options of their own (`--batch-size`, `--lr`, ...); `--steps`
+is `RunCommand.steps`, so a resume can tell a given step count from the default."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,11 @@ class RunCommand:
     out: str | None = field(default=None, metadata=option(metavar="RUN"))
     """Run directory (checkpoints, logs); required unless --resume."""
     resume: str | None = field(default=None, metadata=option(metavar="RUN"))
-    """Continue RUN from its last checkpoint with the settings in RUN/run.json (a --steps other than
-    the default trains on to that step; nothing else may change but --device)."""
+    """Continue RUN from its last checkpoint with the settings in RUN/run.json (--steps trains on to
+    that step; nothing else may change but --device)."""
+    steps: int | None = None
+    """Optimizer steps in total (train.steps, default 10000; the cosine schedule spans them); with
+    --resume, train on to this step."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Training device (auto: CUDA when available)."""
     train: TrainConfig = field(default_factory=TrainConfig, metadata=option(expose=SHORTHANDS))
@@ -131,7 +135,8 @@ def training_spec(cfg: RunCommand, command: str, default: RunCommand, extra: dic
             f"{out} already holds checkpoints; continue it with --resume {out} or pick another --out"
         )
     overrides: list[Any] = [f"model.{item}" for item in cfg.model]
-    changed = train_changes(cfg.train)
+    train = cfg.train if cfg.steps is None else dataclasses.replace(cfg.train, steps=cfg.steps)
+    changed = train_changes(train)
     spec = {
         "command": command,
         "data": list(cfg.data),
@@ -145,16 +150,14 @@ def _resume_spec(cfg: RunCommand, default: RunCommand) -> tuple[dict, Path, bool
     out = Path(cfg.resume)
     if not (out / RUN_FILE).exists():
         raise VlaforgeError(f"--resume {out}: not a run directory (no {RUN_FILE})")
-    steps = cfg.train.steps
-    rest = dataclasses.replace(cfg, resume=None, device=default.device)
-    rest = dataclasses.replace(rest, train=dataclasses.replace(rest.train, steps=default.train.steps))
+    rest = dataclasses.replace(cfg, resume=None, device=default.device, steps=None)
     if rest != default:
         raise VlaforgeError(
             f"--resume {out} takes its settings from {out / RUN_FILE}; only --steps and --device may change"
         )
     spec = json.loads((out / RUN_FILE).read_text())
-    if steps != default.train.steps:  # the one thing a resume may change: train longer
-        spec["overrides"] = spec["overrides"] + [{"train.steps": steps}]
+    if cfg.steps is not None:  # the one thing a resume may change: train longer
+        spec["overrides"] = spec["overrides"] + [{"train.steps": cfg.steps}]
     return spec, out, True
 
 
