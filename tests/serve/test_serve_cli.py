@@ -10,6 +10,7 @@ import threading
 import urllib.request
 
 import numpy as np
+import pytest
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
 from vlaforge.cli import main
@@ -65,3 +66,39 @@ def test_serve_command_user_errors(tmp_path, capsys):
     assert "is not a checkpoint directory" in capsys.readouterr().err
     assert main(["serve", "--policy", str(tmp_path), "--max-message-bytes", "10"]) == 2
     assert "too small" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--port", "99999"], "port 99999 is not in 0..65535"),
+        (["--port", "-1"], "port -1"),
+        (["--set", "server.max_frame_scale=0.5"], "max_frame_scale 0.5 must be >= 1"),
+        (["--set", "server.decode_timeout_s=0"], "decode_timeout_s 0"),
+        (["--set", "server.open_timeout_s=-1"], "open_timeout_s"),
+    ],
+)
+def test_bad_server_settings_fail_before_loading(checkpoint, capsys, args, message):
+    """Checked when the config is built: one line, exit 2, no policy loaded (the runtime's warm-up
+    would log; nothing is printed but the error)."""
+    assert main(["serve", "--policy", str(checkpoint), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_safety_files_are_one_line(checkpoint, tmp_path, capsys):
+    cases = {
+        "missing.json": "no such file",
+        "garbage.json": "not a JSON file",
+        "list.json": "expected a JSON object",
+        "typo.json": "unknown key safety.max_stepp",
+        "inconsistent.json": "initial_position needs 3 values",
+    }
+    (tmp_path / "garbage.json").write_text("{nope")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "typo.json").write_text('{"max_stepp": 0.01}')
+    (tmp_path / "inconsistent.json").write_text('{"initial_position": [0.1]}')
+    for name, message in cases.items():
+        assert main(["serve", "--policy", str(checkpoint), "--safety", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

@@ -13,11 +13,18 @@ Deviation from openpi (stricter, same wire format): decoding refuses object / vo
 dtypes and arrays whose byte count does not match dtype x shape, and raises `ProtocolError` naming
 the problem instead of crashing or reading past the buffer. It also accepts str marker keys
 (`"__ndarray__"`) from non-Python clients.
+
+Limits (`DecodeLimits`, what the server passes for requests): msgpack's own caps on the length of
+one array / map / string / bin, a budget of containers per message (every map and array costs one
+Python call while decoding: `b"\xdd" + struct.pack(">I", N) + b"\x80" * N` is N empty maps in N + 5
+bytes, 16 M of them took 25 s and 1.2 GB before this budget) and a nesting depth. Any of them
+exceeded is a `ProtocolError`, as is a message nested deeper than Python's recursion allows.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -31,6 +38,36 @@ _GENERIC_KEYS = (b"__npgeneric__", "__npgeneric__")
 
 class ProtocolError(ValueError):
     """A message that is not valid msgpack-numpy (the text of the error is sent back to the client)."""
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Bounds on one decoded message (see the module doc); the server sizes them per request."""
+
+    max_bin_len: int = 16 * 1024 * 1024
+    """Longest bin (an array's raw bytes)."""
+    max_str_len: int = 64 * 1024
+    """Longest string, in bytes."""
+    max_array_len: int = 1024
+    """Most elements of one array (list)."""
+    max_map_len: int = 256
+    """Most entries of one map."""
+    max_containers: int = 4096
+    """Most maps + arrays in the whole message."""
+    max_depth: int = 32
+    """Deepest nesting of maps and arrays."""
+
+
+class _Budget:
+    """Counts containers while msgpack decodes (its hooks run once per map and per array)."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise ProtocolError("message holds too many maps/arrays")
 
 
 def _pack_default(obj: Any) -> Any:
@@ -92,16 +129,56 @@ def packb(obj: Any) -> bytes:
     return msgpack.packb(obj, default=_pack_default, use_bin_type=True)
 
 
-def unpackb(data: bytes) -> Any:
-    """Parse a msgpack-numpy message; any malformed input raises `ProtocolError` (never pickle)."""
+def unpackb(data: bytes, limits: DecodeLimits | None = None) -> Any:
+    """Parse a msgpack-numpy message; any malformed input, or one beyond `limits`, raises
+    `ProtocolError` (never pickle). No limits: msgpack's defaults (replies from a trusted server)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError("expected a binary msgpack frame, got a text frame")
     try:
-        return msgpack.unpackb(bytes(data), object_hook=_unpack_hook, raw=False)
+        if limits is None:
+            return msgpack.unpackb(bytes(data), object_hook=_unpack_hook, raw=False)
+        obj = msgpack.unpackb(bytes(data), raw=False, **_bounded(limits))
     except ProtocolError:
         raise
-    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as err:
+    except RecursionError as err:
+        raise ProtocolError("frame is nested too deeply") from err
+    except (ValueError, TypeError, msgpack.UnpackException) as err:
         raise ProtocolError(f"frame is not valid msgpack: {type(err).__name__}: {err}") from err
+    check_depth(obj, limits.max_depth)
+    return obj
+
+
+def _bounded(limits: DecodeLimits) -> dict[str, Any]:
+    budget = _Budget(limits.max_containers)
+
+    def object_hook(obj: dict) -> Any:
+        budget.spend()
+        return _unpack_hook(obj)
+
+    def list_hook(obj: list) -> list:
+        budget.spend()
+        return obj
+
+    return {
+        "object_hook": object_hook,
+        "list_hook": list_hook,
+        "max_bin_len": limits.max_bin_len,
+        "max_str_len": limits.max_str_len,
+        "max_array_len": limits.max_array_len,
+        "max_map_len": limits.max_map_len,
+        "max_ext_len": 0,  # no extension types on this wire
+    }
+
+
+def check_depth(obj: Any, max_depth: int) -> None:
+    """Raise `ProtocolError` if maps/lists nest deeper than `max_depth` (iterative: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        if children and depth > max_depth:
+            raise ProtocolError(f"message is nested deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children)
 
 
 def to_str_keys(obj: Any) -> Any:

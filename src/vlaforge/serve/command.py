@@ -7,25 +7,28 @@
 
 The policy may be an INT8 export from `vlaforge export --int8` (or `--int8` quantizes an fp32
 checkpoint on load). The network settings are `ServerConfig`'s (`vlaforge.serve.server`), each an
-option of its own; see that module for the protocol.
+option of its own; see that module for the protocol. They, and the `--safety` file, are checked
+before the policy is loaded: `--port 99999` is a one-line error at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-from vlaforge.config import option
+from vlaforge.config import from_dict, option
 from vlaforge.errors import VlaforgeError
+from vlaforge.serve.safety import SafetyConfig
 from vlaforge.serve.server import ServerConfig
 
 API_KEY_ENV = "VLAFORGE_API_KEY"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-MIN_MESSAGE_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -51,16 +54,32 @@ class ServeCommand:
     """Torch threads for inference; none: torch's choice."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logging level."""
+    safety: str | None = field(default=None, metadata=option(metavar="FILE"))
+    """A JSON `SafetyConfig` (vlaforge.serve.safety; keys are its fields, absent ones keep their
+    defaults): every reply chunk then passes a per-connection safety supervisor, so the limits hold
+    even for clients that run none. None: replies are the policy's actions (still never non-finite)."""
+
+
+def load_safety(path: str | None) -> SafetyConfig | None:
+    """The `--safety` file as a `SafetyConfig`, or None; a missing or malformed file is one line."""
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise VlaforgeError(f"--safety {path}: no such file")
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise VlaforgeError(f"--safety {path}: not a JSON file ({err})") from err
+    if not isinstance(data, dict):
+        raise VlaforgeError(f"--safety {path}: expected a JSON object of SafetyConfig fields")
+    return from_dict(SafetyConfig, data, where="safety")
 
 
 def server_config(cfg: ServeCommand) -> ServerConfig:
     """The server's settings, checked: the API key falls back to $VLAFORGE_API_KEY, an idle timeout
     of 0 means never."""
-    net = cfg.server
-    if net.max_message_bytes < MIN_MESSAGE_BYTES:
-        raise VlaforgeError(
-            f"--max-message-bytes {net.max_message_bytes} is too small (at least {MIN_MESSAGE_BYTES})"
-        )
+    net = cfg.server  # its values were checked when it was built (ServerConfig.__post_init__)
     api_key = net.api_key or os.environ.get(API_KEY_ENV) or None
     return dataclasses.replace(net, api_key=api_key, idle_timeout_s=net.idle_timeout_s or None)
 
@@ -72,6 +91,7 @@ def run(cfg: ServeCommand) -> int:
 
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     net = server_config(cfg)
+    safety = load_safety(cfg.safety)  # before the (slow) policy load, as the network settings
     if net.host not in LOOPBACK and not net.api_key:
         logging.getLogger("vlaforge.serve").warning(
             "binding %s without --api-key: anyone who can reach it may drive the robot", net.host
@@ -84,7 +104,7 @@ def run(cfg: ServeCommand) -> int:
     runtime = load_runtime(
         cfg.policy, int8=cfg.int8, max_batch=cfg.max_batch, seed=cfg.seed, embodiment=embodiment
     )
-    server = PolicyServer(runtime, net)
+    server = PolicyServer(runtime, net, safety)
 
     def ready(port: int) -> None:
         url = f"{net.host}:{port}"

@@ -6,12 +6,18 @@ clients; this module checks a decoded request against the policy's `ObservationS
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from vlaforge.control.wire import ProtocolError, packb, to_str_keys, unpackb  # noqa: F401  (re-exported)
+from vlaforge.control.wire import (  # noqa: F401  (re-exported)
+    DecodeLimits,
+    ProtocolError,
+    packb,
+    to_str_keys,
+    unpackb,
+)
 from vlaforge.errors import did_you_mean
 
 # ----------------------------------------------------------------------------- request schema
@@ -35,6 +41,24 @@ class ObservationSpec:
     history: int
     # Proprio dimension S (0 = the policy takes no state; the key is then optional).
     state_dim: int
+    # Largest accepted frame (H, W) per camera, in `cameras` order; empty = any size (the server sets
+    # it to `ServerConfig.max_frame_scale` x the recorded frame size).
+    max_frames: tuple[tuple[int, int], ...] = field(default=())
+
+
+def request_limits(spec: ObservationSpec, max_message_bytes: int) -> DecodeLimits:
+    """Decoding bounds for one request of `spec`: a request is one map of a few keys (the cameras,
+    state, instruction, reset) whose arrays are maps of 4 entries with a short shape list, so the
+    counts are small and fixed; only a bin (an image) may be as long as the message."""
+    keys = len(spec.cameras) + 8
+    return DecodeLimits(
+        max_bin_len=max_message_bytes,
+        max_str_len=4 * MAX_INSTRUCTION_CHARS + 1024,  # UTF-8: up to 4 bytes a character
+        max_array_len=64,
+        max_map_len=max(64, 2 * keys),
+        max_containers=max(256, 8 * keys),
+        max_depth=8,
+    )
 
 
 @dataclass
@@ -52,7 +76,9 @@ def _require(ok: bool, message: str) -> None:
         raise ProtocolError(message)
 
 
-def _check_image(key: str, value: Any, spec: ObservationSpec) -> np.ndarray:
+def _check_image(
+    key: str, value: Any, spec: ObservationSpec, max_frame: tuple[int, int] | None
+) -> np.ndarray:
     _require(isinstance(value, np.ndarray), f"{key} must be a numpy array, got {type(value).__name__}")
     _require(value.dtype == np.uint8, f"{key} must be uint8 [H, W, 3] (0-255), got dtype {value.dtype}")
     frames = value[None] if value.ndim == 3 else value  # [T, H, W, 3]
@@ -64,6 +90,13 @@ def _check_image(key: str, value: Any, spec: ObservationSpec) -> np.ndarray:
         frames.shape[0] in (1, spec.history),
         f"{key} carries {frames.shape[0]} frames; send 1 (current) or {spec.history} (full history)",
     )
+    if max_frame is not None:
+        h, w = frames.shape[1:3]
+        _require(
+            h <= max_frame[0] and w <= max_frame[1],
+            f"{key} is {h}x{w} px, larger than the {max_frame[0]}x{max_frame[1]} accepted "
+            f"(send frames near the metadata's shape)",
+        )
     return np.array(frames)  # a writable copy, detached from the message buffer  # [T, H, W, 3]
 
 
@@ -78,8 +111,10 @@ def _check_state(value: Any, spec: ObservationSpec) -> np.ndarray:
         state.ndim == 2 and state.shape[-1] == spec.state_dim,
         f"{STATE_KEY} must have shape [{spec.state_dim}] or [{spec.history}, {spec.state_dim}], got {value.shape}",
     )
-    _require(bool(np.isfinite(state).all()), f"{STATE_KEY} contains NaN or Inf")
-    return state.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        state = state.astype(np.float32)  # checked after the cast: 1e300 becomes Inf here
+    _require(bool(np.isfinite(state).all()), f"{STATE_KEY} contains NaN or Inf, or values beyond float32")
+    return state
 
 
 def _instruction(obs: dict) -> str:
@@ -99,12 +134,13 @@ def validate_observation(obs: Any, spec: ObservationSpec) -> ObservationRequest:
     _require(isinstance(obs, dict), f"a request must be a map of observation keys, got {type(obs).__name__}")
     obs = to_str_keys(obs)
     images = {}
+    limits = dict(zip(spec.cameras, spec.max_frames, strict=False))
     for camera in spec.cameras:
         key = IMAGE_PREFIX + camera
         if key not in obs:
             hint = did_you_mean(key, [k for k in obs if isinstance(k, str)])
             raise ProtocolError(f"missing key {key!r} (uint8 [H, W, 3]){hint}")
-        images[key] = _check_image(key, obs[key], spec)
+        images[key] = _check_image(key, obs[key], spec, limits.get(camera))
     state = _check_state(obs.get(STATE_KEY), spec)
     lengths = {a.shape[0] for a in images.values()} | ({state.shape[0]} if spec.state_dim else set())
     _require(

@@ -90,6 +90,17 @@ class SafetyConfig:
     hold_after_ms: float | None = 500.0
     # Watchdog: no fresh chunk for this long -> latch the e-stop; None = never.
     stop_after_ms: float | None = 2000.0
+    # Where the end effector is assumed to be before any state is observed (metres, one value per
+    # position dim): dead reckoning starts there. None: with a workspace box (or absolute actions),
+    # hold until the first valid state (`no_state`), since the box cannot be enforced from nowhere.
+    initial_position: tuple[float, ...] | None = None
+    # Hold (`stale_state`) once the state has been missing or unchanged for more than this many
+    # consecutive moving commands (in between, the target is dead-reckoned from our own commands
+    # against the box); the hold lasts until a fresh (changed) state or `reset()`. None = never.
+    max_stale_steps: int | None = 40
+    # Latch the e-stop after this many non-finite or malformed policy outputs in a row, counted
+    # separately over `filter` calls and over chunk rows (`infer`, `filter_chunk`). None = never.
+    estop_after_nonfinite: int | None = 10
 
     def __post_init__(self) -> None:
         """Inconsistent limits are refused here, not discovered mid-motion inside `filter`."""
@@ -117,6 +128,14 @@ class SafetyConfig:
         pair(self.action_low, self.action_high, "action", None)
         if self.gripper_low > self.gripper_high:
             raise VlaforgeError("SafetyConfig: gripper_low must not exceed gripper_high")
+        if self.initial_position is not None and len(self.initial_position) != len(self.position_dims):
+            raise VlaforgeError(f"SafetyConfig: initial_position needs {len(self.position_dims)} values")
+        for name in ("max_stale_steps", "estop_after_nonfinite"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise VlaforgeError(f"SafetyConfig: {name} must be >= 1 (or None)")
+        if self.action_scale <= 0:
+            raise VlaforgeError("SafetyConfig: action_scale must be > 0")
 
 
 def braking_limit(distance: np.ndarray, max_change: float | None) -> np.ndarray:
@@ -157,6 +176,8 @@ class SafetySupervisor:
         self.stopped: str | None = None  # the e-stop reason while latched
         # [A] the last command sent; kept across reset() so a hold never opens a closed gripper.
         self._last_safe: np.ndarray | None = None
+        self._bad_steps = 0  # non-finite / malformed actions in a row (filter)
+        self._bad_rows = 0  # non-finite chunk rows in a row (infer, filter_chunk)
         self.reset(reset_policy=False)
 
     # ------------------------------------------------------------------ state
@@ -165,8 +186,12 @@ class SafetySupervisor:
 
         A latched e-stop survives this (a broker resetting its policy must not release it): only
         `release_estop()` does."""
-        self._prev_step = np.zeros(len(self.config.position_dims))  # [P] last step, metres (at rest)
-        self._target: np.ndarray | None = None  # [P] last commanded target, metres
+        cfg = self.config
+        self._prev_step = np.zeros(len(cfg.position_dims))  # [P] last step, metres (at rest)
+        start = cfg.initial_position
+        self._target = None if start is None else np.asarray(start, np.float64)  # [P] dead-reckoned
+        self._seen: np.ndarray | None = None  # [S] the last valid state observed
+        self._stale = 0  # moving commands since the state last changed
         self._last_chunk = self.clock()
         if reset_policy and hasattr(self.policy, "reset"):
             self.policy.reset()
@@ -176,6 +201,7 @@ class SafetySupervisor:
         if self.stopped is not None:
             self._record("estop_released", self.stopped)
         self.stopped = None
+        self._bad_steps = self._bad_rows = 0
         self.reset(reset_policy=False)
 
     def estop(self, reason: str = "manual") -> None:
@@ -199,39 +225,80 @@ class SafetySupervisor:
         except Exception as err:  # a policy failure must not reach the robot as an exception mid-motion
             self._record("policy_error", f"{type(err).__name__}: {err}")
             result, chunk = {}, np.full((self._chunk_len, self._width()), np.nan)
+            failed = True
         else:
-            self.notify_chunk()
-            self._chunk_len = len(chunk)
-        result["actions"] = self._preview(chunk, _state_of(obs))
+            failed = False
+        state = obs.get("observation.state") if isinstance(obs, dict) else None
+        result["actions"] = self.filter_chunk(chunk, state, fresh=not failed)
         return result
 
-    def _preview(self, chunk: np.ndarray, state: np.ndarray | None) -> np.ndarray:
+    def filter_chunk(
+        self, chunk: Any, state: Any = None, *, commit: int = 0, fresh: bool = True
+    ) -> np.ndarray:
+        """A whole chunk [H, A] through the limits, from `state`, assuming the robot tracks each row.
+
+        Every clipped or replaced row is counted (as `chunk_<kind>`), non-finite rows feed the
+        e-stop count. The live per-step state is untouched unless `commit` = k > 0: then the motion
+        state after row k (the rows the robot will execute) becomes the live one (server-side use,
+        where no per-step `filter` runs). `fresh`: this chunk resets the watchdog."""
+        try:
+            rows = np.asarray(chunk, dtype=np.float64)  # [H, A]
+        except Exception:
+            rows = np.full((self._chunk_len, self._width()), np.nan)
+        if rows.ndim != 2 or rows.shape[0] == 0:
+            rows = np.full((self._chunk_len, self._width()), np.nan)
+        if fresh:
+            self.notify_chunk()
+            self._chunk_len = len(rows)
+            self._count_bad_rows(rows)
         # A shallow copy: filter() only rebinds its fields, so the live per-step state is never
         # touched, even when a broker calls infer() from a background thread during filter().
         shadow = copy.copy(self)
-        out = []
-        for row in chunk:
-            out.append(shadow.filter(row, state, _preview=True))
+        out, snapshot = [], None
+        for i, row in enumerate(rows):
+            out.append(shadow.filter(row, state, _preview=True, _observe=i == 0))
             state = None  # later rows integrate from the previous target (perfect tracking)
+            if i + 1 == commit:
+                snapshot = {k: getattr(shadow, k) for k in _MOTION}
+        if snapshot is not None:
+            self.__dict__.update(snapshot)
         return np.stack(out).astype(np.float32)  # [H, A]
+
+    def _count_bad_rows(self, rows: np.ndarray) -> None:
+        limit = self.config.estop_after_nonfinite
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(rows).all(axis=1)  # [H]
+        for ok in finite:
+            self._bad_rows = 0 if ok else self._bad_rows + 1
+            if limit is not None and self._bad_rows >= limit:
+                self.estop(f"{self._bad_rows} non-finite policy outputs in a row")
 
     # ------------------------------------------------------------------ per-step path
     def filter(
-        self, action: Any, state: Any = None, now: float | None = None, *, _preview: bool = False
+        self,
+        action: Any,
+        state: Any = None,
+        now: float | None = None,
+        *,
+        _preview: bool = False,
+        _observe: bool = True,
     ) -> np.ndarray:
-        """The command to send for this control step: finite and within every limit."""
+        """The command to send for this control step: finite and within every limit. Never raises:
+        a malformed action or state is a counted hold."""
         with np.errstate(over="ignore", invalid="ignore"):  # 1e308 inputs are clipped, not warned about
-            return self._filter(action, state, now, _preview)
+            return self._filter(action, state, now, _preview, _observe)
 
-    def _filter(self, action: Any, state: Any, now: float | None, _preview: bool) -> np.ndarray:
+    def _filter(self, action: Any, state: Any, now: float | None, preview: bool, observe: bool) -> np.ndarray:
         cfg = self.config
-        hold = self._hold_reason(action, now, _preview)
+        hold = self._hold_reason(action, now, preview)
+        position, state_hold = self._observe(state, counted=observe)
+        hold = hold or state_hold
         a = np.zeros(self._width()) if hold else np.asarray(action, dtype=np.float64).copy()  # [A]
         if hold:
-            self._record(hold, "holding" if hold != "estop_active" else str(self.stopped), quiet=_preview)
+            self._record(hold, "holding" if hold != "estop_active" else str(self.stopped), preview)
             a[list(cfg.gripper_dims)] = self._last_gripper()
-        a = self._bound_dims(a, quiet=_preview)
-        a = self._limit_position(a, hold, _state_of({"observation.state": state}), quiet=_preview)
+        a = self._bound_dims(a, preview)
+        a = self._limit_position(a, hold, position, preview)
         self._last_safe = a
         return a.astype(np.float32)
 
@@ -247,13 +314,41 @@ class SafetySupervisor:
                 return "watchdog_hold"
         if action is None:
             return "no_action"
-        try:
-            arr = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError):
-            return "bad_action"
-        if arr.shape != (self._width(),):
-            return "bad_shape"
-        return None if np.isfinite(arr).all() else "nonfinite"
+        reason = _action_problem(action, self._width())
+        if not preview:
+            self._count_bad_step(reason)
+        return reason
+
+    def _count_bad_step(self, reason: str | None) -> None:
+        self._bad_steps = self._bad_steps + 1 if reason else 0
+        limit = self.config.estop_after_nonfinite
+        if limit is not None and self._bad_steps >= limit:
+            self.estop(f"{self._bad_steps} non-finite or malformed policy outputs in a row")
+
+    def _observe(self, state: Any, counted: bool) -> tuple[np.ndarray | None, str | None]:
+        """(the position to limit from [P] or None, a hold reason or None) for this step's state.
+
+        A fresh (changed) state is trusted; a missing or repeated one is replaced by the
+        dead-reckoned target, and past `max_stale_steps` moving commands it holds."""
+        cfg = self.config
+        arr = _parse_state(state, max(cfg.state_position_dims) + 1)
+        if isinstance(arr, str):
+            return self._target, "bad_state" if counted else None
+        fresh = arr is not None and (self._seen is None or not np.array_equal(arr, self._seen))
+        if fresh:
+            self._seen, self._stale = arr, 0
+            return arr[list(cfg.state_position_dims)], None
+        if counted and np.any(self._prev_step != 0):
+            self._stale += 1
+        if self._target is None and arr is not None:  # the same state again right after reset
+            return arr[list(cfg.state_position_dims)], None
+        needs_position = cfg.workspace_low is not None or cfg.action_mode == "absolute"
+        if self._target is None and needs_position:
+            return None, "no_state"
+        limit = cfg.max_stale_steps
+        if limit is not None and self._stale > limit:
+            return self._target, "stale_state"
+        return self._target, None
 
     def _width(self) -> int:
         cfg = self.config
@@ -268,7 +363,7 @@ class SafetySupervisor:
             return self._last_safe[list(self.config.gripper_dims)]
         return np.full(len(self.config.gripper_dims), self.config.gripper_default)
 
-    def _bound_dims(self, a: np.ndarray, quiet: bool) -> np.ndarray:
+    def _bound_dims(self, a: np.ndarray, preview: bool) -> np.ndarray:
         cfg = self.config
         b = a.copy()
         grip = list(cfg.gripper_dims)
@@ -277,43 +372,48 @@ class SafetySupervisor:
             other = np.ones(len(b), dtype=bool)
             other[grip] = False
             if not np.array_equal(a[other], b[other]):
-                self._record("action_range", f"{a[other]} -> {b[other]}", quiet=quiet)
+                self._record("action_range", f"{a[other]} -> {b[other]}", preview)
         b[grip] = np.clip(b[grip], cfg.gripper_low, cfg.gripper_high)
         if not np.array_equal(a[grip], b[grip]):
-            self._record("gripper_range", f"{a[grip]} -> {b[grip]}", quiet=quiet)
+            self._record("gripper_range", f"{a[grip]} -> {b[grip]}", preview)
         return b
 
     def _limit_position(
-        self, a: np.ndarray, hold: str | None, state: np.ndarray | None, quiet: bool
+        self, a: np.ndarray, hold: str | None, position: np.ndarray | None, preview: bool
     ) -> np.ndarray:
+        """Limit the position dims of `a` from `position` (observed, or dead-reckoned; None: unknown)."""
         cfg = self.config
         pos_dims = list(cfg.position_dims)
-        position = state[list(cfg.state_position_dims)] if state is not None else self._target  # [P] or None
         ref = position if cfg.action_mode == "delta" or self._target is None else self._target  # [P]
-        if ref is None and cfg.action_mode == "absolute":
-            raise ValueError("absolute actions need the observed state on the first filter() call")
-        if hold:
+        if hold or ref is None and cfg.action_mode == "absolute":
             wanted = np.zeros(len(pos_dims))  # [P] a controlled stop
         elif cfg.action_mode == "delta":
             wanted = a[pos_dims] * cfg.action_scale  # [P] metres
         else:
             wanted = a[pos_dims] - ref  # [P] metres
         lo, hi = self._step_bounds(pos_dims)
-        lo, hi = self._workspace_bounds(lo, hi, ref, quiet)
+        lo, hi = self._workspace_bounds(lo, hi, ref, preview)
         if cfg.max_step_change is not None:
             change = cfg.max_step_change
             lo, hi, conflict = _clip_to(self._prev_step - change, self._prev_step + change, lo, hi)
             if conflict:
-                self._record("limit_conflict", "acceleration limit yields to workspace/velocity", quiet=quiet)
+                self._record("limit_conflict", "acceleration limit yields to workspace/velocity", preview)
         step = np.clip(wanted, lo, hi)  # [P]
         if not hold and not np.allclose(step, wanted, rtol=0, atol=1e-12):
-            self._record(
-                "position_limit", f"step {np.round(wanted, 5)} -> {np.round(step, 5)} m", quiet=quiet
-            )
+            self._record("position_limit", f"step {np.round(wanted, 5)} -> {np.round(step, 5)} m", preview)
         self._prev_step = step
         self._target = None if ref is None else ref + step
-        a[pos_dims] = step / cfg.action_scale if cfg.action_mode == "delta" else self._target
+        if cfg.action_mode == "delta":
+            a[pos_dims] = step / cfg.action_scale
+        else:  # absolute: the target itself; with no position known at all, the last safe command
+            a[pos_dims] = self._target if self._target is not None else self._last_position(pos_dims)
         return a
+
+    def _last_position(self, pos_dims: list[int]) -> np.ndarray:
+        if self._last_safe is not None:
+            return self._last_safe[pos_dims]
+        low, high = self.config.workspace_low, self.config.workspace_high
+        return (np.asarray(low) + np.asarray(high)) / 2 if low is not None else np.zeros(len(pos_dims))
 
     def _step_bounds(self, pos_dims: list[int]) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
@@ -326,7 +426,7 @@ class SafetySupervisor:
             hi = np.minimum(hi, np.asarray(cfg.action_high)[pos_dims] * cfg.action_scale)
         return lo, hi
 
-    def _workspace_bounds(self, lo, hi, position: np.ndarray | None, quiet: bool):
+    def _workspace_bounds(self, lo, hi, position: np.ndarray | None, preview: bool):
         cfg = self.config
         if cfg.workspace_low is None or position is None:
             return lo, hi
@@ -336,25 +436,43 @@ class SafetySupervisor:
         ws_lo = -np.where(to_low >= 0, braking_limit(to_low, cfg.max_step_change), to_low)
         new_lo, new_hi, conflict = _clip_to(ws_lo, ws_hi, lo, hi)
         if conflict:
-            self._record(
-                "outside_workspace", f"position {np.round(position, 4)} is outside the box", quiet=quiet
-            )
+            self._record("outside_workspace", f"position {np.round(position, 4)} is outside the box", preview)
         return new_lo, new_hi
 
-    def _record(self, kind: str, detail: str, quiet: bool = False) -> None:
-        if quiet:
-            return
+    def _record(self, kind: str, detail: str, preview: bool = False) -> None:
+        """Count and log one intervention; in a chunk preview it is counted as `chunk_<kind>`."""
+        kind = f"chunk_{kind}" if preview else kind
         self.interventions[kind] += 1
         self.events.append((self.clock(), kind, detail))
         level = logging.WARNING if self.interventions[kind] == 1 else logging.INFO
         logger.log(level, "safety intervention %s (#%d): %s", kind, self.interventions[kind], detail)
 
 
-def _state_of(obs: Any) -> np.ndarray | None:
-    """The current observed state [S] from an observation (the last row of a history), or None."""
-    state = obs.get("observation.state") if isinstance(obs, dict) else None
+# The fields `filter` rebinds: what `filter_chunk(commit=k)` carries over from its shadow.
+_MOTION = ("_prev_step", "_target", "_seen", "_stale", "_last_safe")
+
+
+def _action_problem(action: Any, width: int) -> str | None:
+    """Why `action` cannot be executed (`bad_action`, `bad_shape`, `nonfinite`), or None."""
+    try:
+        arr = np.asarray(action, dtype=np.float64)
+    except Exception:  # strings, dicts, Python ints beyond float range (OverflowError), ...
+        return "bad_action"
+    if arr.shape != (width,):
+        return "bad_shape"
+    return None if np.isfinite(arr).all() else "nonfinite"
+
+
+def _parse_state(state: Any, min_len: int) -> np.ndarray | None | str:
+    """The current state [S] (the last row of a history), None if absent, or "bad" if malformed
+    (not numbers, not finite, shorter than the position dims need)."""
     if state is None:
         return None
-    arr = np.asarray(state, dtype=np.float64)
-    arr = arr[-1] if arr.ndim == 2 else arr
-    return arr if np.isfinite(arr).all() else None
+    try:
+        arr = np.asarray(state, dtype=np.float64)
+    except Exception:
+        return "bad"
+    arr = arr[-1] if arr.ndim == 2 and len(arr) else arr
+    if arr.ndim != 1 or len(arr) < min_len or not np.isfinite(arr).all():
+        return "bad"
+    return arr.copy()
