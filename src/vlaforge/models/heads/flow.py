@@ -7,6 +7,16 @@ Convention (pi0's): t = 1 is noise, t = 0 is the action chunk.
 - Sampling: x_1 ~ N(0, I), then `flow_steps` Euler steps of dx/dt = v(x, t) from t = 1 to t = 0
   with the one integrator of `common.euler_integrate`.
 
+Real-time chunking (`sample_inpainted`, Black, Galliker and Levine 2025, "Real-Time Execution of
+Action Chunking Flow Policies"): the next chunk is sampled while the robot still executes the
+previous one, so its first rows are already committed. At every Euler step the predicted clean chunk
+A_hat = x - t * v (our t = 1 - tau of the paper) is pulled toward the committed actions Y with the
+soft mask W [H] (1 on the rows executed during inference, decaying to 0 over the rest of the
+overlap): g = (dA_hat/dx)^T (W * (Y - A_hat)) by one vector-Jacobian product, and the velocity
+becomes v - c * g with c = min(max_guidance, (1 - tau) / tau * (tau^2 + (1 - tau)^2) / (1 - tau)^2)
+(the sign flips because our velocity points from actions to noise). Needs autograd: call it under
+`torch.no_grad()` (it enables grad locally), never under `torch.inference_mode()`.
+
 Both variants split the network the same way: `context(trunk)` holds everything that depends only
 on the observation and is computed **once per observation**; `velocity(x_t, t, context)` is what runs
 at each Euler step.
@@ -18,6 +28,7 @@ at each Euler step.
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +98,52 @@ class _FlowMatchingHead(ActionHead):
         batch = trunk.readouts.shape[0] * num_samples
         x = randn((batch, self.horizon, self.action_dim), generator, like=trunk.readouts)  # [B*S, H, A]
         return euler_integrate(lambda x_t, t: self.velocity(x_t, t, context), x, self.flow_steps)
+
+    def sample_inpainted(
+        self,
+        trunk: TrunkOutput,
+        target: torch.Tensor,
+        weights: torch.Tensor,
+        *,
+        max_guidance: float = 5.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """One chunk [B, H, A] per observation, guided toward `target` [B, H, A] (normalized, the
+        committed actions time-aligned to the new chunk) where `weights` [B, H] > 0 (see the module
+        docstring)."""
+        context = self.context(trunk, 1)  # once per observation
+        x = randn((trunk.readouts.shape[0], self.horizon, self.action_dim), generator, like=trunk.readouts)
+        w = weights[:, :, None].to(x)  # [B, H, 1]
+
+        def guided(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with torch.enable_grad():
+                x_in = x_t.detach().requires_grad_(True)
+                v = self.velocity(x_in, t, context)  # [B, H, A]
+                a_hat = x_in - t[:, None, None] * v  # predicted clean chunk [B, H, A]
+                (g,) = torch.autograd.grad(a_hat, x_in, grad_outputs=w * (target - a_hat.detach()))
+            tau = 1.0 - float(t[0])  # the paper's time: 0 noise, 1 actions
+            c = (
+                max_guidance
+                if tau <= 0
+                else min(max_guidance, (1 - tau) / tau * (tau**2 + (1 - tau) ** 2) / (1 - tau) ** 2)
+            )
+            return v.detach() - c * g
+
+        return euler_integrate(guided, x, self.flow_steps)
+
+
+def rtc_weights(horizon: int, delay: int, overlap: int, schedule: str = "exp") -> torch.Tensor:
+    """The soft mask W [H] of real-time chunking: 1 on the first `delay` rows (executed while the
+    chunk is computed), decaying to 0 over the rest of the `overlap` rows that the committed plan
+    covers, 0 after. `schedule`: "exp" (the paper's c * (e^c - 1) / (e - 1)) or "linear"."""
+    if not 0 <= delay <= overlap <= horizon:
+        raise ValueError(f"need 0 <= delay <= overlap <= horizon, got {delay}, {overlap}, {horizon}")
+    i = torch.arange(horizon, dtype=torch.float32)  # [H]
+    c = ((overlap - i) / (overlap - delay + 1)).clamp(0, 1)  # [H], 1 -> 0 over the decaying rows
+    decay = c * (torch.exp(c) - 1) / (math.e - 1) if schedule == "exp" else c
+    if schedule not in ("exp", "linear"):
+        raise ValueError(f"unknown RTC schedule {schedule!r}; choose exp or linear")
+    return torch.where(i < delay, torch.ones_like(i), torch.where(i < overlap, decay, torch.zeros_like(i)))
 
 
 class FlowHead(_FlowMatchingHead):
@@ -180,4 +237,4 @@ def _flow_kwargs(cfg: HeadConfig) -> dict[str, Any]:
     }
 
 
-__all__ = ["ExpertFlowHead", "FlowHead"]
+__all__ = ["ExpertFlowHead", "FlowHead", "rtc_weights"]
