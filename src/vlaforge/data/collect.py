@@ -205,8 +205,7 @@ def check_output(root: Path, cfg: Collection, overwrite: bool) -> bool:
     Raises `VlaforgeError` for a finished dataset (without overwrite), for an unfinished collection
     made with other options, and for a non-empty directory that is not a dataset.
     """
-    if root.exists() and not root.is_dir():
-        raise VlaforgeError(f"output {str(root)!r} is a file, not a directory")
+    layout.check_output_dir(root)  # a file, /proc/x, a read-only disk: refused before any rollout
     if not root.exists() or not any(root.iterdir()):
         return False
     if overwrite:

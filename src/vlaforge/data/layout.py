@@ -98,6 +98,35 @@ def atomic_write_parquet(path: Path, table: pa.Table) -> None:
     os.replace(tmp, path)
 
 
+def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Refuse, before any work, an output that is an existing file or a directory that cannot be made
+    or written (`--out /proc/x`, a read-only disk). Leaves nothing behind: directories it had to
+    create for the probe are removed again."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise VlaforgeError(f"{flag} {path}: is a file, not a directory")
+    missing, probe = [], path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    if not probe.is_dir():
+        raise VlaforgeError(f"{flag} {path}: {probe} is a file, not a directory")
+    test = path / f".vlaforge-write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        test.touch()
+        test.unlink()
+    except OSError as exc:
+        raise VlaforgeError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from exc
+    finally:
+        for made in missing:  # deepest first
+            try:
+                made.rmdir()
+            except OSError:
+                break
+    return path
+
+
 def read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())

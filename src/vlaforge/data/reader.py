@@ -5,11 +5,15 @@ features) into memory; videos are decoded on request (`episode_frames`, `decode_
 in a training loop: `vlaforge.data.frame_cache` decodes them once into a memory-mapped cache.
 
 A directory without meta/info.json but with our staging area or data is an incomplete dataset (a
-collection that was interrupted before `finalize()`); the error says so.
+collection that was interrupted before `finalize()`); the error says so. Metadata that disagrees with
+the data (fps, shapes, `index`, `task_index`, episode ranges) is refused (`vlaforge.data.checks`); a
+missing meta/stats.json (or a numeric feature missing from it) is recomputed from the data with a
+warning on stderr, since every frame is at hand and the numeric statistics are exact and cheap.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,9 +21,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vlaforge.data import layout
+from vlaforge.data import checks, layout
 from vlaforge.data.layout import INCOMPLETE_HINT
-from vlaforge.data.stats import Stats, from_json
+from vlaforge.data.stats import Stats, aggregate, from_json, numeric_stats
 from vlaforge.data.video import read_mp4_ranges
 from vlaforge.errors import VlaforgeError
 from vlaforge.keys import IMAGE_PREFIX
@@ -38,7 +42,7 @@ class LeRobotV3Dataset:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.info = _load_info(self.root)
-        self.fps = int(self.info["fps"])
+        self.fps = checks.check_fps(self.root, self.info)
         self.features: dict[str, dict[str, Any]] = self.info["features"]
         self.camera_keys = [k for k, ft in self.features.items() if ft["dtype"] in ("video", "image")]
         if any(self.features[k]["dtype"] == "image" for k in self.camera_keys):
@@ -47,11 +51,11 @@ class LeRobotV3Dataset:
             )
         self.tasks = _load_tasks(self.root)
         self.episodes, self.episode_stats = _load_episodes(self.root)
-        self.stats: dict[str, Stats] = from_json(_stats_json(self.root))
         self._table = _load_data(self.root, self.info)
         self.num_episodes = len(self.episodes)
         self.num_frames = self._table.num_rows
         self._check_consistency()
+        self.stats: dict[str, Stats] = self._load_stats()
 
     def _check_consistency(self) -> None:
         info = self.info
@@ -65,6 +69,28 @@ class LeRobotV3Dataset:
                 raise VlaforgeError(
                     f"corrupt dataset {str(self.root)!r}: episode rows are not 0..N-1 (row {i})"
                 )
+        checks.check_task_index(self.root, self.column("task_index")[:, 0], len(self.tasks))
+        checks.check_episode_rows(self.root, self.column("episode_index")[:, 0], self.episodes)
+
+    def _load_stats(self) -> dict[str, Stats]:
+        """meta/stats.json; what it lacks is recomputed (numeric features exactly from the frames,
+        videos from the per-episode stats when every episode has them) with one warning."""
+        path = self.root / layout.STATS_PATH
+        stats = from_json(layout.read_json(path, "meta/stats.json")) if path.is_file() else {}
+        missing = [
+            k for k, ft in self.features.items() if k not in stats and ft["dtype"] not in checks.VIDEO_DTYPES
+        ]
+        for key in missing:
+            stats[key] = numeric_stats(self.column(key))
+        for key in self.camera_keys:
+            per_episode = [s.get(key) for s in self.episode_stats]
+            if key not in stats and per_episode and all(s and "count" in s for s in per_episode):
+                stats[key] = aggregate(per_episode)
+                missing.append(key)
+        if missing:
+            what = "is missing" if not path.is_file() else f"lacks {missing}"
+            _warn_once(f"dataset {str(self.root)!r}: meta/stats.json {what}; recomputed from the data")
+        return stats
 
     def column(self, key: str) -> np.ndarray:
         """All frames of a numeric feature, in `index` order: `[N, *shape]` (shape [1] gives `[N, 1]`)."""
@@ -126,6 +152,8 @@ class LeRobotV3Dataset:
 
 
 def _load_info(root: Path) -> dict[str, Any]:
+    if root.exists() and not root.is_dir():
+        raise VlaforgeError(f"{str(root)!r} is a file, not a dataset directory")
     if not root.is_dir():
         raise VlaforgeError(f"dataset {str(root)!r} does not exist")
     path = root / layout.INFO_PATH
@@ -190,9 +218,14 @@ def _load_episodes(root: Path) -> tuple[list[dict], list[dict[str, Stats]]]:
     return episodes, stats
 
 
-def _stats_json(root: Path) -> dict:
-    path = root / layout.STATS_PATH
-    return layout.read_json(path, "meta/stats.json") if path.is_file() else {}
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """One line on stderr, once per process (the trainer opens a dataset several times)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"vlaforge: warning: {message}", file=sys.stderr)
 
 
 def _load_data(root: Path, info: dict) -> pa.Table:
@@ -208,7 +241,10 @@ def _load_data(root: Path, info: dict) -> pa.Table:
     ]
     if missing:
         raise VlaforgeError(f"corrupt dataset {str(root)!r}: data parquet lacks {missing}")
+    checks.check_shapes(root, table, info["features"])
     index = table.column("index").to_numpy()
     if len(index) and np.any(np.diff(index) < 0):
-        table = table.take(np.argsort(index, kind="stable"))
+        order = np.argsort(index, kind="stable")
+        table, index = table.take(order), index[order]
+    checks.check_index(root, index)
     return table

@@ -117,18 +117,22 @@ def read_mp4_ranges(
     `ranges` holds `(from_timestamp, length)` per episode; frame `k` of an episode is the decoded
     frame whose timestamp rounds to the same frame slot as `from_timestamp + k / fps`. Returns one
     uint8 `[length, H, W, 3]` array per range, written into `out` when given (e.g. slices of a
-    memory-mapped cache, so a long file never sits in RAM); a missing frame is a corrupt-video error.
+    memory-mapped cache, so a long file never sits in RAM). Refused: a file whose own frame rate is
+    not `fps` (a wrong fps in meta/info.json would put several decoded frames on one slot and leave
+    others unwritten), a frame size other than `out`'s, and a range with fewer distinct frames
+    than its length (a corrupt or truncated video).
     """
     slots: dict[int, list[tuple[int, int]]] = {}
     for r, (start, length) in enumerate(ranges):
         for k in range(length):
             slots.setdefault(round(start * fps) + k, []).append((r, k))
-    found = [0] * len(ranges)
+    filled = [np.zeros(length, dtype=bool) for _, length in ranges]
     with _open(path) as container:
         stream = container.streams.video[0]
+        _check_rate(path, stream, fps)
         if out is None:
-            height, width = stream.height, stream.width
-            out = [np.empty((length, height, width, 3), np.uint8) for _, length in ranges]
+            out = [np.empty((length, stream.height, stream.width, 3), np.uint8) for _, length in ranges]
+        _check_size(path, stream, out)
         try:
             for frame in container.decode(stream):
                 targets = slots.get(round(float(frame.pts * stream.time_base) * fps), ())
@@ -136,16 +140,40 @@ def read_mp4_ranges(
                     image = frame.to_ndarray(format="rgb24")  # [H, W, 3]
                     for r, k in targets:
                         out[r][k] = image
-                        found[r] += 1
+                        filled[r][k] = True
         except av.FFmpegError as exc:
             raise VlaforgeError(f"corrupt video {str(path)!r}: {exc}") from exc
-    for r, (start, length) in enumerate(ranges):
-        if found[r] != length:
+    for (start, length), got in zip(ranges, filled, strict=True):
+        if not got.all():
             raise VlaforgeError(
-                f"video {str(path)!r} has {found[r]} of the {length} frames expected from t={start:.4f}s "
-                "(corrupt or truncated video?)"
+                f"video {str(path)!r} has {int(got.sum())} distinct frames of the {length} expected from "
+                f"t={start:.4f}s at {fps:g} fps (corrupt or truncated video?)"
             )
     return out
+
+
+def frame_rate(stream) -> float:
+    """A video stream's own frame rate (average, else the container's base rate); 0 when unknown."""
+    rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+    return float(rate) if rate else 0.0
+
+
+def _check_rate(path: str | Path, stream, fps: float) -> None:
+    rate = frame_rate(stream)
+    if rate and abs(rate - fps) > 0.01 * rate:
+        raise VlaforgeError(
+            f"video {str(path)!r} runs at {rate:g} fps but the dataset says fps {fps:g} "
+            "(fix fps in meta/info.json)"
+        )
+
+
+def _check_size(path: str | Path, stream, out: list[np.ndarray]) -> None:
+    shapes = {tuple(o.shape[1:3]) for o in out if len(o)}
+    if shapes and shapes != {(stream.height, stream.width)}:
+        expected = "x".join(str(v) for v in next(iter(shapes)))
+        raise VlaforgeError(
+            f"video {str(path)!r} has {stream.height}x{stream.width} frames, the dataset says {expected}"
+        )
 
 
 def video_info(path: str | Path) -> dict:
@@ -158,7 +186,7 @@ def video_info(path: str | Path) -> dict:
             "video.codec": stream.codec.canonical_name,
             "video.pix_fmt": stream.pix_fmt,
             "video.is_depth_map": False,
-            "video.fps": int(stream.base_rate),
+            "video.fps": round(frame_rate(stream)),
             "video.channels": 3,
             "has_audio": len(container.streams.audio) > 0,
         }

@@ -81,21 +81,34 @@ class BenchCommand:
 
 def run_export(cfg: ExportCommand) -> int:
     """Write the exports `cfg` asks for; prints what was written as JSON."""
-    from vlaforge.deploy.export import save_onnx_export
-    from vlaforge.deploy.quantize import is_int8_export, load_policy, save_int8
+    from vlaforge.deploy.quantize import is_int8_export, load_policy
 
     if not (cfg.int8 or cfg.onnx):
         raise VlaforgeError("nothing to export: give --int8 and/or --onnx")
+    if cfg.batch < 1:
+        raise VlaforgeError(f"--batch must be at least 1, got {cfg.batch}")
     source, out = Path(cfg.policy), Path(cfg.out)
     if out.resolve() == source.resolve():
         raise VlaforgeError(f"--out {out} is the checkpoint itself; choose another directory")
+    if out.exists() and not out.is_dir():
+        raise VlaforgeError(f"--out {out}: is a file, not a directory")
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise VlaforgeError(f"{out} exists and is not empty (use --overwrite to replace it)")
     if is_int8_export(source):
         raise VlaforgeError(f"{source} is already an INT8 export; export from the fp32 checkpoint")
-    if cfg.batch < 1:
-        raise VlaforgeError(f"--batch must be at least 1, got {cfg.batch}")
     policy = load_policy(source)
+    try:
+        written = _write_exports(cfg, policy, source, out)
+    except OSError as exc:  # /proc/x, a read-only or full disk
+        raise VlaforgeError(f"--out {out}: cannot write the export ({exc.strerror or exc})") from exc
+    print(json.dumps({"policy": str(source), "written": written}, indent=2))
+    return 0
+
+
+def _write_exports(cfg: ExportCommand, policy, source: Path, out: Path) -> list[str]:
+    from vlaforge.deploy.export import save_onnx_export
+    from vlaforge.deploy.quantize import save_int8
+
     written = []
     if cfg.int8:
         save_int8(policy, source, out)
@@ -106,8 +119,7 @@ def run_export(cfg: ExportCommand) -> int:
             policy, out, tasks=list(cfg.task), batch=cfg.batch, int8=cfg.int8, embodiment=embodiment
         )
         written += [str(onnx)] + ([str(onnx.with_name("policy.int8.onnx"))] if cfg.int8 else [])
-    print(json.dumps({"policy": str(source), "written": written}, indent=2))
-    return 0
+    return written
 
 
 def embodiment_ref(text: str | None) -> int | str | None:

@@ -16,6 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
+from vlaforge.data.layout import check_output_dir
 from vlaforge.envs.registry import get_simulator
 from vlaforge.eval.config import EvalConfig, validate
 
@@ -30,6 +31,7 @@ def run(cfg: EvalConfig) -> int:
     from vlaforge.eval.runner import preflight, run_evaluation
 
     validate(cfg)
+    check_output_dir(cfg.out)  # /proc/x, a read-only disk: refused before the workers start
     sim = get_simulator(cfg.simulator)
     tasks = sim.resolve_tasks(cfg.suite)
     policy = resolve_policy(cfg, sim)

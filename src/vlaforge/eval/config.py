@@ -97,6 +97,8 @@ def validate(cfg: EvalConfig) -> None:
         raise VlaforgeError(f"unknown execution {cfg.execution!r}; choose from receding, ensemble, single")
     if cfg.key_map and not is_remote(cfg.policy):
         raise VlaforgeError("key_map applies to a remote policy (policy ws://HOST:PORT) only")
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise VlaforgeError(f"--out {cfg.out}: is a file, not a directory")
     if (Path(cfg.out) / "eval_info.json").exists() and not cfg.overwrite:
         raise VlaforgeError(
             f"{cfg.out} already holds an evaluation (eval_info.json); pass --overwrite or pick another --out"

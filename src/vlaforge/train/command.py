@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vlaforge.config import option
+from vlaforge.config import apply_overrides, option
+from vlaforge.data.layout import check_output_dir
 from vlaforge.errors import VlaforgeError
-from vlaforge.train.config import FINETUNE_TRAIN, TrainConfig
+from vlaforge.train.config import FINETUNE_TRAIN, TrainConfig, split_overrides, validate
 
 RUN_FILE = "run.json"
 SHORTHANDS = ("batch_size", "lr", "grad_accum", "val_fraction", "seed", "compile")
@@ -120,7 +121,15 @@ def _execute(cfg: RunCommand, command: str, default: RunCommand, extra: dict, on
         raise VlaforgeError(
             f"{out} is a `{spec.get('command')}` run; resume it with `vlaforge {spec.get('command')}`"
         )
-    return execute(spec, out, resuming, device=cfg.device, on_step=on_step)
+    validate(apply_overrides(TrainConfig(), split_overrides(spec["overrides"])[1]))  # before any data
+    check_output_dir(out, "--resume" if resuming else "--out")
+    try:
+        return execute(spec, out, resuming, device=cfg.device, on_step=on_step)
+    except OSError as exc:  # a full or read-only disk (frame cache, run.json, logs)
+        where = f" {exc.filename}" if exc.filename else ""
+        raise VlaforgeError(
+            f"`vlaforge {command}` could not read or write{where}: {exc.strerror or exc}"
+        ) from exc
 
 
 def training_spec(cfg: RunCommand, command: str, default: RunCommand, extra: dict) -> tuple[dict, Path, bool]:

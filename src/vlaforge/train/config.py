@@ -11,6 +11,7 @@ An override is a `key=text` string or a `{key: typed value}` dict (`vlaforge.con
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from vlaforge.errors import VlaforgeError, did_you_mean
@@ -87,6 +88,53 @@ class TrainConfig:
     run cut short ends above its minimum lr (and a resumed run gets a fresh allowance)."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Image augmentation on the training device."""
+
+
+_AT_LEAST = {"steps": 1, "batch_size": 1, "grad_accum": 1, "warmup_steps": 0, "val_every": 1,
+             "val_batches": 0, "log_every": 1, "save_every": 1, "keep_last": 1, "seed": 0}  # fmt: skip
+_RANGES = {  # field: (low, high, high included)
+    "weight_decay": (0.0, math.inf, False),
+    "min_lr_ratio": (0.0, 1.0, True),
+    "grad_clip": (0.0, math.inf, False),
+    "ema_decay": (0.0, 1.0, False),
+    "val_fraction": (0.0, 1.0, False),
+    "max_minutes": (0.0, math.inf, False),
+}
+_AUGMENT_AT_MOST = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0}
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Every TrainConfig value the loop cannot run with is one `VlaforgeError` naming the field;
+    called before any data is read (`train/command.py`) and again by the `Trainer` itself."""
+    for name, low in _AT_LEAST.items():
+        _integer(f"train.{name}", getattr(cfg, name), low)
+    _number("train.lr", cfg.lr, 0.0, math.inf, low_ok=False)
+    for name, (low, high, high_ok) in _RANGES.items():
+        _number(f"train.{name}", getattr(cfg, name), low, high, high_ok=high_ok)
+    if len(cfg.betas) != 2:
+        raise VlaforgeError(f"train.betas must be two numbers, got {list(cfg.betas)}")
+    for beta in cfg.betas:
+        _number("train.betas", beta, 0.0, 1.0)
+    _integer("train.augment.shift", cfg.augment.shift, 0)
+    for name, high in _AUGMENT_AT_MOST.items():
+        _number(f"train.augment.{name}", getattr(cfg.augment, name), 0.0, high, high_ok=True)
+    return cfg
+
+
+def _integer(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise VlaforgeError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _number(name: str, value, low: float, high: float, *, low_ok: bool = True, high_ok: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= low if low_ok else value > low) and (value <= high if high_ok else value < high)
+    if not ok:
+        if math.isinf(high):
+            bounds = f"{'>=' if low_ok else '>'} {low:g}"
+        else:
+            bounds = f"in {'[' if low_ok else '('}{low:g}, {high:g}{']' if high_ok else ')'}"
+        raise VlaforgeError(f"{name} must be a finite number {bounds}, got {value!r}")
 
 
 FINETUNE_TRAIN = TrainConfig(lr=1e-4, warmup_steps=50, ema_decay=0.99)

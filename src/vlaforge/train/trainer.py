@@ -23,16 +23,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from tqdm import tqdm
 
 from vlaforge.errors import VlaforgeError
 from vlaforge.train import checkpoint as ckpt
 from vlaforge.train.augment import augment_batch
-from vlaforge.train.config import TrainConfig
+from vlaforge.train.config import TrainConfig, validate
 from vlaforge.train.distributed import Dist, wrap_ddp
 from vlaforge.train.ema import EMA
 from vlaforge.train.optim import build_optimizer, build_scheduler
+
+SAVE_ERRORS = (OSError, RuntimeError, SafetensorError)
+"""What a failed checkpoint write raises: OSError (our files), RuntimeError (torch.save's writer),
+SafetensorError (the weights)."""
 
 
 class TrainingDiverged(VlaforgeError):
@@ -65,7 +70,7 @@ class Trainer:
         export: Callable[[nn.Module], nn.Module] | None = None,
         info: dict | None = None,
     ) -> None:
-        self.cfg, self.loader, self.out = cfg, loader, Path(out)
+        self.cfg, self.loader, self.out = validate(cfg), loader, Path(out)
         self.dist = dist or Dist()
         self.policy = policy.to(self.dist.device)
         self.val_batches = val_batches
@@ -276,11 +281,12 @@ class Trainer:
                 self.state_dict(),
                 info,
             )
-        except OSError as err:
+        except SAVE_ERRORS as err:  # a full or read-only disk; torch and safetensors raise their own types
             last = ckpt.latest_checkpoint(self.ckpt_root)
+            kept = f"the previous checkpoint {last} is intact" if last else "no earlier checkpoint exists"
+            reason = (getattr(err, "strerror", None) or str(err)).splitlines()[0]
             raise VlaforgeError(
-                f"could not save the checkpoint of step {self.step} ({err}); "
-                f"the previous checkpoint {last} is intact"
+                f"could not save the checkpoint of step {self.step} ({reason}); {kept}"
             ) from err
         if is_best:
             ckpt.point_link(self.ckpt_root, "best", path)
@@ -291,9 +297,14 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if not self.dist.is_main:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps({**record, "time": time.time()}) + "\n")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.out / "log.jsonl", "a") as f:
+                f.write(json.dumps({**record, "time": time.time()}) + "\n")
+        except OSError as err:
+            raise VlaforgeError(
+                f"could not write {self.out / 'log.jsonl'} at step {self.step}: {err.strerror or err}"
+            ) from err
         tb = self._tensorboard() if self.cfg.tensorboard else None
         if tb is not None:
             for key, value in record.items():
