@@ -102,3 +102,46 @@ def test_make_executor_and_broker_call_inference_only_when_needed():
     assert actions == [0, 1, 200, 201, 400]
     with pytest.raises(ValueError, match="unknown execution mode"):
         make_executor("sometimes")
+
+
+# ----------------------------------------------------------------------------- simulated delay
+def clock_chunk(t: int, horizon: int = 8) -> np.ndarray:
+    """Row i predicts the time index t + i (one action dim): correct alignment returns the step."""
+    return (t + np.arange(horizon, dtype=np.float64))[:, None]  # [H, 1]
+
+
+@pytest.mark.parametrize("delay", [0, 1, 2, 3])
+def test_delayed_receding_horizon_stays_aligned(delay):
+    ex = make_executor("receding", execute_steps=4, delay=delay)
+    requests, got = [], []
+    for t in range(40):
+        if ex.needs_chunk():
+            requests.append(t)
+            ex.add_chunk(clock_chunk(t))
+        got.append(float(ex.pop()[0]))
+    assert got == list(range(40))  # every action is the one predicted for its own step
+    # after the first chunk, a request goes out when `delay` planned actions remain
+    assert all(b - a == 4 for a, b in zip(requests[1:], requests[2:], strict=False))
+
+
+def test_delayed_ensemble_averages_late_predictions():
+    ex = make_executor("ensemble", ensemble_coeff=0.0, delay=2)
+    out = []
+    for t in range(12):
+        assert ex.needs_chunk()
+        ex.add_chunk(clock_chunk(t))
+        out.append(float(ex.pop()[0]))
+    assert out == list(range(12))
+
+
+def test_planned_is_the_rest_of_the_chunk_and_bad_delays_are_refused():
+    ex = make_executor("receding", execute_steps=4, delay=2)
+    ex.add_chunk(clock_chunk(0))
+    ex.pop()
+    assert ex.planned()[:, 0].tolist() == [1, 2, 3, 4, 5, 6, 7]  # 3 still executed, then the tail
+    with pytest.raises(ValueError, match="more than 4 executed actions"):
+        make_executor("receding", execute_steps=4, delay=4)
+    ex = make_executor("receding", execute_steps=4, delay=3)
+    ex.add_chunk(clock_chunk(0, horizon=8))
+    with pytest.raises(ValueError, match="leaves nothing"):
+        ex.add_chunk(clock_chunk(0, horizon=3))
