@@ -39,6 +39,12 @@ COMMANDS: dict[str, Command] = {
         "vlaforge.models.preset_table:PresetsConfig",
         "vlaforge.models.preset_table:run",
     ),
+    "tokenizer": Command(
+        "fit the FAST action tokenizer on datasets (vlaforge tokenizer fit --data D --out T)",
+        "vlaforge.train.tokenizer_command:TokenizerCommand",
+        "vlaforge.train.tokenizer_command:run",
+        positional=("action",),
+    ),
     "train": Command(
         "train a policy on one or more datasets",
         "vlaforge.train.command:TrainCommand",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vlaforge.errors import VlaforgeError
-from vlaforge.models.heads import HeadConfig
+from vlaforge.models.heads import AR_KINDS, HeadConfig
 from vlaforge.models.language import PACKAGED_MINILM
 
 
@@ -84,8 +84,8 @@ class PolicyConfig:
     state_dim: int = 4
     # Actions executed per chunk at evaluation (receding horizon), <= chunk.
     execute_steps: int = 8
-    # "mean_std": (x - mean) / std; "bounds": q01/q99 -> [-1, 1], clipped (OpenVLA; the tokens head
-    # requires it). Applies to action and state, per dataset_index.
+    # "mean_std": (x - mean) / std; "bounds": q01/q99 -> [-1, 1], clipped (OpenVLA; the tokens,
+    # ar-bins and ar-fast heads require it). Applies to action and state, per dataset_index.
     normalization: Literal["mean_std", "bounds"] = "mean_std"
     # Action dims left unnormalized (e.g. a gripper already in [-1, 1]; Octo's mask). Empty = none.
     raw_action_dims: tuple[int, ...] = ()
@@ -113,8 +113,12 @@ def validate(cfg: PolicyConfig) -> PolicyConfig:
         (cfg.trunk.width % cfg.trunk.heads == 0, "trunk.heads must divide trunk.width"),
         (cfg.language.num_tokens >= 1, "language.num_tokens must be >= 1"),
         (
-            cfg.head.kind != "tokens" or cfg.normalization == "bounds",
-            'the tokens head needs normalization="bounds"',
+            cfg.head.kind not in ("tokens", *AR_KINDS) or cfg.normalization == "bounds",
+            f'the {cfg.head.kind} head needs normalization="bounds"',
+        ),
+        (
+            cfg.head.kind not in AR_KINDS or cfg.trunk.width % cfg.head.decoder_heads == 0,
+            "head.decoder_heads must divide trunk.width",
         ),
         (all(0 <= d < cfg.action_dim for d in cfg.raw_action_dims), "raw_action_dims out of range"),
         (all(0 <= d < cfg.state_dim for d in cfg.raw_state_dims), "raw_state_dims out of range"),

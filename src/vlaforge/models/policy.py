@@ -14,7 +14,9 @@ Checkpoint directory (`save_pretrained` / `from_pretrained`): `config.json` (`to
 `model.safetensors` (all trainable weights and the normalization buffers; NOT the frozen text
 encoder, which is reloaded from `config.language.model`), `stats.json` (the per-dataset stats list
 the normalization was built from) and `metadata.json` (the `CheckpointRecord` of `vlaforge.models.io`:
-cameras and frame sizes, embodiments, episode split, training seeds; `policy.record` parses it). A checkpoint whose tensors do not match its
+cameras and frame sizes, embodiments, episode split, training seeds; `policy.record` parses it; an
+ar-fast policy's fitted FAST tokenizer as JSON under "action_tokenizer", so every path that copies
+metadata.json - INT8 export, serve, eval - has it). A checkpoint whose tensors do not match its
 config fails with a `VlaforgeError` naming the tensor; nothing is partly loaded.
 """
 
@@ -42,6 +44,7 @@ from vlaforge.models.heads.base import TrunkOutput
 from vlaforge.models.io import CheckpointRecord
 from vlaforge.models.language import text_model_parameters
 from vlaforge.models.normalize import Normalizer, jsonable_stats
+from vlaforge.models.tokenizers import TOKENIZER_KEY, ActionTokenizer, load_tokenizer, tokenizer_from_dict
 from vlaforge.models.trunk import Trunk
 
 CONFIG_FILE, WEIGHTS_FILE, STATS_FILE, METADATA_FILE = (
@@ -88,6 +91,30 @@ class VLAPolicy(nn.Module):
         self.task_encoder = TaskEncoder(cfg, stem)
         self.head = build_head(cfg.head, cfg.trunk.width, cfg.action_dim, cfg.chunk)
         self.trunk = Trunk(cfg.trunk, self.head.num_readouts)
+        self._attach_tokenizer()
+
+    # ------------------------------------------------------------------ action tokenizer
+    @property
+    def needs_tokenizer(self) -> bool:
+        """True for a head whose action tokenizer still has to be fitted on data (a fresh ar-fast)."""
+        tokenizer = getattr(self.head, "tokenizer", None)
+        return tokenizer is not None and not tokenizer.fitted
+
+    def _attach_tokenizer(self) -> None:
+        """The fitted tokenizer from metadata[TOKENIZER_KEY] (a checkpoint), else from the file in
+        `config.head.tokenizer`; without either an ar-fast policy waits for `set_action_tokenizer`."""
+        if not self.needs_tokenizer:
+            return
+        saved = self.metadata.get(TOKENIZER_KEY)
+        if saved is not None:
+            self.set_action_tokenizer(tokenizer_from_dict(saved, where="metadata.json action_tokenizer"))
+        elif self.config.head.tokenizer:
+            self.set_action_tokenizer(load_tokenizer(self.config.head.tokenizer))
+
+    def set_action_tokenizer(self, tokenizer: ActionTokenizer) -> None:
+        """Give the head its fitted tokenizer; it is saved with the checkpoint (metadata.json)."""
+        self.head.set_tokenizer(tokenizer)
+        self.metadata[TOKENIZER_KEY] = tokenizer.to_dict()
 
     # ------------------------------------------------------------------ forward
     @property
@@ -142,6 +169,10 @@ class VLAPolicy(nn.Module):
         if dim_mask is None:
             dim_mask = (torch.arange(state.shape[-1], device=dev) < real).expand(state.shape[0], -1)
         return state * _tensor(dim_mask, dev).bool()[:, None, :]  # padded dims -> 0
+
+    def normalized_targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the head trains on: normalized actions [B, H, A] (0 where masked) and action_mask."""
+        return self._targets(batch)
 
     def _targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalized actions [B, H, A] (0 where masked) and the head's action_mask [B, H, A]."""

@@ -55,12 +55,22 @@ class Block(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.step(x, mask)[0]
+
+    def step(
+        self, x: torch.Tensor, mask: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The block on new rows x [B, N, D] whose keys/values follow `past` (K, V [B, h, M, d/h]);
+        `mask` [.., N, M+N] covers past + new keys. Returns x and this layer's K/V cache [.., M+N, ..]
+        (the per-layer KV cache of autoregressive decoding: one call per decoded token)."""
         b, n, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # [B, h, M+N, d/h]
         p = self.dropout if self.training else 0.0
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # [B, h, N, d/h]
         x = x + self.proj(a.transpose(1, 2).reshape(b, n, d))  # [B, N, D]
-        return x + self.mlp(self.ln2(x))
+        return x + self.mlp(self.ln2(x)), (k, v)
 
 
 class Trunk(nn.Module):

@@ -233,6 +233,8 @@ def build_trainer(spec: dict, out: Path, resuming: bool, d: Dist) -> Trainer:
     }
     torch.manual_seed(train_cfg.seed)  # identical init on every process
     policy = VLAPolicy(policy_cfg, stats=data.stats, metadata=metadata)
+    if policy.needs_tokenizer:  # ar-fast without model.head.tokenizer: fit it before the first step
+        attach_tokenizer(policy, data, spec, out, resuming, train_cfg.seed, d.is_main)
     export = ft.prepare(policy, spec, d.is_main) if finetune else None
     val = data.val_batches
     trainer = Trainer(
@@ -262,6 +264,30 @@ def build_trainer(spec: dict, out: Path, resuming: bool, d: Dist) -> Trainer:
     if d.is_main:
         _summary(trainer, data, d, resuming)
     return trainer
+
+
+def attach_tokenizer(
+    policy, data: TrainData, spec: dict, out: Path, resuming: bool, seed: int, verbose: bool
+) -> None:
+    """The FAST tokenizer of an ar-fast policy: a resumed run's own (its last checkpoint), a
+    fine-tuned checkpoint's, else fitted on this run's training split (`tokenizer_command`)."""
+    import time
+
+    from vlaforge.models.policy import METADATA_FILE, read_json, resolve_checkpoint
+    from vlaforge.models.tokenizers import TOKENIZER_KEY, tokenizer_from_dict
+    from vlaforge.train.tokenizer_command import describe, fit_action_tokenizer
+
+    source = ckpt.latest_checkpoint(out / "checkpoints") if resuming else None
+    if source is None and spec.get("from"):
+        source = resolve_checkpoint(spec["from"])
+    saved = read_json(source / METADATA_FILE).get(TOKENIZER_KEY) if source is not None else None
+    if saved is not None:
+        policy.set_action_tokenizer(tokenizer_from_dict(saved, where=f"{source}/{METADATA_FILE}"))
+        return
+    start = time.perf_counter()
+    policy.set_action_tokenizer(fit_action_tokenizer(policy, data.loader, seed=seed))
+    if verbose:
+        print(describe(policy.head.tokenizer, time.perf_counter() - start), file=sys.stderr)
 
 
 def preset_config(name: str | None, model_over: list[str]):

@@ -7,6 +7,8 @@
 | `diffusion`   | diffusion.py  | `num_readouts`, mean-pooled   | epsilon prediction, DDPM train / DDIM   |
 | `flow`        | flow.py       | `num_readouts`, mean-pooled   | pi0 flow matching, Euler sampling       |
 | `flow-expert` | flow.py       | `num_readouts` + trunk tokens | flow matching with a transformer expert |
+| `ar-fast`     | decoder.py    | `num_readouts` + trunk tokens | FAST tokens (DCT + BPE) one by one, KV cache |
+| `ar-bins`     | decoder.py    | `num_readouts` + trunk tokens | 256-bin tokens one by one, KV cache     |
 
 Every head receives normalized actions [B, H, A] and a bool `action_mask` [B, H, A] (True = real).
 """
@@ -19,8 +21,18 @@ from typing import Literal
 from vlaforge.errors import VlaforgeError, unknown
 from vlaforge.models.heads.base import ActionHead, TrunkOutput
 
-HeadKind = Literal["regression", "tokens", "diffusion", "flow", "flow-expert"]
-HEAD_KINDS: tuple[str, ...] = ("regression", "tokens", "diffusion", "flow", "flow-expert")
+HeadKind = Literal["regression", "tokens", "diffusion", "flow", "flow-expert", "ar-fast", "ar-bins"]
+HEAD_KINDS: tuple[str, ...] = (
+    "regression",
+    "tokens",
+    "diffusion",
+    "flow",
+    "flow-expert",
+    "ar-fast",
+    "ar-bins",
+)
+AR_KINDS: tuple[str, ...] = ("ar-fast", "ar-bins")
+"""The autoregressive decoder heads (they need normalization="bounds" and are not ONNX-exportable)."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +60,30 @@ class HeadConfig:
     # Loss on the normalized chunk: "l1" (OFT, ACT) or "mse".
     loss: Literal["l1", "mse"] = "l1"
 
-    # --- tokens (RT-2 / OpenVLA) ---
+    # --- tokens (RT-2 / OpenVLA) and ar-bins ---
     # Uniform bins over [-1, 1] per action entry (the policy maps q01/q99 to [-1, 1]).
     num_bins: int = 256
+
+    # --- ar-fast and ar-bins (pi0-FAST, RT-2 / OpenVLA: a causal decoder, heads/decoder.py) ---
+    # Decoder transformer layers over [trunk tokens + readouts (prefix), action tokens (causal)];
+    # their width is the trunk's.
+    decoder_depth: int = 2
+    # Attention heads in the decoder (must divide the trunk width).
+    decoder_heads: int = 4
+    # Most action tokens decoded per chunk before the end-of-actions token (0 = H*A for ar-bins,
+    # 2*H*A for ar-fast: BPE tokens are at most the UTF-8 bytes of the H*A coefficients).
+    max_action_tokens: int = 0
+    # Sampling temperature of the action tokens; 0 = greedy (argmax), as pi0-FAST and OpenVLA.
+    temperature: float = 0.0
+    # FAST: DCT coefficients are multiplied by this scale and rounded (pi0-FAST: 10). Larger = finer
+    # actions and more tokens (benchmarks/fast_tokenizer.py measures the trade-off).
+    fast_scale: float = 10.0
+    # FAST: BPE vocabulary size (pi0-FAST's default fit 1024; the released tokenizer 2048).
+    fast_vocab: int = 1024
+    # FAST: a tokenizer JSON from `vlaforge tokenizer fit`; None = training fits one on the training
+    # split first. Either way the checkpoint carries the fitted tokenizer (metadata.json), so this
+    # path is not needed to evaluate, serve or export it.
+    tokenizer: str | None = None
 
     # --- diffusion (Octo) ---
     # T, the DDPM training steps of the cosine schedule (Octo: 20).
@@ -85,7 +118,7 @@ class HeadConfig:
 def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> ActionHead:
     """The head `cfg.kind` for trunk width `embed_dim`, `action_dim` entries and chunk `horizon`."""
     _validate(cfg)
-    from vlaforge.models.heads import diffusion, flow, regression, tokens
+    from vlaforge.models.heads import decoder, diffusion, flow, regression, tokens
 
     builders = {
         "regression": regression.RegressionHead.from_config,
@@ -93,6 +126,8 @@ def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -
         "diffusion": diffusion.DiffusionHead.from_config,
         "flow": flow.FlowHead.from_config,
         "flow-expert": flow.ExpertFlowHead.from_config,
+        "ar-fast": decoder.ARDecoderHead.from_config,
+        "ar-bins": decoder.ARDecoderHead.from_config,
     }
     return builders[cfg.kind](cfg, embed_dim, action_dim, horizon)
 
@@ -100,6 +135,7 @@ def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -
 _POSITIVE = (
     "hidden_dim", "num_blocks", "num_readouts", "time_dim", "num_bins", "diffusion_train_steps",
     "sample_steps", "flow_steps", "expert_width", "expert_depth", "expert_heads", "expert_mlp_ratio",
+    "decoder_depth", "decoder_heads", "fast_vocab",
 )  # fmt: skip
 
 
@@ -118,8 +154,10 @@ def _validate(cfg: HeadConfig) -> None:
         raise VlaforgeError(
             f"head.expert_heads ({cfg.expert_heads}) must divide head.expert_width ({cfg.expert_width})"
         )
+    if cfg.max_action_tokens < 0 or cfg.temperature < 0 or not cfg.fast_scale > 0:
+        raise VlaforgeError("head.max_action_tokens and head.temperature must be >= 0, head.fast_scale > 0")
     if not 0 < cfg.time_min < 1 or cfg.time_beta_a <= 0 or cfg.time_beta_b <= 0:
         raise VlaforgeError("head.time_min must be in (0, 1) and head.time_beta_a/b > 0")
 
 
-__all__ = ["HEAD_KINDS", "ActionHead", "HeadConfig", "HeadKind", "TrunkOutput", "build_head"]
+__all__ = ["AR_KINDS", "HEAD_KINDS", "ActionHead", "HeadConfig", "HeadKind", "TrunkOutput", "build_head"]

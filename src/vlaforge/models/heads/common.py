@@ -7,6 +7,8 @@
 - `sinusoidal_embedding` / `TimeEmbedding`: time in [0, 1] -> features (pi0's period range).
 - `MLPResNet` / `MLPResNetBlock`: Octo's MLP-ResNet; `ConditionedMLP` splits its input layer so the
   observation's share of it is computed once per observation, not once per denoising step.
+- `bin_index` / `bin_centre`: the one uniform binning of [-1, 1] (the tokens head, the bins tokenizer).
+- `sample_categorical`: greedy or temperature sampling of token logits from an optional generator.
 """
 
 from __future__ import annotations
@@ -191,3 +193,27 @@ class PositionwiseMLP(nn.Module):
 def mlp_kwargs(cfg: Any) -> dict[str, Any]:
     """The MLP settings every MLP head takes from its `HeadConfig` (hidden width, blocks, dropout)."""
     return {"hidden_dim": cfg.hidden_dim, "num_blocks": cfg.num_blocks, "dropout": cfg.dropout}
+
+
+def bin_index(values: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Normalized values (any shape) -> uniform bin indices over [-1, 1] (int64), values clipped."""
+    unit = (values.clamp(-1.0, 1.0) + 1.0) / 2.0  # in [0, 1]
+    return (unit * num_bins).floor().long().clamp(0, num_bins - 1)
+
+
+def bin_centre(bins: torch.Tensor, num_bins: int) -> torch.Tensor:
+    """Bin indices (any shape) -> bin centres in (-1, 1), float32 (within 1/num_bins of the value)."""
+    return (bins.float() + 0.5) * (2.0 / num_bins) - 1.0
+
+
+def sample_categorical(
+    logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """[B, K] logits -> [B] class indices: argmax at temperature 0, else softmax(logits / T) drawn
+    with the Gumbel-max trick from uniforms drawn on the generator's device (as `randn`)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    gen_device = generator.device if generator is not None else logits.device
+    u = torch.rand(logits.shape, generator=generator, device=gen_device).to(logits.device)  # [B, K]
+    gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))  # [B, K]
+    return (logits.float() / temperature + gumbel).argmax(-1)

@@ -7,9 +7,9 @@ decode(encode(x)) is within half a bin (1 / num_bins) of clip(x, -1, 1). The los
 over the real entries of `action_mask`; decoding is the argmax bin's centre.
 
 Deviations: OpenVLA maps bins onto the last 256 tokens of the LM vocabulary and decodes them one by
-one, autoregressively; here one readout per chunk position predicts the logits of all A entries of
-its position, and all chunk positions are decoded in parallel in one pass (as OFT argues for
-speed). OpenVLA's `np.digitize` over 256 edges yields 255 usable bins; we use all 256 uniformly.
+one, autoregressively (that is the `ar-bins` head, heads/decoder.py); here one readout per chunk
+position predicts the logits of all A entries of its position, and all chunk positions are decoded
+in parallel in one pass (as OFT argues for speed). OpenVLA's `np.digitize` over 256 edges yields 255 usable bins; we use all 256 uniformly.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from vlaforge.models.heads.base import ActionHead, TrunkOutput
-from vlaforge.models.heads.common import PositionwiseMLP, masked_mean, mlp_kwargs, repeat_samples
+from vlaforge.models.heads.common import (
+    PositionwiseMLP,
+    bin_centre,
+    bin_index,
+    masked_mean,
+    mlp_kwargs,
+    repeat_samples,
+)
 
 if TYPE_CHECKING:
     from vlaforge.models.heads import HeadConfig
@@ -50,12 +57,11 @@ class TokenHead(ActionHead):
 
     def encode(self, actions: torch.Tensor) -> torch.Tensor:
         """Normalized actions (any shape) -> bin indices (int64), values clipped to [-1, 1]."""
-        unit = (actions.clamp(-1.0, 1.0) + 1.0) / 2.0  # in [0, 1]
-        return (unit * self.num_bins).floor().long().clamp(0, self.num_bins - 1)
+        return bin_index(actions, self.num_bins)
 
     def decode(self, bins: torch.Tensor) -> torch.Tensor:
         """Bin indices (any shape) -> bin centres in (-1, 1), float32."""
-        return (bins.float() + 0.5) * (2.0 / self.num_bins) - 1.0
+        return bin_centre(bins, self.num_bins)
 
     def logits(self, trunk: TrunkOutput) -> torch.Tensor:
         """[B, H, A, num_bins] logits for every entry of the chunk."""
