@@ -62,10 +62,11 @@ def test_arbitrary_observed_states_still_bounded(states, actions):
     """The observed state jumps around (the robot does not follow): still finite, bounded, and a
     target from inside the box stays inside."""
     sup = SafetySupervisor(config=CFG)
+    prev = None
     for state, a in zip(states, actions, strict=False):
         out = _check_step(sup, a, np.array(state))
-        pos = np.array(state[:3])
-        if (pos >= LOW).all() and (pos <= HIGH).all():
+        pos, repeated, prev = np.array(state[:3]), state == prev, state
+        if not repeated and (pos >= LOW).all() and (pos <= HIGH).all():  # a repeat is dead-reckoned
             target = pos + out[:3].astype(np.float64) * CFG.action_scale
             assert (target >= LOW - 1e-7).all() and (target <= HIGH + 1e-7).all()
 
@@ -235,3 +236,121 @@ def test_inconsistent_configs_are_refused(kwargs, message):
 
     with pytest.raises(VlaforgeError, match=message):
         SafetyConfig(**kwargs)
+
+
+# ----------------------------------------------------------------------------- issue 17, section 3
+huge = st.sampled_from([10**400, -(10**400), 2**1100])
+bad_state = st.one_of(
+    st.none(),
+    st.text(max_size=5),
+    st.lists(st.floats(-1, 1), max_size=2),  # too short for the position dims
+    st.lists(st.one_of(wild, huge), min_size=4, max_size=4),
+    st.lists(st.lists(st.floats(-1, 1), min_size=4, max_size=4), min_size=0, max_size=2),  # [T, S]
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+    inside.map(lambda p: [*p, 0.0]),
+)
+any_action = st.one_of(action, st.lists(st.one_of(wild, huge), min_size=4, max_size=4), st.text(max_size=4))
+
+
+@fast
+@given(steps=st.lists(st.tuples(any_action, bad_state), min_size=1, max_size=30))
+def test_filter_never_raises_on_malformed_actions_or_states(steps):
+    """Python ints beyond float range, strings, wrong lengths, NaN states: a counted hold, never an exception."""
+    sup = SafetySupervisor(config=CFG)
+    for a, state in steps:
+        _check(sup.filter(a, state=state))
+    chunk = sup.filter_chunk([[10**400, 0, 0, 0], [np.nan] * 4], state="not a state")
+    assert chunk.shape == (2, 4) and np.isfinite(chunk).all()
+
+
+def test_malformed_inputs_hold_and_are_counted():
+    sup = SafetySupervisor(config=CFG)
+    good = np.array([0.0, 0.7, 0.2, 0.0])
+    sup.filter([0.5, 0, 0, 0], state=good)
+    for a, state in [
+        ([10**400, 0, 0, 0], good + 0.001),
+        ([0.5, 0, 0, 0], "abc"),
+        ([0.5, 0, 0, 0], [0.1, 0.2]),
+    ]:
+        out = sup.filter(a, state=state)
+        assert np.isfinite(out).all() and abs(out[0]) < 0.5  # decelerating, not moving on
+    assert sup.interventions["bad_action"] == 1 and sup.interventions["bad_state"] == 2
+
+
+def _drive(sup: SafetySupervisor, steps: int, state_of, x: float = 0.45) -> np.ndarray:
+    """A robot that executes every command exactly; `state_of(true_position)` is what it reports."""
+    pos = np.array([x, 0.7, 0.2])
+    for _ in range(steps):
+        out = sup.filter([1.0, 0.0, 0.0, 0.0], state=state_of(pos))
+        pos = pos + out[:3].astype(np.float64) * CFG.action_scale
+    return pos
+
+
+def test_frozen_state_is_dead_reckoned_against_the_box_then_held():
+    """The repro: 300 steps of [1, 0, 0, 0] with a frozen state reached x = 3.45, 0 interventions."""
+    sup = SafetySupervisor(config=CFG)
+    frozen = np.array([0.45, 0.7, 0.2, 0.0])
+    pos = _drive(sup, 300, lambda _: frozen)
+    assert pos[0] <= HIGH[0] + 1e-7  # the box held, from our own integrated commands
+    assert sup.interventions["position_limit"] > 0
+    sup = SafetySupervisor(config=CFG)  # far from the wall: moving on a frozen state is held
+    pos = _drive(sup, 300, lambda _: np.array([0.0, 0.7, 0.2, 0.0]), x=0.0)
+    assert pos[0] == pytest.approx(0.01 * CFG.max_stale_steps, abs=0.02)
+    assert sup.interventions["stale_state"] > 0
+    # a fresh state releases the stale hold
+    out = sup.filter([-1.0, 0, 0, 0], state=np.array([*pos, 0.0]))
+    assert out[0] < 0
+
+
+def test_absent_state_holds_unless_a_start_is_given_then_dead_reckons():
+    sup = SafetySupervisor(config=CFG)
+    pos = _drive(sup, 50, lambda _: None)
+    assert np.allclose(pos, [0.45, 0.7, 0.2]) and sup.interventions["no_state"] == 50
+    cfg = SafetyConfig(**{**CFG.__dict__, "initial_position": (0.45, 0.7, 0.2), "max_stale_steps": None})
+    sup = SafetySupervisor(config=cfg)
+    pos = _drive(sup, 300, lambda _: None)
+    assert 0.49 < pos[0] <= HIGH[0] + 1e-7 and sup.interventions["position_limit"] > 0
+
+
+def test_a_tracking_robot_is_never_stale():
+    sup = SafetySupervisor(config=CFG)
+    _drive(sup, 300, lambda p: np.array([*p, 0.0]))
+    assert sup.interventions["stale_state"] == 0  # at the wall it stops: unchanged state, zero step
+
+
+def test_non_finite_outputs_are_counted_and_latch_the_estop():
+    """The repro: a NaN policy showed only {'no_action': 1} and never stopped."""
+
+    class Broken:
+        def infer(self, obs):
+            return {"actions": np.full((8, 4), np.nan)}
+
+    sup = SafetySupervisor(Broken(), SafetyConfig(**{**CFG.__dict__, "estop_after_nonfinite": 10}))
+    obs = {"observation.state": np.array([0.0, 0.7, 0.2, 0.0])}
+    sup.infer(obs)
+    assert sup.interventions["chunk_nonfinite"] == 8 and sup.stopped is None
+    sup.infer(obs)
+    assert "10 non-finite" in sup.stopped and sup.interventions["estop"] == 1
+    other = SafetySupervisor(config=SafetyConfig(**{**CFG.__dict__, "estop_after_nonfinite": 3}))
+    for _ in range(2):
+        other.filter([np.nan] * 4, state=obs["observation.state"])
+    other.filter([0.1, 0, 0, 0], state=obs["observation.state"])  # a good output resets the count
+    for _ in range(3):
+        other.filter([np.inf] * 4, state=obs["observation.state"])
+    assert other.interventions["nonfinite"] == 5 and "3 non-finite" in other.stopped
+
+
+def test_chunk_preview_interventions_are_counted():
+    sup = SafetySupervisor(config=CFG)
+    sup.filter_chunk([[1e30, 0, 0, 5.0]] * 3, state=[0.0, 0.7, 0.2, 0.0])
+    assert sup.interventions["chunk_action_range"] == 3 and sup.interventions["chunk_gripper_range"] == 3
+
+
+def test_filter_chunk_commit_carries_the_motion_state():
+    """Server side: the rows the robot executes become the live state (next chunk ramps from there)."""
+    sup = SafetySupervisor(config=CFG)
+    state = [0.0, 0.7, 0.2, 0.0]
+    first = sup.filter_chunk([[1.0, 0, 0, 0]] * 8, state=state, commit=4)
+    second = sup.filter_chunk([[1.0, 0, 0, 0]] * 8, state=state, commit=4)  # frozen: dead-reckoned
+    assert first[0, 0] == pytest.approx(0.4) and second[0, 0] == pytest.approx(1.0)
+    assert sup._target[0] == pytest.approx(0.004 + 0.008 + 0.01 * 6)

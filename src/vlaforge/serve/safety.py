@@ -241,12 +241,7 @@ class SafetySupervisor:
         e-stop count. The live per-step state is untouched unless `commit` = k > 0: then the motion
         state after row k (the rows the robot will execute) becomes the live one (server-side use,
         where no per-step `filter` runs). `fresh`: this chunk resets the watchdog."""
-        try:
-            rows = np.asarray(chunk, dtype=np.float64)  # [H, A]
-        except Exception:
-            rows = np.full((self._chunk_len, self._width()), np.nan)
-        if rows.ndim != 2 or rows.shape[0] == 0:
-            rows = np.full((self._chunk_len, self._width()), np.nan)
+        rows = _as_rows(chunk, self._chunk_len, self._width())  # [H, A]
         if fresh:
             self.notify_chunk()
             self._chunk_len = len(rows)
@@ -461,6 +456,33 @@ def _action_problem(action: Any, width: int) -> str | None:
     if arr.shape != (width,):
         return "bad_shape"
     return None if np.isfinite(arr).all() else "nonfinite"
+
+
+def _as_rows(chunk: Any, default_len: int, width: int) -> np.ndarray:
+    """`chunk` as float rows [H, A]; a row that is not `width` numbers becomes NaN (a counted hold),
+    a chunk that is not a sequence of rows becomes `default_len` NaN rows."""
+    try:
+        rows = np.asarray(chunk, dtype=np.float64)
+        if rows.ndim == 2 and len(rows):
+            return rows
+    except Exception:  # ragged, or Python ints beyond float range: row by row
+        pass
+    try:
+        return np.stack([_row(r, width) for r in chunk]) if len(chunk) else _nan_rows(default_len, width)
+    except Exception:
+        return _nan_rows(default_len, width)
+
+
+def _row(row: Any, width: int) -> np.ndarray:
+    return (
+        np.asarray(row, dtype=np.float64)
+        if _action_problem(row, width) in (None, "nonfinite")
+        else np.full(width, np.nan)
+    )
+
+
+def _nan_rows(length: int, width: int) -> np.ndarray:
+    return np.full((length, width), np.nan)
 
 
 def _parse_state(state: Any, min_len: int) -> np.ndarray | None | str:
