@@ -182,6 +182,9 @@ def test_a_checkpoint_evaluates_and_its_training_seeds_are_respected(tmp_path):
         "chunk": 4,
         "history": 2,
         "ensemble_coeff": None,
+        "inference_delay_ms": 0.0,
+        "delay_steps": 0,
+        "rtc_max_guidance": None,
     }
 
 

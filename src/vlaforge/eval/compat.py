@@ -63,3 +63,26 @@ def resolve_execute_steps(spec: PolicySpec, cfg: EvalConfig) -> int:
             f"--execute-steps {k} must be between 1 and the policy's chunk length {spec.chunk}"
         )
     return k
+
+
+def check_delay(spec: PolicySpec, cfg: EvalConfig, sim: SimulatorSpec) -> None:
+    """A simulated inference delay must fit the chunk: the old plan has to cover it, and the new
+    chunk must still hold the actions that are executed after it arrives."""
+    if cfg.execution == "rtc" and not spec.supports_rtc:
+        raise VlaforgeError(
+            f"--execution rtc needs a checkpoint with a flow head (flow, flow-expert); {spec.name} has none"
+        )
+    d = int(round(cfg.inference_delay_ms * sim.fps / 1000.0))
+    if not d:
+        return
+    k = resolve_execute_steps(spec, cfg) if cfg.execution in ("receding", "rtc") else 1
+    if cfg.execution != "ensemble" and d >= k:
+        raise VlaforgeError(
+            f"--inference-delay-ms {cfg.inference_delay_ms:g} is {d} control steps at {sim.fps} Hz; the old "
+            f"plan must cover it: execute more than {d} actions per chunk (--execute-steps, now {k})"
+        )
+    if spec.chunk and d + k > spec.chunk:
+        raise VlaforgeError(
+            f"--inference-delay-ms {cfg.inference_delay_ms:g} ({d} steps) + {k} executed actions exceed the "
+            f"policy's chunk of {spec.chunk}"
+        )

@@ -39,8 +39,15 @@ class EvalConfig:
     """Eval seed block (disjoint from collection seeds); also seeds the policy's sampling noise."""
     allow_train_seeds: bool = False
     """Evaluate even on (task, seed) pairs that were used to collect the training data."""
-    execution: Literal["receding", "ensemble", "single"] = "receding"
-    """How chunks are executed: receding horizon, temporal ensembling (ACT) or one step per call."""
+    execution: Literal["receding", "ensemble", "single", "rtc"] = "receding"
+    """How chunks are executed: receding horizon, temporal ensembling (ACT), one step per call, or
+    real-time chunking (receding horizon whose next chunk is guided toward the committed plan; flow
+    heads only, meaningful with --inference-delay-ms)."""
+    inference_delay_ms: float = 0.0
+    """Simulated inference latency: a chunk arrives this many ms of control steps after its request
+    (the robot executes the old plan meanwhile; 0 = the robot waits, as before)."""
+    rtc_max_guidance: float = 5.0
+    """Real-time chunking: the cap on the guidance weight (the paper's beta)."""
     execute_steps: int | None = None
     """Receding horizon: actions executed per chunk (default: the policy's or the server's)."""
     ensemble_coeff: float = 0.01
@@ -93,8 +100,14 @@ def validate(cfg: EvalConfig) -> None:
         _at_least(cfg, "dataset_index", 0)
     if cfg.timeout_s <= 0:
         raise VlaforgeError(f"timeout_s must be > 0, got {cfg.timeout_s}")
-    if cfg.execution not in ("receding", "ensemble", "single"):
-        raise VlaforgeError(f"unknown execution {cfg.execution!r}; choose from receding, ensemble, single")
+    if cfg.execution not in ("receding", "ensemble", "single", "rtc"):
+        raise VlaforgeError(
+            f"unknown execution {cfg.execution!r}; choose from receding, ensemble, single, rtc"
+        )
+    if not cfg.inference_delay_ms >= 0:
+        raise VlaforgeError(f"--inference-delay-ms must be >= 0, got {cfg.inference_delay_ms}")
+    if not cfg.rtc_max_guidance > 0:
+        raise VlaforgeError(f"--rtc-max-guidance must be > 0, got {cfg.rtc_max_guidance}")
     if cfg.key_map and not is_remote(cfg.policy):
         raise VlaforgeError("key_map applies to a remote policy (policy ws://HOST:PORT) only")
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():

@@ -30,6 +30,8 @@ class EpisodeResult:
     retries: int = 0  # how often this episode was restarted after a worker crash
     video: str | None = None  # path of its mp4, relative to the output directory
     error: str | None = None  # why the policy failed this episode (a remote server's error), else None
+    jerk: float | None = None  # mean |third difference| of the commanded positions (runner.smoothness)
+    boundary_jerk: float | None = None  # the same over the windows around chunk switches
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,6 +53,8 @@ def task_metrics(results: Sequence[EpisodeResult]) -> dict:
         "retries": int(sum(r.retries for r in ordered)),
         "videos": [r.video for r in ordered if r.video],
         "errors": int(sum(r.error is not None for r in ordered)),
+        "mean_jerk": _mean([r.jerk for r in ordered if r.jerk is not None]),
+        "mean_boundary_jerk": _mean([r.boundary_jerk for r in ordered if r.boundary_jerk is not None]),
     }
 
 

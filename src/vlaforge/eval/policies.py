@@ -49,6 +49,7 @@ class PolicySpec:
     uses_images: bool = True  # False: episodes without a kept video run physics only
     needs_expert_action: bool = False  # workers attach the simulator's expert action to observations
     train_seeds: TrainSeeds = field(default_factory=TrainSeeds.unknown)
+    supports_rtc: bool = False  # implements `GuidedPolicy.infer_guided` (real-time chunking)
 
 
 @dataclass
@@ -83,6 +84,17 @@ class Policy(Protocol):
         ...
 
 
+@runtime_checkable
+class GuidedPolicy(Policy, Protocol):
+    """A `Policy` that can also sample real-time-chunking chunks (`vlaforge.models.rtc`)."""
+
+    def infer_guided(
+        self, slots: list[int], committed: list[np.ndarray], delay: int, max_guidance: float
+    ) -> Chunks:
+        """Chunks for `slots` guided toward each slot's committed plan [R, A] (row 0 = now)."""
+        ...
+
+
 class CheckpointPolicy:
     """A `VLAPolicy` (or its INT8 copy) as a `Policy`, for one embodiment (`cfg.dataset_index`)."""
 
@@ -103,6 +115,7 @@ class CheckpointPolicy:
             action_dim=io.action_dim,
             state_dim=io.state_dim,
             train_seeds=TrainSeeds.from_record(policy.record, policy.metadata),
+            supports_rtc=supports_rtc(policy),
         )
         self._windows: dict[int, Any] = {}  # slot -> ObservationWindow
         self._latest: dict[int, dict] = {}  # slot -> its last window [1, T, ...]
@@ -115,14 +128,28 @@ class CheckpointPolicy:
             window.reset()
         self._latest[slot] = window.push(obs)
 
-    def infer(self, slots: list[int]) -> Chunks:
+    def _batch(self, slots: list[int]) -> dict[str, Any]:
         from vlaforge.models.io import collate
 
         batch = collate([self._latest[s] for s in slots])
-        batch = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def infer(self, slots: list[int]) -> Chunks:
         with torch.inference_mode():
-            raw = self.policy.sample_actions(batch, generator=self.generator)  # [B, H, A_policy]
+            raw = self.policy.sample_actions(self._batch(slots), generator=self.generator)  # [B, H, A_policy]
         return Chunks(self.io.actions(raw))  # [B, H, A] the embodiment's real dims
+
+    def infer_guided(
+        self, slots: list[int], committed: list[np.ndarray], delay: int, max_guidance: float
+    ) -> Chunks:
+        from vlaforge.models.rtc import sample_inpainted
+
+        rows = min(len(c) for c in committed)
+        plan = np.stack([c[:rows] for c in committed])  # [B, R, A]
+        raw = sample_inpainted(
+            self.policy, self._batch(slots), plan, delay, max_guidance=max_guidance, generator=self.generator
+        )  # [B, H, A_policy]
+        return Chunks(self.io.actions(raw))
 
     def reset(self) -> None:
         self._windows.clear()
@@ -131,6 +158,12 @@ class CheckpointPolicy:
 
     def close(self) -> None:
         self.reset()
+
+
+def supports_rtc(policy: Any) -> bool:
+    from vlaforge.models.rtc import supports_rtc as head_supports
+
+    return head_supports(policy)
 
 
 def _square_size(io: Any) -> int:

@@ -34,7 +34,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,16 @@ from vlaforge import keys as T
 from vlaforge.control.execution import ActionExecutor, make_executor
 from vlaforge.envs.registry import SimulatorSpec, get_simulator
 from vlaforge.errors import VlaforgeError
-from vlaforge.eval.compat import check_env_spec, check_policy_fits, env_spec_for, resolve_execute_steps
+from vlaforge.eval.compat import (
+    check_delay,
+    check_env_spec,
+    check_policy_fits,
+    env_spec_for,
+    resolve_execute_steps,
+)
 from vlaforge.eval.config import EvalConfig
 from vlaforge.eval.metrics import EpisodeResult
-from vlaforge.eval.policies import Policy, as_policy
+from vlaforge.eval.policies import Chunks, Policy, as_policy
 from vlaforge.eval.progress import Progress
 from vlaforge.eval.report import build_info, write_report
 from vlaforge.eval.seeds import eval_seeds
@@ -74,6 +80,8 @@ class _Slot:
     steps: int = 0
     frames: list | None = None  # the video camera's frames while this episode may be kept
     pending_reset: bool = True
+    actions: list = field(default_factory=list)  # executed actions, for the smoothness figures
+    switches: list = field(default_factory=list)  # steps whose action came first from a new chunk
 
 
 class _Videos:
@@ -112,7 +120,9 @@ class Rollouts:
         self.policy, self.cfg, self.pool, self.env, self.sim = policy, cfg, pool, env, sim
         self.spec = policy.spec
         self.execute_steps = resolve_execute_steps(self.spec, cfg)
-        self.needed = self.execute_steps if cfg.execution == "receding" else 1  # actions used per chunk
+        self.delay = delay_steps(cfg, sim)
+        receding = cfg.execution in ("receding", "rtc")
+        self.needed = (self.execute_steps if receding else 1) + self.delay  # rows of a chunk used
         seeds = eval_seeds(cfg.seed, cfg.episodes_per_task)
         self.queue = deque(_Episode(t, i, s) for t in tasks for i, s in enumerate(seeds))
         self.total = len(self.queue)
@@ -129,7 +139,7 @@ class Rollouts:
     # -- episode bookkeeping -------------------------------------------------------------------
     def _assign(self, slot: int, episode: _Episode) -> None:
         record = self.videos.wanted(episode.task)
-        executor = make_executor(self.cfg.execution, self.execute_steps, self.cfg.ensemble_coeff)
+        executor = make_executor(self.cfg.execution, self.execute_steps, self.cfg.ensemble_coeff, self.delay)
         self.slots[slot] = _Slot(episode, executor, frames=[] if record else None)
 
     def _fill(self) -> None:
@@ -154,7 +164,10 @@ class Rollouts:
         # an episode a policy error ended shows nothing of the policy's behaviour: no video for it
         kept = s.frames is not None and error is None and self.videos.keep(ep.task, bool(success))
         video = f"videos/{ep.task}/episode_{ep.index:03d}.mp4" if kept else None
-        result = EpisodeResult(ep.task, ep.index, ep.seed, bool(success), s.steps, ep.retries, video, error)
+        jerk, boundary = smoothness(s.actions, s.switches, self.sim)
+        result = EpisodeResult(
+            ep.task, ep.index, ep.seed, bool(success), s.steps, ep.retries, video, error, jerk, boundary
+        )
         self.results.append(result)
         if self.on_episode is not None:
             self.on_episode(result, s.frames if kept else None)
@@ -176,7 +189,7 @@ class Rollouts:
         if not need:
             return
         start = time.perf_counter()
-        chunks = self.policy.infer(need)
+        chunks = self._infer(need)
         self.policy_time += time.perf_counter() - start
         self.policy_calls += 1
         for i, s in enumerate(need):
@@ -190,7 +203,26 @@ class Rollouts:
                 )
                 continue
             self._check(chunk)
-            self.slots[s].executor.add_chunk(chunk)
+            slot = self.slots[s]
+            if not self.delay or not slot.actions:  # applies at once (no delay, or the first chunk)
+                slot.switches.append(slot.steps)
+            slot.executor.add_chunk(chunk)
+
+    def _infer(self, need: list[int]):
+        """One policy call; with real-time chunking, slots that have a plan get guided chunks."""
+        if self.cfg.execution != "rtc":
+            return self.policy.infer(need)
+        guided = [s for s in need if self.slots[s].actions]
+        if not guided:
+            return self.policy.infer(need)
+        if len(guided) < len(need):  # episode starts have no plan to continue: sample those apart
+            fresh = [s for s in need if s not in guided]
+            a, b = self._infer(fresh), self._infer(guided)
+            order = {s: i for i, s in enumerate(fresh)} | {s: len(fresh) + i for i, s in enumerate(guided)}
+            both = [*list(a.actions), *list(b.actions)]
+            return Chunks([both[order[s]] for s in need], {**a.errors, **b.errors})
+        committed = [self.slots[s].executor.planned() for s in guided]
+        return self.policy.infer_guided(guided, committed, self.delay, self.cfg.rtc_max_guidance)
 
     def _check(self, chunk: np.ndarray) -> None:
         if chunk.ndim != 2 or chunk.shape[-1] != self.sim.action.dim:
@@ -224,6 +256,10 @@ class Rollouts:
         if not self.slots:
             return
         actions = {s: self.sim.action.clip(slot.executor.pop()) for s, slot in self.slots.items()}
+        for s, slot in self.slots.items():
+            slot.actions.append(actions[s])
+            if getattr(slot.executor, "switched", False):  # a delayed chunk takes over at the next step
+                slot.switches.append(slot.steps + 1)
         out, crashed = self.pool.step(actions)
         for s, (obs, success, done, _info) in out.items():
             if s in crashed:
@@ -281,9 +317,31 @@ def _sigint_flag():
         signal.signal(signal.SIGINT, previous)
 
 
+def delay_steps(cfg: EvalConfig, sim: SimulatorSpec) -> int:
+    """The simulated inference delay in control steps of the simulator (rounded)."""
+    return int(round(cfg.inference_delay_ms * sim.fps / 1000.0))
+
+
+def smoothness(actions: list, switches: list, sim: SimulatorSpec) -> tuple[float | None, float | None]:
+    """Mean |third difference| of the commanded positions over the episode, and over the windows that
+    contain a chunk switch. Positions: the integrated actions under delta control, the actions under
+    absolute control; gripper dimensions are left out (their effort is not a position)."""
+    if len(actions) < 4:
+        return None, None
+    dims = [i for i, n in enumerate(sim.action.names) if "gripper" not in n.lower()] or list(
+        range(sim.action.dim)
+    )
+    a = np.asarray(actions, dtype=np.float64)[:, dims]  # [T, D]
+    pos = np.cumsum(a, axis=0) if "delta" in sim.action.control_mode.lower() else a
+    jerk = np.abs(np.diff(pos, n=3, axis=0)).mean(axis=1)  # [T - 3]: window t .. t+3
+    at = sorted({w for s in switches for w in range(s - 3, s + 1) if 0 <= w < len(jerk)})
+    return float(jerk.mean()), (float(jerk[at].mean()) if at else None)
+
+
 def preflight(policy: Policy, tasks: list[str], cfg: EvalConfig, sim: SimulatorSpec) -> tuple[EnvSpec, dict]:
-    """Every check that can fail before an environment starts: dims, cameras, k, training seeds."""
+    """Every check that can fail before an environment starts: dims, cameras, k, delay, training seeds."""
     check_policy_fits(policy.spec, sim, cfg)
+    check_delay(policy.spec, cfg, sim)
     env = env_spec_for(policy.spec, cfg, sim)
     check_env_spec(env, cfg)
     resolve_execute_steps(policy.spec, cfg)
@@ -338,6 +396,7 @@ def evaluate(
         "retries": loop.retries,
         "worker_restarts": restarts,
         "execute_steps": loop.execute_steps,
+        "delay_steps": loop.delay,
         "torch_threads": threads,
         "env": {
             "simulator": sim.name,
