@@ -175,6 +175,30 @@ def test_bad_values_exit_2_with_one_line(argv, message, capsys):
     assert err.count("\n") == 1 and err.startswith("vlaforge: error: ") and message in err, err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "--policy", "random", "--suite", "reach-v3", "--out", "{file}"], "--out {file}: is a file, not a directory"),
+        (["eval", "--policy", "random", "--suite", "reach-v3", "--out", "/proc/vlaforge-eval"], "--out /proc/vlaforge-eval: cannot write there"),
+        (["collect", "metaworld", "--tasks", "reach", "--out", "{file}"], "--out {file}: is a file, not a directory"),
+        (["collect", "metaworld", "--tasks", "reach", "--out", "/proc/vlaforge-data"], "--out /proc/vlaforge-data: cannot write there"),
+        (["export", "--policy", "p", "--int8", "--out", "{file}"], "--out {file}: is a file, not a directory"),
+        (["export", "--policy", "p", "--onnx", "--batch", "0", "--out", "x"], "--batch must be at least 1, got 0"),
+        (["train", "--data", "{file}", "--out", "{file}"], "--out {file}: is a file, not a directory"),
+    ],
+)  # fmt: skip
+def test_outputs_that_cannot_be_written_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    """Refused before any work: no simulator, policy or dataset is opened, nothing is created."""
+    file = tmp_path / "file"
+    file.write_text("mine")
+    assert main([a.format(file=file) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and err.startswith("vlaforge: error: ") and message.format(file=file) in err
+    ), err
+    assert file.read_text() == "mine" and sorted(tmp_path.iterdir()) == [file]
+
+
 def test_model_overrides_are_kept_for_the_preset():
     cfg, _ = parse(["train", "--data", "d", "--out", "r", "--set", "model.head.kind=flow",
                     "--set", "model.cameras=[a, b]", "--steps", "7"])  # fmt: skip

@@ -118,3 +118,25 @@ def test_diffusion_head_is_not_onnx_exportable(tmp_path):
     with pytest.raises(VlaforgeError, match="regression and tokens heads"):
         export_onnx(policy, tmp_path / "p.onnx")
     assert example_inputs(policy)["observation_is_pad"].tolist() == [[True, False]]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--onnx", "--batch", "0", "--out", "{tmp}/x"], "--batch must be at least 1, got 0"),
+        (["--int8", "--out", "{tmp}/file"], "--out {tmp}/file: is a file, not a directory"),
+        (
+            ["--int8", "--out", "/proc/vlaforge-export"],
+            "--out /proc/vlaforge-export: cannot write the export",
+        ),
+    ],
+)
+def test_export_output_faults_are_one_line_errors(regression_ckpt, tmp_path, capsys, args, message):
+    (tmp_path / "file").write_text("x")
+    argv = ["export", "--policy", str(regression_ckpt), *(a.format(tmp=tmp_path) for a in args)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and err.startswith("vlaforge: error: ") and message.format(tmp=tmp_path) in err
+    )
+    assert (tmp_path / "file").read_text() == "x" and not (tmp_path / "x").exists()
