@@ -109,6 +109,7 @@ def save_tokenizer(tokenizer: ActionTokenizer, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(tokenizer.to_dict(), f)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 is not meant for a shared artefact
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
