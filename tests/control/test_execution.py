@@ -145,3 +145,44 @@ def test_planned_is_the_rest_of_the_chunk_and_bad_delays_are_refused():
     ex.add_chunk(clock_chunk(0, horizon=8))
     with pytest.raises(ValueError, match="leaves nothing"):
         ex.add_chunk(clock_chunk(0, horizon=3))
+
+
+def test_async_broker_feeds_the_measured_delay_to_a_guided_local_policy(tmp_path):
+    """A flow checkpoint behind `LocalPolicy`; a broker whose requests take ~2 control steps asks for
+    guided chunks with that measured delay, and the executed actions stay finite and in sequence."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from vlaforge.control.broker import AsyncChunkBroker
+    from vlaforge.control.local import LocalPolicy
+    from vlaforge.models.config import ImageEncoderConfig, PolicyConfig, TrunkConfig
+    from vlaforge.models.heads import HeadConfig
+    from vlaforge.models.policy import VLAPolicy
+
+    torch.manual_seed(0)
+    cfg = PolicyConfig(image_size=32, chunk=8, execute_steps=4, image=ImageEncoderConfig(stem_channels=(8, 8)),
+                       trunk=TrunkConfig(width=32, depth=1, heads=2),
+                       head=HeadConfig(kind="flow", hidden_dim=32, num_blocks=1, flow_steps=4))  # fmt: skip
+    local = LocalPolicy(VLAPolicy(dataclasses.replace(cfg)))
+    calls: list[int] = []
+    real = local.infer_guided
+
+    def slow_guided(obs, committed, delay):
+        calls.append(delay)
+        return real(obs, committed, delay)
+
+    local.infer_guided = slow_guided
+    broker = AsyncChunkBroker(local, refill_at=4, rtc=True)
+    obs = {"observation.images.corner2": np.zeros((32, 32, 3), np.uint8),
+           "observation.state": np.zeros(4, np.float32), "task": "reach the goal"}  # fmt: skip
+    actions = []
+    for _ in range(30):
+        actions.append(broker.act(obs))
+        time.sleep(0.02)  # the control period: inference spans a step or more
+    broker.close()
+    assert all(a is not None and np.isfinite(a).all() for a in actions)
+    assert broker.stats["guided"] >= 1 and calls and all(d >= 1 for d in calls)
+    with pytest.raises(ValueError, match="needs a policy with infer_guided"):
+        AsyncChunkBroker(lambda o: np.zeros((8, 4)), rtc=True)

@@ -18,8 +18,14 @@ Three ways to turn `[H, A]` chunks into one action per control step:
   `synchronous=True` does the same without a thread (request inline, d = 0): a receding horizon
   whose re-planning point blends instead of cutting.
 
+  `rtc=True` (real-time chunking): each request after the first passes the plan still to execute
+  and the last *measured* inference delay (in control steps) to the policy's
+  `infer_guided(obs, committed, delay)`, which samples the chunk guided toward that plan
+  (`vlaforge.models.rtc`; `vlaforge.control.local.LocalPolicy` implements it for a flow-head
+  checkpoint in this process).
+
 Policies are anything with openpi's `infer(obs) -> {"actions": [H, A]}` (a `PolicyClient`,
-openpi's `WebsocketClientPolicy`, a `SafetySupervisor`) or a plain function `obs -> [H, A]`.
+openpi's `WebsocketClientPolicy`, a `SafetySupervisor`, a `LocalPolicy`) or a plain function `obs -> [H, A]`.
 """
 
 from __future__ import annotations
@@ -67,17 +73,29 @@ class AsyncChunkBroker:
     """Per-step actions with the next chunk requested `refill_at` steps early (see the module doc)."""
 
     def __init__(
-        self, policy: Any, *, refill_at: int = 4, synchronous: bool = False, block: bool = True
+        self,
+        policy: Any,
+        *,
+        refill_at: int = 4,
+        synchronous: bool = False,
+        block: bool = True,
+        rtc: bool = False,
     ) -> None:
         if refill_at < 0:
             raise ValueError(f"refill_at must be >= 0, got {refill_at}")
+        if rtc and not hasattr(policy, "infer_guided"):
+            raise ValueError(
+                "rtc=True needs a policy with infer_guided(obs, committed, delay) (e.g. LocalPolicy)"
+            )
+        self.rtc = rtc
         self._infer = chunk_fn(policy)
         self._policy = policy
         self.refill_at = refill_at
         self.synchronous = synchronous
         self.block = block
         self._pool = None if synchronous else ThreadPoolExecutor(1, thread_name_prefix="vlaforge-chunk")
-        self.stats = {"requests": 0, "blended": 0, "starved": 0, "stale": 0}
+        self.stats = {"requests": 0, "blended": 0, "starved": 0, "stale": 0, "guided": 0}
+        self.delay_steps = 0  # the last measured inference delay, in control steps (fed to RTC)
         self.reset()
 
     def reset(self) -> None:
@@ -133,10 +151,19 @@ class AsyncChunkBroker:
             return
         self.stats["requests"] += 1
         snapshot = dict(obs) if isinstance(obs, dict) else obs  # the caller may reuse its dict
+        delay = min(self.delay_steps, len(self._plan))
+        if self.rtc and len(self._plan) and delay:  # guide the chunk toward what will still run
+            self.stats["guided"] += 1
+            plan = self._plan.copy()
+            self._pending = self._pool.submit(
+                lambda: as_chunk(self._policy.infer_guided(snapshot, plan, delay)["actions"])
+            )
+            return
         self._pending = self._pool.submit(lambda: as_chunk(self._infer(snapshot)))
 
     def _merge(self, chunk: np.ndarray) -> None:
         self._pending = None
+        self.delay_steps = self._step - self._pending_step  # measured: the next guided request uses it
         aligned = chunk[self._step - self._pending_step :]  # [N - d, A]: rows still in the future
         if len(aligned) == 0:
             self.stats["stale"] += 1
