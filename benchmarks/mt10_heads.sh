@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Head comparison on Meta-World MT10 (issue 8, part 4): the default preset at 96 px with each of the
 # regression, flow, diffusion and token heads, trained on the same data with the same budget (2400
-# steps of batch 64, as benchmarks/mt10_cpu.sh at 2400 steps), evaluated on the same 10 held-out
+# steps of batch 64, as benchmarks/mt10_cpu.sh at 2400 steps) - plus ar-fast and ar-bins (issue 15,
+# the pi0-fast and openvla token schemes decoded autoregressively; not in the default list: give
+# them as HEAD arguments) - evaluated on the same 10 held-out
 # episodes per task, and each checkpoint's latency per chunk (batch 1, 1 thread). Writes
 # benchmarks/results/mt10_heads.json; everything else stays under $OUT (default /tmp/mt10).
 # About 23 minutes per head on 2 cores; a head whose run or eval is already in $OUT is not redone.
@@ -20,6 +22,8 @@ for head in "${HEADS[@]}"; do
   extra=(--set "model.head.kind=$head")
   case "$head" in
     tokens) extra+=(--set model.normalization=bounds) ;;
+    # issue 15: the autoregressive decoders (pi0-FAST's FAST tokens, RT-2/OpenVLA's bins one by one)
+    ar-fast | ar-bins) extra+=(--set model.normalization=bounds) ;;
     flow | diffusion) extra+=(--set model.head.num_readouts=4) ;;  # as the default-flow preset
   esac
   [ -f "$run/checkpoints/last/model.safetensors" ] || \

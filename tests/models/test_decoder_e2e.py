@@ -4,6 +4,7 @@ checkpoint alone serves over the websocket protocol and evaluates."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -82,3 +83,13 @@ def test_the_checkpoint_evaluates(run_dir, tmp_path):
     assert run(cfg) == 0
     info = json.loads((tmp_path / "E" / "eval_info.json").read_text())
     assert info["per_task"]["reach-v3"]["episodes"] == 1
+    # Decode failures in evaluation: the head counts every decoded chunk and every repaired one.
+    from vlaforge.envs.registry import get_simulator
+    from vlaforge.eval.policies import resolve_policy
+    from vlaforge.eval.runner import run_evaluation
+
+    cfg = dataclasses.replace(cfg, out=str(tmp_path / "E2"), max_steps=10)
+    policy = resolve_policy(cfg, get_simulator("metaworld"))
+    run_evaluation(policy, ["reach-v3"], cfg)
+    stats = policy.policy.head.decode_stats
+    assert stats["chunks"] >= 2 and 0 <= stats["failures"] <= stats["chunks"]  # 10 steps, 5 per chunk

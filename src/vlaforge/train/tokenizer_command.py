@@ -58,14 +58,23 @@ class TokenizerCommand:
 def fit_action_tokenizer(policy, loader, max_chunks: int = MAX_CHUNKS, seed: int = 0):
     """Fit a FAST tokenizer on the normalized chunks of `loader.datasets` (a MixtureLoader) exactly
     as `policy` normalizes them for its head; returns it (not attached)."""
-    from vlaforge.data.dataset import to_torch
     from vlaforge.models.tokenizers.fast import FastTokenizer
+
+    chunks = normalized_chunks(policy, loader.datasets, max_chunks, seed)
+    head = policy.config.head
+    return FastTokenizer.fit(chunks, scale=head.fast_scale, vocab_size=head.fast_vocab)
+
+
+def normalized_chunks(policy, datasets, max_chunks: int = MAX_CHUNKS, seed: int = 0) -> np.ndarray:
+    """[N, H, A] chunks of `datasets` (WindowDatasets; dataset i = the policy's dataset_index i) as
+    the policy's head receives them; at most `max_chunks`, an even random subset beyond it."""
+    from vlaforge.data.dataset import to_torch
     from vlaforge.train.setup import pad_dims
 
     cfg, rng = policy.config, np.random.default_rng(seed)
-    total = sum(len(d) for d in loader.datasets)
+    total = sum(len(d) for d in datasets)
     chunks = []
-    for i, dataset in enumerate(loader.datasets):
+    for i, dataset in enumerate(datasets):
         ids = np.arange(len(dataset))
         if total > max_chunks:
             ids = np.sort(rng.choice(ids, size=max(1, len(ids) * max_chunks // total), replace=False))
@@ -74,8 +83,7 @@ def fit_action_tokenizer(policy, loader, max_chunks: int = MAX_CHUNKS, seed: int
             batch[keys.DATASET_INDEX][:] = i
             actions, _ = policy.normalized_targets(pad_dims(batch, cfg.action_dim, cfg.state_dim))
             chunks.append(actions.cpu().numpy())  # [b, H, A]
-    head = cfg.head
-    return FastTokenizer.fit(np.concatenate(chunks), scale=head.fast_scale, vocab_size=head.fast_vocab)
+    return np.concatenate(chunks)
 
 
 def describe(tokenizer, seconds: float) -> str:
