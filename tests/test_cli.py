@@ -134,6 +134,7 @@ SET_CASES = {
     "export": (["export", "--policy", "p", "--out", "x"], "batch=2", ("batch",), 2),
     "bench": (["bench", "latency"], "iters=3", ("iters",), 3),
     "quickstart": (["quickstart"], "eval_episodes=4", ("eval_episodes",), 4),
+    "tokenizer": (["tokenizer", "fit", "--data", "d", "--out", "t"], "vocab=256", ("vocab",), 256),
 }  # fmt: skip
 
 
@@ -278,6 +279,5 @@ def test_serve_options_are_server_config_fields(monkeypatch):
     monkeypatch.setenv("VLAFORGE_API_KEY", "k")
     net = server_config(cfg)
     assert net.idle_timeout_s is None and net.api_key == "k"  # 0 = never; the key from the environment
-    cfg, _ = parse(["serve", "--policy", "p", "--max-message-bytes", "10"])
-    with pytest.raises(VlaforgeError, match="too small"):
-        server_config(cfg)
+    with pytest.raises(VlaforgeError, match="too small"):  # ServerConfig checks itself when built
+        server_config(parse(["serve", "--policy", "p", "--max-message-bytes", "10"])[0])
