@@ -162,3 +162,11 @@ def test_a_read_only_checkpoint_directory_keeps_the_previous_checkpoint(trained_
     finally:
         ckpts.chmod(0o755)
     assert_failed_cleanly(proc, out, before, "ermission denied" if os.geteuid() else "Read-only file system")
+
+
+def test_resume_to_a_step_already_passed_is_refused(trained_run, capsys):
+    out, before = trained_run
+    spec = (out / "run.json").read_text()
+    assert main(["train", "--resume", str(out), "--steps", "1", "--device", "cpu"]) == 2
+    assert "the run is already at step 2; --steps 1 would train nothing" in one_line_error(capsys)
+    assert (out / "run.json").read_text() == spec  # the schedule is not shortened

@@ -105,6 +105,14 @@ def load_training_state(ckpt_dir: Path, map_location: str | torch.device = "cpu"
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
+def checkpoint_step(ckpt_dir: Path) -> int | None:
+    """The step a checkpoint we wrote was saved at (from training_state/trainer.json), None if unknown."""
+    try:
+        return int(json.loads((Path(ckpt_dir) / STATE_DIR / "trainer.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
     """`last` if it exists, else the newest complete step directory."""
     last = ckpt_root / "last"

@@ -166,8 +166,22 @@ def _resume_spec(cfg: RunCommand, default: RunCommand) -> tuple[dict, Path, bool
         )
     spec = json.loads((out / RUN_FILE).read_text())
     if cfg.steps is not None:  # the one thing a resume may change: train longer
+        _check_longer(out, cfg.steps)
         spec["overrides"] = spec["overrides"] + [{"train.steps": cfg.steps}]
     return spec, out, True
+
+
+def _check_longer(out: Path, steps: int) -> None:
+    """`--resume RUN --steps N` trains on to N: an N the run has already passed would train nothing
+    (and rewrite run.json with the shorter schedule)."""
+    from vlaforge.train.checkpoint import checkpoint_step, latest_checkpoint
+
+    last = latest_checkpoint(out / "checkpoints")
+    done = checkpoint_step(last) if last else None
+    if done is not None and steps < done:
+        raise VlaforgeError(
+            f"--resume {out}: the run is already at step {done}; --steps {steps} would train nothing"
+        )
 
 
 def train_changes(train: TrainConfig, base: Any = None, prefix: str = "train") -> dict[str, Any]:
