@@ -10,7 +10,6 @@ import pytest
 import torch
 from heads_helpers import D, one_thread  # noqa: F401  (autouse fixture)
 
-from conftest import fake_batch, fake_stats, tiny_config
 from vlaforge.errors import VlaforgeError
 from vlaforge.models.heads import HeadConfig, build_head
 from vlaforge.models.heads.base import TrunkOutput
@@ -83,9 +82,9 @@ def test_eos_ends_decoding_and_max_length_caps_it():
         assert head.sample(trunk).shape == (3, H, A) and head.decode_stats["failures"] == 3
 
 
-def _overfit(cfg, steps: int, lr: float = 3e-3):
+def _overfit(cfg, steps: int, fake_batch, make_stats, lr: float = 3e-3):
     torch.manual_seed(0)
-    policy = VLAPolicy(cfg, stats=[fake_stats(cfg.action_dim, cfg.state_dim)])
+    policy = VLAPolicy(cfg, stats=[make_stats(cfg.action_dim, cfg.state_dim)])
     batch = fake_batch(cfg, batch=4)
     batch["action"] = batch["action"] * 0.5 + torch.linspace(-0.2, 0.3, cfg.action_dim)  # inside q01/q99
     if policy.needs_tokenizer:
@@ -102,10 +101,10 @@ def _overfit(cfg, steps: int, lr: float = 3e-3):
 
 
 @pytest.mark.parametrize("preset", ["pi0-fast", "openvla"])
-def test_each_new_preset_overfits_a_tiny_dataset(preset):
+def test_each_new_preset_overfits_a_tiny_dataset(preset, tiny_config, fake_batch, make_stats):
     head = dataclasses.replace(get_preset(preset).head, decoder_heads=4, fast_vocab=256)
     cfg = tiny_config(head.kind, normalization="bounds", head=head, chunk=get_preset(preset).chunk // 2)
-    policy, batch, metrics = _overfit(cfg, steps=120)
+    policy, batch, metrics = _overfit(cfg, 120, fake_batch, make_stats)
     assert metrics["token_accuracy"] == 1.0 and metrics["decode_fail_pct"] == 0.0
     out = policy.sample_actions(batch)
     assert policy.head.decode_stats["failures"] == 0
@@ -114,9 +113,9 @@ def test_each_new_preset_overfits_a_tiny_dataset(preset):
     assert (out - batch["action"][:, : cfg.chunk]).abs().max() < 0.1
 
 
-def test_save_load_keeps_the_tokenizer_and_int8_serves(tmp_path):
+def test_save_load_keeps_the_tokenizer_and_int8_serves(tmp_path, tiny_config, fake_batch, make_stats):
     cfg = tiny_config("ar-fast", normalization="bounds")
-    policy, batch, _ = _overfit(cfg, steps=5)
+    policy, batch, _ = _overfit(cfg, 5, fake_batch, make_stats)
     saved = policy.head.tokenizer.to_dict()
     policy.save_pretrained(tmp_path / "ckpt")
     again = VLAPolicy.from_pretrained(tmp_path / "ckpt")
@@ -132,10 +131,10 @@ def test_save_load_keeps_the_tokenizer_and_int8_serves(tmp_path):
     assert out.shape == (4, cfg.chunk, cfg.action_dim) and torch.isfinite(out).all()
 
 
-def test_onnx_export_is_refused_with_a_reason(tmp_path):
+def test_onnx_export_is_refused_with_a_reason(tmp_path, tiny_config, make_stats):
     from vlaforge.deploy.export import save_onnx_export
 
-    policy = VLAPolicy(tiny_config("ar-bins", normalization="bounds"), stats=[fake_stats()]).eval()
+    policy = VLAPolicy(tiny_config("ar-bins", normalization="bounds"), stats=[make_stats()]).eval()
     with pytest.raises(VlaforgeError, match="ar-bins"):
         save_onnx_export(policy, tmp_path / "onnx")
     with pytest.raises(VlaforgeError, match="not ONNX-exportable"):
@@ -144,7 +143,7 @@ def test_onnx_export_is_refused_with_a_reason(tmp_path):
         )
 
 
-def test_config_errors_name_the_field():
+def test_config_errors_name_the_field(tiny_config):
     with pytest.raises(VlaforgeError, match="normalization"):
         VLAPolicy(tiny_config("ar-fast"))
     with pytest.raises(VlaforgeError, match="decoder_heads"):

@@ -201,7 +201,11 @@ class ARDecoderHead(ActionHead):
         return inputs.to(dev), targets.to(dev), sum(map(len, seqs)) / len(seqs)
 
     def loss(self, trunk, actions, action_mask):
-        inputs, targets, mean_len = self._sequences(actions)
+        # Masked entries (chunk padding, a smaller robot's dims) are encoded as 0: whatever they
+        # hold never changes the tokens. The loss covers every token: FAST's mix all entries.
+        inputs, targets, mean_len = self._sequences(
+            torch.where(action_mask, actions, torch.zeros_like(actions))
+        )
         prefix, real = self._prefix(trunk)
         logits = self.full_logits(prefix, real, inputs)  # [B, L, V+1]
         ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none")
