@@ -8,7 +8,8 @@ import pytest
 from vlaforge.envs.registry import get_simulator
 from vlaforge.errors import VlaforgeError
 from vlaforge.eval.config import EvalConfig
-from vlaforge.eval.runner import run_evaluation, smoothness
+from vlaforge.eval.metrics import smoothness
+from vlaforge.eval.runner import run_evaluation
 
 SMALL = 64
 METAWORLD = get_simulator("metaworld")

@@ -72,7 +72,7 @@ def check_delay(spec: PolicySpec, cfg: EvalConfig, sim: SimulatorSpec) -> None:
         raise VlaforgeError(
             f"--execution rtc needs a checkpoint with a flow head (flow, flow-expert); {spec.name} has none"
         )
-    d = int(round(cfg.inference_delay_ms * sim.fps / 1000.0))
+    d = delay_steps(cfg, sim)
     if not d:
         return
     k = resolve_execute_steps(spec, cfg) if cfg.execution in ("receding", "rtc") else 1
@@ -86,3 +86,8 @@ def check_delay(spec: PolicySpec, cfg: EvalConfig, sim: SimulatorSpec) -> None:
             f"--inference-delay-ms {cfg.inference_delay_ms:g} ({d} steps) + {k} executed actions exceed the "
             f"policy's chunk of {spec.chunk}"
         )
+
+
+def delay_steps(cfg: EvalConfig, sim: SimulatorSpec) -> int:
+    """The simulated inference delay in control steps of the simulator (rounded)."""
+    return int(round(cfg.inference_delay_ms * sim.fps / 1000.0))

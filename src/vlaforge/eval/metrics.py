@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -80,3 +81,19 @@ def summarize(
         "successes": int(sum(r.success for r in results)),
     }
     return {"per_task": per_task, "per_group": per_group, "overall": overall}
+
+
+def smoothness(actions: list, switches: list, sim: Any) -> tuple[float | None, float | None]:
+    """Mean |third difference| of the commanded positions over the episode, and over the windows that
+    contain a chunk switch. Positions: the integrated actions under delta control, the actions under
+    absolute control; gripper dimensions are left out (their effort is not a position)."""
+    if len(actions) < 4:
+        return None, None
+    dims = [i for i, n in enumerate(sim.action.names) if "gripper" not in n.lower()] or list(
+        range(sim.action.dim)
+    )
+    a = np.asarray(actions, dtype=np.float64)[:, dims]  # [T, D]
+    pos = np.cumsum(a, axis=0) if "delta" in sim.action.control_mode.lower() else a
+    jerk = np.abs(np.diff(pos, n=3, axis=0)).mean(axis=1)  # [T - 3]: window t .. t+3
+    at = sorted({w for s in switches for w in range(s - 3, s + 1) if 0 <= w < len(jerk)})
+    return float(jerk.mean()), (float(jerk[at].mean()) if at else None)

@@ -49,11 +49,12 @@ from vlaforge.eval.compat import (
     check_delay,
     check_env_spec,
     check_policy_fits,
+    delay_steps,
     env_spec_for,
     resolve_execute_steps,
 )
 from vlaforge.eval.config import EvalConfig
-from vlaforge.eval.metrics import EpisodeResult
+from vlaforge.eval.metrics import EpisodeResult, smoothness
 from vlaforge.eval.policies import Chunks, Policy, as_policy
 from vlaforge.eval.progress import Progress
 from vlaforge.eval.report import build_info, write_report
@@ -315,27 +316,6 @@ def _sigint_flag():
         yield flag
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def delay_steps(cfg: EvalConfig, sim: SimulatorSpec) -> int:
-    """The simulated inference delay in control steps of the simulator (rounded)."""
-    return int(round(cfg.inference_delay_ms * sim.fps / 1000.0))
-
-
-def smoothness(actions: list, switches: list, sim: SimulatorSpec) -> tuple[float | None, float | None]:
-    """Mean |third difference| of the commanded positions over the episode, and over the windows that
-    contain a chunk switch. Positions: the integrated actions under delta control, the actions under
-    absolute control; gripper dimensions are left out (their effort is not a position)."""
-    if len(actions) < 4:
-        return None, None
-    dims = [i for i, n in enumerate(sim.action.names) if "gripper" not in n.lower()] or list(
-        range(sim.action.dim)
-    )
-    a = np.asarray(actions, dtype=np.float64)[:, dims]  # [T, D]
-    pos = np.cumsum(a, axis=0) if "delta" in sim.action.control_mode.lower() else a
-    jerk = np.abs(np.diff(pos, n=3, axis=0)).mean(axis=1)  # [T - 3]: window t .. t+3
-    at = sorted({w for s in switches for w in range(s - 3, s + 1) if 0 <= w < len(jerk)})
-    return float(jerk.mean()), (float(jerk[at].mean()) if at else None)
 
 
 def preflight(policy: Policy, tasks: list[str], cfg: EvalConfig, sim: SimulatorSpec) -> tuple[EnvSpec, dict]:
