@@ -140,3 +140,13 @@ def test_export_output_faults_are_one_line_errors(regression_ckpt, tmp_path, cap
         err.count("\n") == 1 and err.startswith("vlaforge: error: ") and message.format(tmp=tmp_path) in err
     )
     assert (tmp_path / "file").read_text() == "x" and not (tmp_path / "x").exists()
+
+
+def test_an_autoregressive_head_is_refused_before_anything_is_written(tmp_path, capsys):
+    from serve_helpers import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "ar", "ar-bins")
+    out = tmp_path / "out"
+    assert main(["export", "--policy", str(ckpt), "--int8", "--onnx", "--out", str(out)]) == 2
+    assert "is not ONNX-exportable" in capsys.readouterr().err
+    assert not out.exists()

@@ -83,6 +83,7 @@ def test_the_checkpoint_evaluates(run_dir, tmp_path):
     assert run(cfg) == 0
     info = json.loads((tmp_path / "E" / "eval_info.json").read_text())
     assert info["per_task"]["reach-v3"]["episodes"] == 1
+    assert info["decode_stats"]["chunks"] >= 3  # 15 steps, 5 executed per chunk: in eval_info.json too
     # Decode failures in evaluation: the head counts every decoded chunk and every repaired one.
     from vlaforge.envs.registry import get_simulator
     from vlaforge.eval.policies import resolve_policy

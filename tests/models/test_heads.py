@@ -15,6 +15,7 @@ from vlaforge.models.heads.diffusion import DiffusionHead
 from vlaforge.models.heads.flow import FlowHead
 
 A, H = 3, 4  # action dim, chunk (D: trunk width)
+TOKEN_KINDS = ("tokens", "ar-fast", "ar-bins")  # targets are class indices: no gradient to the actions
 TINY = {"hidden_dim": 32, "num_blocks": 1, "num_readouts": 2, "expert_width": 32, "expert_depth": 2}
 
 
@@ -92,14 +93,14 @@ def test_masked_entries_do_not_change_loss_and_get_zero_gradient(kind):
     actions = torch.rand(3, H, A) * 2 - 1
 
     def loss_and_grads(acts):
-        acts = acts.clone().requires_grad_(kind != "tokens")  # token targets are class indices
+        acts = acts.clone().requires_grad_(kind not in TOKEN_KINDS)  # token targets are class indices
         head.zero_grad()
         loss, _ = seeded_loss(head, trunk, acts, mask)
         loss.backward()
         return loss.item(), [p.grad.clone() for p in head.parameters()], acts.grad
 
     loss, grads, action_grad = loss_and_grads(actions)
-    if kind != "tokens":
+    if kind not in TOKEN_KINDS:
         assert torch.all(action_grad[~mask] == 0) and action_grad[mask].abs().sum() > 0
     for junk in (1e3, float("nan")):
         other, other_grads, _ = loss_and_grads(torch.where(mask, actions, torch.full_like(actions, junk)))
@@ -230,7 +231,8 @@ def test_state_dict_round_trip_gives_identical_samples(kind):
 
 # Loss factor each head reaches on one batch. Diffusion's starts low (the skip in `epsilon` already
 # predicts most of the noise) and has an irreducible floor near k=0, so its chunk error is the sharp check.
-OVERFIT_FACTOR = {"regression": 10, "tokens": 10, "diffusion": 4, "flow": 10, "flow-expert": 8}
+OVERFIT_FACTOR = {"regression": 10, "tokens": 10, "diffusion": 4, "flow": 10, "flow-expert": 8, "ar-fast": 10,
+                  "ar-bins": 10}  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", HEAD_KINDS)

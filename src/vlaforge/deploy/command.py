@@ -97,6 +97,12 @@ def run_export(cfg: ExportCommand) -> int:
     if is_int8_export(source):
         raise VlaforgeError(f"{source} is already an INT8 export; export from the fp32 checkpoint")
     policy = load_policy(source)
+    if cfg.onnx:
+        from vlaforge.deploy.export import check_exportable
+        from vlaforge.models.io import PolicyIO
+
+        check_exportable(policy)  # before the INT8 directory is written
+        PolicyIO(policy, embodiment_ref(cfg.embodiment))  # an unknown embodiment fails here too
     try:
         written = _write_exports(cfg, policy, source, out)
     except OSError as exc:  # /proc/x, a read-only or full disk

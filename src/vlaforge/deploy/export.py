@@ -123,6 +123,21 @@ def example_inputs(
     return out
 
 
+def check_exportable(policy: nn.Module) -> None:
+    """Raise `VlaforgeError` saying why a head has no ONNX graph (before anything is written)."""
+    from vlaforge.models.heads import AR_KINDS
+    from vlaforge.models.heads.decoder import NOT_EXPORTABLE
+
+    kind = policy.config.head.kind
+    if kind in AR_KINDS:
+        raise VlaforgeError(NOT_EXPORTABLE)
+    if kind not in EXPORTABLE_HEADS:
+        raise VlaforgeError(
+            f"ONNX export supports the {' and '.join(EXPORTABLE_HEADS)} heads, not {kind!r} "
+            "(its sampling loop draws noise at every step)"
+        )
+
+
 def export_onnx(
     policy: nn.Module,
     path: str | os.PathLike,
@@ -132,9 +147,7 @@ def export_onnx(
     embodiment: int | str | None = None,
 ) -> Path:
     """Write the ONNX graph of `policy` (regression or tokens head) for `embodiment` to `path`."""
-    kind = policy.config.head.kind
-    if kind not in EXPORTABLE_HEADS:
-        raise VlaforgeError(f"ONNX export supports the {' and '.join(EXPORTABLE_HEADS)} heads, not {kind!r}")
+    check_exportable(policy)
     graph = ObservationToActions(policy.eval(), embodiment).eval()
     inputs = example_inputs(policy, batch, embodiment=embodiment)
     with warnings.catch_warnings(), torch.no_grad():

@@ -95,6 +95,7 @@ def build_info(spec: Any, sim: Any, cfg: Any, tasks: list[str], run: dict) -> di
         "episodes": [
             r.to_dict() for r in sorted(run["results"], key=lambda r: (tasks.index(r.task), r.episode))
         ],
+        "decode_stats": run.get("decode_stats"),  # autoregressive heads: chunks decoded, decodes repaired
     }
 
 

@@ -363,6 +363,7 @@ def evaluate(
     wall = time.perf_counter() - start
     return {
         "policy_spec": policy.spec,
+        "decode_stats": _decode_stats(policy),
         "results": loop.results,
         "interrupted": not completed and loop.error is None,
         "error": loop.error,
@@ -386,6 +387,12 @@ def evaluate(
         },
         "train_seeds": seed_check,
     }
+
+
+def _decode_stats(policy: Policy) -> dict | None:
+    """Token decoding of an autoregressive head (chunks decoded, decodes repaired), else None."""
+    stats = getattr(getattr(getattr(policy, "policy", None), "head", None), "decode_stats", None)
+    return dict(stats) if stats is not None else None
 
 
 def run_evaluation(
