@@ -54,7 +54,7 @@ def test_a_delayed_chunk_is_requested_early_enough(flow_ckpt, tmp_path, executio
 
 def test_rtc_and_delays_that_cannot_work_are_refused_first(flow_ckpt, tmp_path):
     regression = _checkpoint(tmp_path / "reg", "regression")
-    with pytest.raises(VlaforgeError, match="needs a checkpoint with a flow head"):
+    with pytest.raises(VlaforgeError, match="needs a checkpoint with a flow or diffusion head"):
         _evaluate(regression, tmp_path / "a", execution="rtc")
     with pytest.raises(VlaforgeError, match="is 4 control steps at 80 Hz.*more than 4"):
         _evaluate(flow_ckpt, tmp_path / "b", inference_delay_ms=50.0)

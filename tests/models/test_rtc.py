@@ -23,11 +23,15 @@ def test_rtc_weights_follow_the_schedule():
         rtc_weights(8, delay=5, overlap=4)
 
 
-@pytest.mark.parametrize("kind", ["flow", "flow-expert"])
+@pytest.mark.parametrize("kind", ["flow", "flow-expert", "diffusion"])
 def test_guidance_pulls_the_committed_rows_to_the_plan(kind, tiny_config, fake_batch, make_stats):
     torch.manual_seed(0)
     cfg = tiny_config(kind)
-    cfg = dataclasses.replace(cfg, chunk=8, head=dataclasses.replace(cfg.head, flow_steps=10))
+    cfg = dataclasses.replace(
+        cfg,
+        chunk=8,
+        head=dataclasses.replace(cfg.head, flow_steps=10, sample_steps=10, diffusion_train_steps=20),
+    )
     policy = VLAPolicy(cfg, [make_stats()]).eval()
     batch = fake_batch(cfg, batch=3)
     committed = torch.rand(3, 6, 4) * 2 - 1  # robot units, rows 0..5 of the new chunk's time
@@ -45,5 +49,5 @@ def test_guidance_pulls_the_committed_rows_to_the_plan(kind, tiny_config, fake_b
 
 def test_heads_without_flow_refuse(tiny_config, fake_batch):
     policy = VLAPolicy(tiny_config("regression")).eval()
-    with pytest.raises(VlaforgeError, match="needs a flow head"):
+    with pytest.raises(VlaforgeError, match="needs a flow or diffusion head"):
         sample_inpainted(policy, fake_batch(policy.config), torch.zeros(2, 4, 4), delay=1)

@@ -70,7 +70,7 @@ def check_delay(spec: PolicySpec, cfg: EvalConfig, sim: SimulatorSpec) -> None:
     chunk must still hold the actions that are executed after it arrives."""
     if cfg.execution == "rtc" and not spec.supports_rtc:
         raise VlaforgeError(
-            f"--execution rtc needs a checkpoint with a flow head (flow, flow-expert); {spec.name} has none"
+            f"--execution rtc needs a checkpoint with a flow or diffusion head; {spec.name} has none"
         )
     d = delay_steps(cfg, sim)
     if not d:

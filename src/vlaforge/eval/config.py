@@ -42,7 +42,7 @@ class EvalConfig:
     execution: Literal["receding", "ensemble", "single", "rtc"] = "receding"
     """How chunks are executed: receding horizon, temporal ensembling (ACT), one step per call, or
     real-time chunking (receding horizon whose next chunk is guided toward the committed plan; flow
-    heads only, meaningful with --inference-delay-ms)."""
+    and diffusion heads, meaningful with --inference-delay-ms)."""
     inference_delay_ms: float = 0.0
     """Simulated inference latency: a chunk arrives this many ms of control steps after its request
     (the robot executes the old plan meanwhile; 0 = the robot waits, as before)."""

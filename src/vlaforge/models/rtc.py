@@ -8,8 +8,9 @@ time-aligned to the new chunk (row 0 = the step of the observation).
 
 Inputs and outputs are in robot units (the policy normalizes with the embodiment's statistics, as
 `sample_actions` does). Deviation from the paper: the decaying part of the mask spans the whole
-overlap with the committed plan (its remaining rows), not a separately chosen horizon. Only flow
-heads (`flow`, `flow-expert`) support it; other heads raise `VlaforgeError`.
+overlap with the committed plan (its remaining rows), not a separately chosen horizon. Flow heads
+(`flow`, `flow-expert`) and the diffusion head (DDIM, `DiffusionHead.sample_inpainted`) support it;
+other heads raise `VlaforgeError`.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def _sample(policy, observation, committed, delay, max_guidance, schedule, gener
     if not supports_rtc(policy):
         kind = getattr(getattr(policy, "config", None), "head", None)
         raise VlaforgeError(
-            f"real-time chunking needs a flow head (flow, flow-expert), not {getattr(kind, 'kind', kind)!r}"
+            f"real-time chunking needs a flow or diffusion head (flow, flow-expert, diffusion), not {getattr(kind, 'kind', kind)!r}"
         )
     cfg, dev = policy.config, policy.device
     plan = torch.as_tensor(np.asarray(committed, dtype=np.float32)).to(dev)  # [B, R, A']

@@ -127,6 +127,38 @@ class DiffusionHead(ActionHead):
             x = self.ddim_step(x, self.epsilon(cond, x, k_vec), k, k_prev, generator)
         return x.view(-1, self.horizon, self.action_dim)  # [B*S, H, A]
 
+    def sample_inpainted(
+        self,
+        trunk: TrunkOutput,
+        target: torch.Tensor,
+        weights: torch.Tensor,
+        *,
+        max_guidance: float = 5.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Real-time chunking for DDIM (`vlaforge.models.rtc`): at each step the predicted clean chunk
+        x0_hat = (x - sqrt(1 - a) eps) / sqrt(a) is pulled toward `target` [B, H, A] where `weights`
+        [B, H] > 0, through eps <- eps - c * g with g = (dx0_hat/dx)^T (W * (target - x0_hat)) (one VJP)
+        and c = min(max_guidance, a / sqrt(1 - a)): about a full correction of x0_hat per step, weak at
+        high noise, capped near the data (the flow heads' weight, carried over to the DDIM schedule;
+        the RTC paper states its rule for flow matching only). Call it outside `inference_mode`."""
+        cond = self.condition(trunk)  # [B, hidden], once
+        x = randn((cond.shape[0], self.horizon * self.action_dim), generator, like=cond)  # [B, H*A]
+        y = target.flatten(1)  # [B, H*A]
+        w = weights[:, :, None].expand(-1, -1, self.action_dim).flatten(1).to(x)  # [B, H*A]
+        steps = self.timesteps()
+        for k, k_prev in zip(steps, [*steps[1:], -1], strict=True):
+            k_vec = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)  # [B]
+            a = self._alpha_bar[k]
+            with torch.enable_grad():
+                x_in = x.detach().requires_grad_(True)
+                eps = self.epsilon(cond, x_in, k_vec)  # [B, H*A]
+                x0 = (x_in - math.sqrt(1 - a) * eps) / math.sqrt(a)  # [B, H*A]
+                (g,) = torch.autograd.grad(x0, x_in, grad_outputs=w * (y - x0.detach()))
+            c = min(max_guidance, a / math.sqrt(1 - a)) if a < 1 else max_guidance
+            x = self.ddim_step(x, eps.detach() - c * g, k, k_prev, generator)
+        return x.view(-1, self.horizon, self.action_dim)  # [B, H, A]
+
     def ddim_step(
         self, x: torch.Tensor, eps: torch.Tensor, k: int, k_prev: int, generator: torch.Generator | None
     ) -> torch.Tensor:
