@@ -51,3 +51,22 @@ def test_heads_without_flow_refuse(tiny_config, fake_batch):
     policy = VLAPolicy(tiny_config("regression")).eval()
     with pytest.raises(VlaforgeError, match="needs a flow or diffusion head"):
         sample_inpainted(policy, fake_batch(policy.config), torch.zeros(2, 4, 4), delay=1)
+
+
+def test_training_time_rtc_trains_on_clean_prefixes_and_hard_inpaints(tiny_config, fake_batch, make_stats):
+    torch.manual_seed(0)
+    cfg = tiny_config("flow")
+    cfg = dataclasses.replace(cfg, chunk=8, head=dataclasses.replace(cfg.head, rtc_train_max_delay=3))
+    policy = VLAPolicy(cfg, [make_stats()])
+    batch = fake_batch(cfg, batch=4)
+    loss, _ = policy.compute_loss(batch)
+    loss.backward()  # trains: the clean prefix rows are inputs, not targets
+    assert torch.isfinite(loss) and policy.head.prefix_max_delay == 3
+    policy.eval()
+    committed = torch.rand(4, 6, 4) * 2 - 1
+    got = sample_inpainted(policy, batch, committed, delay=2)
+    torch.testing.assert_close(got[:, :2], committed[:, :2], atol=1e-5, rtol=0)  # hard-inpainted rows
+    guided = sample_inpainted(policy, batch, committed, delay=4)  # beyond the trained range: guidance
+    assert guided.shape == (4, 8, 4) and torch.isfinite(guided).all()
+    with pytest.raises(VlaforgeError, match="rtc_train_max_delay must be in"):
+        VLAPolicy(dataclasses.replace(cfg, head=dataclasses.replace(cfg.head, rtc_train_max_delay=8)))

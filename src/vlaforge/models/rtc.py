@@ -10,7 +10,9 @@ Inputs and outputs are in robot units (the policy normalizes with the embodiment
 `sample_actions` does). Deviation from the paper: the decaying part of the mask spans the whole
 overlap with the committed plan (its remaining rows), not a separately chosen horizon. Flow heads
 (`flow`, `flow-expert`) and the diffusion head (DDIM, `DiffusionHead.sample_inpainted`) support it;
-other heads raise `VlaforgeError`.
+other heads raise `VlaforgeError`. A flow head trained with a clean random-delay prefix
+(`head.rtc_train_max_delay`, the training-time variant of arXiv 2512.05964) hard-inpaints the
+committed rows instead, for delays it was trained for.
 """
 
 from __future__ import annotations
@@ -63,8 +65,12 @@ def _sample(policy, observation, committed, delay, max_guidance, schedule, gener
     index = None if index is None else torch.as_tensor(index, device=dev).reshape(-1)
     padded = F.pad(plan[:, :rows], (0, cfg.action_dim - plan.shape[-1], 0, cfg.chunk - rows))  # [B, H, A]
     target = policy.action_norm.normalize(padded, index)  # [B, H, A]
+    trunk = policy.encode(observation)
+    if 0 < delay <= getattr(policy.head, "prefix_max_delay", 0):  # trained for it: hard inpainting
+        normalized = policy.head.sample_prefixed(trunk, target, delay, generator)  # [B, H, A]
+        return policy.action_norm.unnormalize(normalized, index)
     weights = rtc_weights(cfg.chunk, delay, rows, schedule).to(dev).expand(plan.shape[0], -1)  # [B, H]
     normalized = policy.head.sample_inpainted(
-        policy.encode(observation), target, weights, max_guidance=max_guidance, generator=generator
+        trunk, target, weights, max_guidance=max_guidance, generator=generator
     )  # [B, H, A]
     return policy.action_norm.unnormalize(normalized, index)

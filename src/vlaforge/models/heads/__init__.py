@@ -103,6 +103,11 @@ class HeadConfig:
     time_beta_a: float = 1.5
     time_beta_b: float = 1.0
     time_min: float = 0.001
+    # Training-time real-time chunking (arXiv 2512.05964), flow heads: each training chunk gets a
+    # clean prefix of d ~ U{0..rtc_train_max_delay} rows (given as is, left out of the loss), so at
+    # inference the committed rows are hard-inpainted instead of guided (`vlaforge.models.rtc`) for
+    # delays up to this. 0 = off.
+    rtc_train_max_delay: int = 0
 
     # --- flow-expert only (pi0's action expert, reduced) ---
     # Width of the expert's action tokens (pi0's expert is a narrower Gemma; the trunk is projected).

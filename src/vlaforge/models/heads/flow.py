@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vlaforge.errors import VlaforgeError
 from vlaforge.models.heads.base import ActionHead, TrunkOutput
 from vlaforge.models.heads.common import (
     ConditionedMLP,
@@ -64,11 +65,17 @@ class _FlowMatchingHead(ActionHead):
         flow_steps: int = 10,
         time_beta: tuple[float, float] = (1.5, 1.0),
         time_min: float = 0.001,
+        prefix_max_delay: int = 0,
     ) -> None:
         super().__init__(embed_dim, action_dim, horizon, num_readouts)
+        if not 0 <= prefix_max_delay < horizon:
+            raise VlaforgeError(
+                f"head.rtc_train_max_delay must be in [0, chunk={horizon}), got {prefix_max_delay}"
+            )
         self.flow_steps = flow_steps
         self.time_beta = time_beta
         self.time_min = time_min
+        self.prefix_max_delay = prefix_max_delay
 
     @abstractmethod
     def context(self, trunk: TrunkOutput, num_samples: int) -> Any:
@@ -89,6 +96,11 @@ class _FlowMatchingHead(ActionHead):
         noise = torch.randn_like(x0)  # [B, H, A]
         t = self.sample_time(x0.shape[0], like=x0)  # [B]
         x_t = t[:, None, None] * noise + (1 - t[:, None, None]) * x0  # [B, H, A]
+        if self.prefix_max_delay:  # training-time RTC: a clean prefix of random length, not scored
+            d = torch.randint(0, self.prefix_max_delay + 1, (x0.shape[0],), device=x0.device)  # [B]
+            prefix = (torch.arange(self.horizon, device=x0.device) < d[:, None])[:, :, None]  # [B, H, 1]
+            x_t = torch.where(prefix, x0, x_t)
+            action_mask = action_mask & ~prefix
         v = self.velocity(x_t, t, self.context(trunk, 1))  # [B, H, A]
         loss = masked_mean((v - (noise - x0)) ** 2, action_mask)
         return loss, {"loss": loss.item()}
@@ -130,6 +142,25 @@ class _FlowMatchingHead(ActionHead):
             return v.detach() - c * g
 
         return euler_integrate(guided, x, self.flow_steps)
+
+    def sample_prefixed(
+        self, trunk: TrunkOutput, target: torch.Tensor, delay: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Training-time RTC at inference: the first `delay` rows are the committed `target` rows
+        (hard inpainting, as the head saw clean prefixes in training); the rest is sampled."""
+        if not 0 < delay <= self.prefix_max_delay:
+            raise ValueError(f"delay {delay} is outside the trained prefix range 1..{self.prefix_max_delay}")
+        context = self.context(trunk, 1)
+        x = randn((trunk.readouts.shape[0], self.horizon, self.action_dim), generator, like=trunk.readouts)
+        clean = target[:, :delay]  # [B, d, A]
+
+        def inpainted(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            x_t = torch.cat([clean, x_t[:, delay:]], dim=1)  # [B, H, A]
+            v = self.velocity(x_t, t, context)
+            return torch.cat([torch.zeros_like(clean), v[:, delay:]], dim=1)  # the prefix stays put
+
+        x = torch.cat([clean, x[:, delay:]], dim=1)
+        return euler_integrate(inpainted, x, self.flow_steps)
 
 
 def rtc_weights(horizon: int, delay: int, overlap: int, schedule: str = "exp") -> torch.Tensor:
@@ -234,6 +265,7 @@ def _flow_kwargs(cfg: HeadConfig) -> dict[str, Any]:
         "flow_steps": cfg.flow_steps,
         "time_beta": (cfg.time_beta_a, cfg.time_beta_b),
         "time_min": cfg.time_min,
+        "prefix_max_delay": cfg.rtc_train_max_delay,
     }
 
 
