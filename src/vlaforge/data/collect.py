@@ -460,7 +460,9 @@ def _bar(cfg: Collection, initial: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
     total = cfg.episodes_per_task * len(cfg.tasks)
-    return tqdm(total=total, initial=initial, unit="ep", desc="collect", dynamic_ncols=True, file=sys.stderr)
+    every = 0.1 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s
+    return tqdm(total=total, initial=initial, unit="ep", desc="collect", dynamic_ncols=True, file=sys.stderr,
+                mininterval=every)  # fmt: skip
 
 
 def run(cfg: CollectConfig) -> int:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -132,7 +133,10 @@ class Trainer:
     def fit(self, on_step: Callable[[Trainer], None] | None = None) -> dict:
         """Train to `cfg.steps`; returns the final record. `on_step` runs after each step (tests)."""
         cfg, main = self.cfg, self.dist.is_main
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not main, dynamic_ncols=True, desc="train")
+        # a log file (not a terminal) gets a bar line every 30 s, not one per update
+        every = 0.1 if sys.stderr.isatty() else 30.0
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not main, dynamic_ncols=True, desc="train",
+                   mininterval=every)  # fmt: skip
         window_start, window_samples = time.perf_counter(), 0
         deadline = time.perf_counter() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
         record: dict = {}
