@@ -7,6 +7,7 @@
 # episodes per task, and each checkpoint's latency per chunk (batch 1, 1 thread). Writes
 # benchmarks/results/mt10_heads.json; everything else stays under $OUT (default /tmp/mt10).
 # About 23 minutes per head on 2 cores; a head whose run or eval is already in $OUT is not redone.
+# Rows of heads not run here are kept from the existing results file (merged, not rewritten).
 #   bash benchmarks/mt10_heads.sh [OUT] [HEAD ...]
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"

@@ -95,8 +95,12 @@ def cpu(out: Path, recipe: str) -> dict:
             "train": train_summary(out / "run"), **eval_summary(out / "eval")}  # fmt: skip
 
 
-def heads(out: Path) -> dict:
+def heads(out: Path, previous: Path | None = None) -> dict:
+    """Rows for the heads run under OUT/heads, merged over the rows already in `previous` (a head
+    run again replaces its row; heads not under OUT keep theirs)."""
     rows = {}
+    if previous is not None and previous.is_file():
+        rows.update(json.loads(previous.read_text()).get("heads", {}))
     for run in sorted((out / "heads").iterdir()):
         if not (run / "eval" / "eval_info.json").is_file():
             continue
@@ -124,7 +128,7 @@ def main() -> None:
     parser.add_argument("result", type=Path)
     parser.add_argument("--recipe", default="")
     args = parser.parse_args()
-    summary = cpu(args.out, args.recipe) if args.kind == "cpu" else heads(args.out)
+    summary = cpu(args.out, args.recipe) if args.kind == "cpu" else heads(args.out, args.result)
     args.result.write_text(json.dumps(summary, indent=2) + "\n")
     if args.kind == "cpu":
         print(f"MT10: {100 * summary['mean_over_tasks']:.1f}% over tasks, "
