@@ -14,6 +14,9 @@ S proprio dims, C=3 channels):
                                                            smaller robot inside a mixture)
     state_dim_mask                bool    [B, S]           the same for proprio
     dataset_index                 int64   [B]              which dataset/embodiment of a mixture (0 alone)
+    camera_mask                   bool    [B, C]           True where the policy's camera slot c (in
+                                                           `PolicyConfig.cameras` order) has a real
+                                                           image; absent = every slot is real
 
 Convention: `*_is_pad` is True for padding (LeRobot); `*_mask` is True for valid entries (Octo).
 """
@@ -32,6 +35,7 @@ ACTION_IS_PAD = "action_is_pad"
 ACTION_DIM_MASK = "action_dim_mask"
 STATE_DIM_MASK = "state_dim_mask"
 DATASET_INDEX = "dataset_index"
+CAMERA_MASK = "camera_mask"
 
 
 def image_key(camera: str) -> str:

@@ -13,8 +13,9 @@ TASKS = ("Open a drawer", "Reach a goal position")
 
 
 def features(size: int = 32, action_dim: int = 4, state_dim: int = 4, camera: str = "corner2") -> dict:
+    """`camera` may name several cameras, comma-separated (e.g. "agentview,robot0_eye_in_hand")."""
     return {
-        f"observation.images.{camera}": video_feature(size),
+        **{f"observation.images.{cam}": video_feature(size) for cam in camera.split(",")},
         "observation.state": vector_feature(state_dim),
         "action": vector_feature(action_dim),
         "next.reward": vector_feature(1),
@@ -41,7 +42,10 @@ def episode(
 ) -> dict:
     rng = np.random.default_rng(seed)
     return {
-        f"observation.images.{camera}": render(length, size, seed),
+        **{
+            f"observation.images.{cam}": render(length, size, seed + 7 * j)
+            for j, cam in enumerate(camera.split(","))
+        },
         "observation.state": rng.normal(size=(length, state_dim)).astype(np.float32),
         "action": rng.uniform(-1, 1, size=(length, action_dim)).astype(np.float32),
         "next.reward": rng.random(length).astype(np.float32),

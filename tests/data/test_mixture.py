@@ -89,7 +89,67 @@ def test_mismatched_features_are_clear_errors(robots, tmp_path):
     with pytest.raises(VlaforgeError, match="disagree on cameras"):
         MixtureLoader([robots[0], other_cam], batch_size=4)
     other_fps = WindowDataset(tmp_path / "fps", window, cache_dir=tmp_path / "c")
-    with pytest.raises(VlaforgeError, match="disagree on fps"):
+    with pytest.raises(VlaforgeError, match=r"different control rates.* 10 fps.* 20 fps.*mixed_fps"):
         MixtureLoader([robots[0], other_fps], batch_size=4)
+    mixed = MixtureLoader([robots[0], other_fps], batch_size=4, mixed_fps=True)  # each at its own rate
+    assert next(mixed)[keys.ACTION].shape == (4, 4, 4)
     with pytest.raises(VlaforgeError, match="weights"):
         MixtureLoader(robots, weights=[1.0], batch_size=4)
+
+
+def test_camera_slots_mask_missing_cameras(tmp_path):
+    """Three robots with different cameras meet in the slots (primary, wrist): a slot a robot lacks
+    is masked in camera_mask, and each slot carries the mapped camera's own frames."""
+    from vlaforge.data.slots import map_slots
+
+    write_dataset(tmp_path / "mw", lengths=(6, 5), size=16, camera="corner2")
+    write_dataset(tmp_path / "rs", lengths=(7,), size=16, camera="agentview,robot0_eye_in_hand", action_dim=7)
+    slots = ("primary", "wrist")
+    roles = {"corner2": "primary", "agentview": "primary", "robot0_eye_in_hand": "wrist"}
+    maps = {
+        "mw": map_slots(slots, ["corner2"], roles),
+        "rs": map_slots(slots, ["agentview", "robot0_eye_in_hand"], roles),
+    }
+    assert maps["mw"] == (("primary", "corner2"), ("wrist", None))
+    assert maps["rs"] == (("primary", "agentview"), ("wrist", "robot0_eye_in_hand"))
+    sets = [
+        WindowDataset(tmp_path / n, WindowConfig(history=2, chunk=3, slots=maps[n]), cache_dir=tmp_path / "c")
+        for n in ("mw", "rs")
+    ]
+    batch = next(MixtureLoader(sets, batch_size=24, seed=1))
+    ids, mask = batch[keys.DATASET_INDEX], batch[keys.CAMERA_MASK]
+    assert set(ids.tolist()) == {0, 1} and mask.shape == (24, 2)
+    assert mask[ids == 0].tolist() == [[True, False]] * int((ids == 0).sum())
+    assert mask[ids == 1].all()
+    primary, wrist = batch["observation.images.primary"], batch["observation.images.wrist"]
+    assert primary.shape == wrist.shape == (24, 2, 16, 16, 3)
+    assert not torch.equal(primary[ids == 1], wrist[ids == 1])  # two real, different cameras
+    plain = WindowDataset(tmp_path / "rs", WindowConfig(history=2, chunk=3), cache_dir=tmp_path / "c")
+    rows = np.arange(len(plain))
+    assert np.array_equal(
+        sets[1].gather(rows)["observation.images.wrist"],
+        plain.gather(rows)["observation.images.robot0_eye_in_hand"],
+    )
+    assert "observation.images.corner2" not in batch
+
+
+def test_camera_slot_mapping_rules_and_errors():
+    from vlaforge.data.slots import map_slots, parse_camera_map
+
+    # exact name first, then the explicit map, then the role; a camera feeds one slot
+    assert map_slots(("corner2",), ["corner2", "topview"], {"topview": "primary"}) == (
+        ("corner2", "corner2"),
+    )
+    assert map_slots(("primary",), ["top", "left"], {}, parse_camera_map("left=primary")) == (
+        ("primary", "left"),
+    )
+    assert map_slots(("primary", "secondary"), ["a", "b"], {"a": "primary", "b": "primary"}) == (
+        ("primary", "a"),
+        ("secondary", None),
+    )
+    with pytest.raises(
+        VlaforgeError, match=r"none of its cameras \[top \(top\)\] maps to the policy's camera slots"
+    ):
+        map_slots(("primary", "wrist"), ["top"], {"top": "top"}, where="dataset A")
+    with pytest.raises(VlaforgeError, match="must be CAMERA=SLOT"):
+        parse_camera_map("top")

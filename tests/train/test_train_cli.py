@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from train_helpers import FAST_TRAIN, TINY_MODEL
 
@@ -87,7 +88,7 @@ def test_kill_and_resume_reproduces_the_losses(pretrain_data, tmp_path, head):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["model.cameras=topview"], "no camera 'topview'"),
+        (["model.cameras=topview"], "maps to the policy's camera slots ('topview',)"),
         (["model.trunk.dpth=2"], "did you mean 'depth'"),
         (["modle.trunk.depth=2"], "did you mean 'model'"),
         (["train.lrr=1"], "did you mean 'lr'"),
@@ -150,3 +151,34 @@ def test_max_minutes_stops_early_with_a_final_checkpoint(pretrain_data, tmp_path
     assert "stopped at step 1 of 50" in capsys.readouterr().out
     assert (out / "checkpoints" / "step-000001").is_dir()
     assert VLAPolicy.from_pretrained(out / "checkpoints" / "last").config.action_dim == 4
+
+
+def test_one_policy_across_robots_with_different_cameras_and_rates(tmp_path, capsys):
+    """A one-camera 4-d robot at 10 fps and a two-camera 7-d robot at 20 fps train one policy with
+    camera slots (primary, wrist); the checkpoint records which camera feeds which slot."""
+    from train_helpers import write_dataset
+
+    from vlaforge.models.io import PolicyIO
+
+    write_dataset(
+        tmp_path / "mw", episodes=3, length=16, action_dim=4, state_dim=4, seed=1, robot_type="sawyer"
+    )
+    write_dataset(tmp_path / "rs", episodes=3, length=16, action_dim=7, state_dim=8, seed=2, fps=20,
+                  camera="agentview,robot0_eye_in_hand", robot_type="panda")  # fmt: skip
+    base = ["train", "--data", str(tmp_path / "mw"), "--data", str(tmp_path / "rs"), "--steps", "3",
+            "--batch-size", "8", "--device", "cpu"]  # fmt: skip
+    sets = [a for s in [*TINY_MODEL, *FAST_TRAIN, "model.cameras=[primary,wrist]"] for a in ("--set", s)]
+    refused = tmp_path / "refused"
+    assert main([*base, "--out", str(refused), *sets]) == 2
+    assert "10 fps" in capsys.readouterr().err and not (refused / "checkpoints").exists()
+    out = tmp_path / "run"
+    assert main([*base, "--out", str(out), *sets, "--set", "train.mixed_fps=true"]) == 0
+    policy = VLAPolicy.from_pretrained(out / "checkpoints" / "last")
+    sawyer, panda = PolicyIO(policy, "sawyer"), PolicyIO(policy, "panda")
+    assert sawyer.slots == (("primary", "corner2"), ("wrist", None)) and sawyer.fps == 10
+    assert panda.cameras == ("agentview", "robot0_eye_in_hand") and panda.action_dim == 7 and panda.fps == 20
+    frame = np.zeros((32, 32, 3), np.uint8)
+    window = sawyer.window().push(
+        {"observation.images.corner2": frame, "observation.state": [0.0] * 4, "task": "x"}
+    )
+    assert sawyer.actions(policy.sample_actions(window)).shape == (1, 4, 4)

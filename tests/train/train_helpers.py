@@ -36,24 +36,32 @@ def write_dataset(
     size: int = 32,
     task: str = "reach the goal",
     action_offset: float = 0.0,
+    fps: int = 10,
+    robot_type: str = "test",
 ) -> None:
-    """A LeRobot v3 dataset of random-walk episodes; each episode records its env seed."""
+    """A LeRobot v3 dataset of random-walk episodes; each episode records its env seed. `camera`
+    may name several cameras, comma-separated."""
     from vlaforge.data.features import vector_feature, video_feature
     from vlaforge.data.lerobot_v3 import LeRobotWriter
 
     rng = np.random.default_rng(seed)
+    cameras = camera.split(",")
     features = {
-        f"observation.images.{camera}": video_feature(size),
+        **{f"observation.images.{cam}": video_feature(size) for cam in cameras},
         "observation.state": vector_feature(state_dim),
         "action": vector_feature(action_dim),
     }
-    writer = LeRobotWriter(root, fps=10, robot_type="test", features=features)
+    writer = LeRobotWriter(root, fps=fps, robot_type=robot_type, features=features)
     for ep in range(episodes):
         action = (np.cumsum(rng.normal(0, 0.1, (length, action_dim)), 0) + action_offset).astype(np.float32)
         state = np.cumsum(rng.normal(0, 0.1, (length, state_dim)), 0).astype(np.float32)
         frames = rng.integers(0, 255, (length, size, size, 3), dtype=np.uint8)
         writer.add_episode(
-            {f"observation.images.{camera}": frames, "observation.state": state, "action": action},
+            {
+                **{f"observation.images.{cam}": frames for cam in cameras},
+                "observation.state": state,
+                "action": action,
+            },
             task=task,
             metadata={"seed": seed * 100 + ep},
         )

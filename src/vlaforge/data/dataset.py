@@ -42,6 +42,10 @@ class WindowConfig:
     """Camera names (`corner2`) or keys to load; None = every video of the dataset."""
     image_size: int | None = None
     """Resize cached frames to image_size x image_size once, at cache time; None = stored size."""
+    slots: tuple[tuple[str, str | None], ...] | None = None
+    """Camera slots (`vlaforge.data.slots.map_slots`): (slot, camera or None) pairs. When given,
+    frames come out under `observation.images.<slot>` (instead of `cameras`), a missing slot as
+    black frames, and every batch has `camera_mask` [B, C] (False = missing slot)."""
 
 
 def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -75,7 +79,11 @@ class WindowDataset:
         self.fps = self.source.fps
         self.tasks = self.source.tasks
         self.stats = self.source.stats
-        self.camera_keys = self._select_cameras(window.cameras)
+        slots = window.slots
+        self._slots = slots
+        self.camera_keys = self._select_cameras(
+            tuple(c for _, c in slots if c is not None) if slots is not None else window.cameras
+        )
         self._episode_ids = self._check_episodes(episodes)
         self.episode_metadata = [self.source.episodes[i] for i in self._episode_ids]
         self._load_arrays(cache_dir)
@@ -126,6 +134,13 @@ class WindowDataset:
         """(H, W, 3) of the cached frames (after `image_size`), None without cameras."""
         return next((tuple(f.shape[1:]) for f in self.frames.values()), None)
 
+    @property
+    def image_keys(self) -> list[str]:
+        """The image keys of a batch: one per slot with `slots`, else the selected camera keys."""
+        if self._slots is None:
+            return list(self.camera_keys)
+        return [keys.image_key(slot) for slot, _ in self._slots]
+
     def __len__(self) -> int:
         return len(self._anchors)
 
@@ -141,7 +156,7 @@ class WindowDataset:
         chunk = rows[:, None] + np.arange(self.window.chunk)  # [B, H]
         obs_pad, act_pad = hist < start, chunk >= end  # [B, T], [B, H]
         hist, chunk = np.maximum(hist, start), np.minimum(chunk, end - 1)
-        batch: dict = {k: np.take(f, hist, axis=0) for k, f in self.frames.items()}  # [B, T, H, W, C]
+        batch: dict = self._images(hist)  # key -> [B, T, H, W, C]
         batch.update({k: v[hist] for k, v in self.obs.items()})  # [B, T, D]
         batch[keys.ACTION] = self.action[chunk]  # [B, H, A]
         batch[keys.OBS_IS_PAD] = obs_pad
@@ -151,6 +166,20 @@ class WindowDataset:
         batch["episode_index"] = self.episode_index[rows]
         batch["frame_index"] = self.frame_index[rows]
         return batch
+
+    def _images(self, hist: np.ndarray) -> dict:
+        """Frames of the history rows `hist` [B, T]: per camera, or per slot (+ `camera_mask`)."""
+        if self._slots is None:
+            return {k: np.take(f, hist, axis=0) for k, f in self.frames.items()}  # [B, T, H, W, C]
+        out: dict = {}
+        shape = (*hist.shape, *self.image_shape)
+        for slot, camera in self._slots:
+            key = keys.image_key(slot)
+            frames = self.frames[keys.image_key(camera)] if camera is not None else None
+            out[key] = np.take(frames, hist, axis=0) if frames is not None else np.zeros(shape, np.uint8)
+        present = np.array([camera is not None for _, camera in self._slots])  # [C]
+        out[keys.CAMERA_MASK] = np.broadcast_to(present, (len(hist), len(present))).copy()  # [B, C]
+        return out
 
 
 def to_torch(batch: dict) -> dict:

@@ -10,8 +10,12 @@ exactly: the batches after `load_state_dict` are identical to an uninterrupted r
 Datasets may differ in action and proprio dimension: `action` and `observation.state` (and
 `observation.environment_state`) are zero-padded to the largest dimension, with
 `action_dim_mask` / `state_dim_mask` True for real dimensions, and `dataset_index` says which
-dataset (embodiment) a sample came from. Cameras, image size, fps, history and chunk must agree
-(a clear `VlaforgeError` names the disagreement).
+dataset (embodiment) a sample came from. Datasets with different cameras meet in camera slots
+(`vlaforge.data.slots`: the window config maps each dataset's cameras onto the policy's slots; a
+missing slot is masked by `camera_mask`). Image keys, image size, history and chunk must agree (a
+clear `VlaforgeError` names the disagreement). So must fps, unless `mixed_fps=True`: then every
+dataset keeps its own control rate (Octo's practice on Open X-Embodiment: a chunk is H steps of that
+robot's clock, and each embodiment is run at its own rate at evaluation); there is no resampling.
 """
 
 from __future__ import annotations
@@ -36,11 +40,12 @@ class MixtureLoader:
         weights: Sequence[float] | None = None,
         batch_size: int = 64,
         seed: int = 0,
+        mixed_fps: bool = False,
     ):
         self.datasets = list(datasets)
         if not self.datasets:
             raise VlaforgeError("a mixture needs at least one dataset")
-        _check_compatible(self.datasets)
+        _check_compatible(self.datasets, mixed_fps)
         self.weights = _normalise(weights, len(self.datasets))
         if batch_size < 1:
             raise VlaforgeError(f"batch_size must be >= 1, got {batch_size}")
@@ -166,13 +171,12 @@ def _normalise(weights: Sequence[float] | None, n: int) -> np.ndarray:
     return w / w.sum()
 
 
-def _check_compatible(datasets: list[WindowDataset]) -> None:
+def _check_compatible(datasets: list[WindowDataset], mixed_fps: bool) -> None:
     first = datasets[0]
     for d in datasets[1:]:
         checks = {
-            "cameras": (first.camera_keys, d.camera_keys),
+            "cameras": (first.image_keys, d.image_keys),
             "image size": (first.image_shape, d.image_shape),
-            "fps": (first.fps, d.fps),
             "window": ((first.window.history, first.window.chunk), (d.window.history, d.window.chunk)),
         }
         for what, (a, b) in checks.items():
@@ -180,3 +184,9 @@ def _check_compatible(datasets: list[WindowDataset]) -> None:
                 raise VlaforgeError(
                     f"datasets in a mixture disagree on {what}: {str(first.root)!r} has {a}, {str(d.root)!r} has {b}"
                 )
+        if first.fps != d.fps and not mixed_fps:
+            raise VlaforgeError(
+                f"datasets in a mixture have different control rates: {str(first.root)!r} runs at "
+                f"{first.fps:g} fps, {str(d.root)!r} at {d.fps:g} fps; train each at its own rate with "
+                "--set train.mixed_fps=true (a chunk is then H steps of each robot's own clock)"
+            )

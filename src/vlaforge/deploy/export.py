@@ -72,8 +72,13 @@ class ObservationToActions(nn.Module):
         super().__init__()
         self.policy = policy
         self.io = PolicyIO(policy, embodiment)
-        self.keys = [keys.image_key(cam) for cam in self.io.cameras]
+        self.keys = [keys.image_key(cam) for cam in self.io.cameras]  # the embodiment's camera names
         self.has_state = policy.config.state_dim > 0
+        # Graph inputs are named by the embodiment's cameras; the policy reads its slots. A slot the
+        # embodiment lacks is a constant False in camera_mask (baked into this embodiment's graph).
+        self._rename = {keys.image_key(c): keys.image_key(s) for s, c in self.io.slots if c is not None}
+        present = [c is not None for _, c in self.io.slots]
+        self._camera_mask = None if all(present) else torch.tensor([present])  # [1, C]
 
     def input_names(self) -> list[str]:
         return [
@@ -92,7 +97,10 @@ class ObservationToActions(nn.Module):
         try:
             b = shim.value.shape[0]
             index = torch.full((b,), self.io.embodiment, dtype=torch.long)  # [B]
-            batch = {**named, keys.TASK: [""] * b, keys.DATASET_INDEX: index}
+            batch = {self._rename.get(k, k): v for k, v in named.items()}
+            batch.update({keys.TASK: [""] * b, keys.DATASET_INDEX: index})
+            if self._camera_mask is not None:
+                batch[keys.CAMERA_MASK] = self._camera_mask.expand(b, -1)  # [B, C]
             trunk = self.policy.encode(batch)
             normalized = self.policy.head.sample(trunk, 1, None)  # [B, H, A_policy]
             actions = self.policy.action_norm.unnormalize(normalized, index)  # [B, H, A_policy]
@@ -106,13 +114,14 @@ def example_inputs(
 ) -> dict[str, torch.Tensor]:
     """Random inputs of the exported shapes (first history step padded, see the module doc)."""
     cfg, g = policy.config, torch.Generator().manual_seed(seed)
-    state_dim = PolicyIO(policy, embodiment).state_dim
+    io = PolicyIO(policy, embodiment)
+    state_dim = io.state_dim
     side, t = cfg.image_size, cfg.history
     out: dict[str, torch.Tensor] = {
         f"observation.images.{cam}": torch.randint(
             0, 256, (batch, t, side, side, 3), generator=g, dtype=torch.uint8
         )
-        for cam in cfg.cameras
+        for cam in io.cameras
     }
     if cfg.state_dim > 0:
         out["observation.state"] = torch.randn(batch, t, state_dim, generator=g)

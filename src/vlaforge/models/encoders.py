@@ -120,6 +120,13 @@ class ObservationEncoder(nn.Module):
     def tokens_per_step(self) -> int:
         return len(self.cameras) * self.stem.num_patches + (1 if self.state is not None else 0)
 
+    def token_mask(self, camera_mask: torch.Tensor) -> torch.Tensor:
+        """`camera_mask` [B, C] (True = the slot has an image) -> per-step token mask [B, K]."""
+        tokens = camera_mask.bool().repeat_interleave(self.stem.num_patches, dim=1)  # [B, C*P]
+        if self.state is None:
+            return tokens
+        return torch.cat([tokens, tokens.new_ones(tokens.shape[0], 1)], dim=1)  # [B, K]
+
     def forward(self, images: list[torch.Tensor], state: torch.Tensor | None) -> torch.Tensor:
         b, t = images[0].shape[:2]
         tokens = torch.stack([self.stem(im.flatten(0, 1)) for im in images])  # [C, B*T, P, D]

@@ -54,6 +54,12 @@ class CameraRecord:
     name: str
     frame_size: tuple[int, int]  # (H, W) of the stored frames
     role: str = "primary"
+    slot: str | None = None  # the policy camera slot it feeds (None: the slot of its own name)
+
+    @property
+    def feeds(self) -> str:
+        """The policy slot this camera's frames go to."""
+        return self.slot or self.name
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,12 @@ def _embodiment(index: int, d: dict[str, Any], fps: Any) -> EmbodimentRecord:
         simulator=d.get("simulator"),
         fps=d.get("fps", fps),
         cameras=tuple(
-            CameraRecord(name, tuple(int(x) for x in c["frame_size"]), c.get("role") or camera_role(name, i))
+            CameraRecord(
+                name,
+                tuple(int(x) for x in c["frame_size"]),
+                c.get("role") or camera_role(name, i),
+                c.get("slot"),
+            )
             for i, (name, c) in enumerate(cams.items())
         ),
         tasks=tuple(d.get("tasks") or ()),
@@ -186,7 +197,7 @@ def _embodiment_dict(e: EmbodimentRecord) -> dict[str, Any]:
         "control_mode": e.control_mode,
         "simulator": e.simulator,
         "fps": e.fps,
-        "cameras": {c.name: {"frame_size": list(c.frame_size), "role": c.role} for c in e.cameras},
+        "cameras": {c.name: _camera_dict(c) for c in e.cameras},
         "tasks": list(e.tasks),
         "root": e.root,
         "weight": e.weight,
@@ -194,6 +205,13 @@ def _embodiment_dict(e: EmbodimentRecord) -> dict[str, Any]:
         "train_episodes": list(e.train_episodes),
         "val_episodes": list(e.val_episodes),
     }
+
+
+def _camera_dict(c: CameraRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {"frame_size": list(c.frame_size), "role": c.role}
+    if c.slot is not None:
+        out["slot"] = c.slot
+    return out
 
 
 def _basename(root: Any) -> str | None:
@@ -224,6 +242,10 @@ class ObservationWindow:
     [H, W, 3], `observation.state` [S], `task` str; other keys are ignored) and returns the window
     ending at it. `reset()` at every episode start. Buffers are kept per key and shifted in place, so
     a push costs one copy of the window, whatever the history.
+
+    `slots` ((slot, camera or None) per policy camera slot, `vlaforge.data.slots`) renames each
+    camera's frames to its slot's key; a slot without a camera is left out and marked False in
+    `camera_mask` [1, C] (the policy drops its tokens), as in training.
     """
 
     def __init__(
@@ -233,11 +255,15 @@ class ObservationWindow:
         cameras: tuple[str, ...] | None = None,
         state_width: int | None = None,
         embodiment: int | None = None,
+        slots: tuple[tuple[str, str | None], ...] | None = None,
     ) -> None:
         if history < 1:
             raise ValueError(f"history must be >= 1, got {history}")
         self.history, self.cameras, self.embodiment = history, cameras, embodiment
         self.state_width = state_width
+        self._rename = {keys.image_key(c): keys.image_key(s) for s, c in slots or () if c is not None}
+        present = [c is not None for _, c in slots or ()]
+        self._camera_mask = None if all(present) else torch.tensor([present])  # [1, C]
         self.reset()
 
     def reset(self) -> None:
@@ -272,7 +298,9 @@ class ObservationWindow:
     def _window(self, task: str) -> dict[str, Any]:
         window: dict[str, Any] = {}
         for key, buf in self._buffers.items():
-            window[key] = torch.from_numpy(buf.copy())[None]  # [1, T, ...]
+            window[self._rename.get(key, key)] = torch.from_numpy(buf.copy())[None]  # [1, T, ...]
+        if self._camera_mask is not None:
+            window[keys.CAMERA_MASK] = self._camera_mask.clone()  # [1, C]
         if keys.STATE in window and self.state_width is not None:
             real = window[keys.STATE].shape[-1]
             if real > self.state_width:
@@ -310,7 +338,9 @@ class PolicyIO:
         self.embodiment_record = self.record.embodiment(embodiment)
         e = self.embodiment_record
         self.embodiment = e.index if e is not None else 0
-        self.cameras: tuple[str, ...] = tuple(cfg.cameras)
+        self.slots: tuple[tuple[str, str | None], ...] = _slots(tuple(cfg.cameras), e)
+        # The cameras this embodiment renders (and a client sends), in slot order.
+        self.cameras: tuple[str, ...] = tuple(c for _, c in self.slots if c is not None)
         self.history, self.chunk, self.execute_steps = (
             int(cfg.history),
             int(cfg.chunk),
@@ -339,6 +369,7 @@ class PolicyIO:
             cameras=self.cameras,
             state_width=int(self.config.state_dim) if self.config.state_dim else None,
             embodiment=self.embodiment,
+            slots=self.slots,
         )
 
     def actions(self, raw: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -352,7 +383,9 @@ class PolicyIO:
         return {
             "embodiment": {"index": self.embodiment, "name": e.name if e else None},
             "cameras": {
-                c: {"frame_size": list(self.frame_size(c)), "role": self.camera_role(c)} for c in self.cameras
+                c: {"frame_size": list(self.frame_size(c)), "role": self.camera_role(c), "slot": slot}
+                for slot, c in self.slots
+                if c is not None
             },
             "image_size": int(self.config.image_size),
             "history": self.history,
@@ -365,3 +398,12 @@ class PolicyIO:
             "control_mode": e.control_mode if e else None,
             "fps": self.fps,
         }
+
+
+def _slots(policy_slots: tuple[str, ...], e: EmbodimentRecord | None) -> tuple[tuple[str, str | None], ...]:
+    """(slot, camera or None) per policy slot for embodiment `e`: the camera recorded as feeding the
+    slot; without camera records (older checkpoints) each slot is the camera of its own name."""
+    if e is None or not e.cameras:
+        return tuple((s, s) for s in policy_slots)
+    fed = {c.feeds: c.name for c in e.cameras}
+    return tuple((s, fed.get(s)) for s in policy_slots)

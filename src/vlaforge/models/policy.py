@@ -130,18 +130,7 @@ class VLAPolicy(nn.Module):
         """Observation (images uint8 [B,T,H,W,C], state [B,T,S], task) -> trunk output."""
         cfg, dev = self.config, self.device
         keep = slice(-cfg.history, None)  # the last `history` steps
-        images = []
-        for cam in cfg.cameras:
-            if keys.image_key(cam) not in observation:
-                raise VlaforgeError(
-                    f"the observation lacks {keys.image_key(cam)!r} (policy cameras: {cfg.cameras})"
-                )
-            frames = _tensor(observation[keys.image_key(cam)])
-            if frames.dim() != 5 or frames.shape[-1] != 3:
-                raise VlaforgeError(
-                    f"{keys.image_key(cam)} must be [B, T, H, W, 3], got {list(frames.shape)}"
-                )
-            images.append(frames[:, keep])  # [B, T, H, W, C]
+        images, camera_mask = self._images(observation, keep)
         b = images[0].shape[0]
         index = observation.get(keys.DATASET_INDEX)
         index = None if index is None else _tensor(index, dev).reshape(-1)
@@ -153,7 +142,38 @@ class VLAPolicy(nn.Module):
         obs_tokens = self.obs_encoder(images, state)  # [B, T, K, D]
         pad = observation.get(keys.OBS_IS_PAD)
         pad = None if pad is None else _tensor(pad, dev)[:, keep].bool()  # [B, T]
-        return self.trunk(task_tokens, obs_tokens, pad)
+        step_mask = (
+            None if camera_mask is None else self.obs_encoder.token_mask(camera_mask.to(dev))
+        )  # [B, K]
+        return self.trunk(task_tokens, obs_tokens, pad, step_mask)
+
+    def _images(
+        self, observation: dict[str, Any], keep: slice
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Per camera slot uint8 [B, T, H, W, C] and `camera_mask` [B, C] (None: all present). A slot
+        the observation lacks is allowed only where `camera_mask` marks it missing; it gets black
+        frames whose tokens the trunk never attends to."""
+        cams = self.config.cameras
+        mask = observation.get(keys.CAMERA_MASK)
+        mask = None if mask is None else _tensor(mask).bool()
+        if mask is not None and (mask.dim() != 2 or mask.shape[1] != len(cams)):
+            raise VlaforgeError(f"{keys.CAMERA_MASK} must be [B, {len(cams)}], got {list(mask.shape)}")
+        images: list[torch.Tensor | None] = []
+        for j, cam in enumerate(cams):
+            key = keys.image_key(cam)
+            if key not in observation:
+                if mask is None or bool(mask[:, j].any()):
+                    raise VlaforgeError(f"the observation lacks {key!r} (policy camera slots: {cams})")
+                images.append(None)
+                continue
+            frames = _tensor(observation[key])
+            if frames.dim() != 5 or frames.shape[-1] != 3:
+                raise VlaforgeError(f"{key} must be [B, T, H, W, 3], got {list(frames.shape)}")
+            images.append(frames[:, keep])  # [B, T, H, W, C]
+        real = next((im for im in images if im is not None), None)
+        if real is None:
+            raise VlaforgeError(f"the observation has none of the policy's camera slots {cams}")
+        return [torch.zeros_like(real) if im is None else im for im in images], mask
 
     def _state(
         self, obs: dict[str, Any], index: torch.Tensor | None, keep: slice, dev: torch.device

@@ -92,17 +92,30 @@ class Trunk(nn.Module):
         return self._masks[key]
 
     def forward(
-        self, task: torch.Tensor, obs: torch.Tensor, obs_is_pad: torch.Tensor | None = None
+        self,
+        task: torch.Tensor,
+        obs: torch.Tensor,
+        obs_is_pad: torch.Tensor | None = None,
+        step_mask: torch.Tensor | None = None,
     ) -> TrunkOutput:
+        """`obs_is_pad` [B, T] (True = padded history step) and `step_mask` [B, K] (True = a real
+        token within each step, e.g. False for a missing camera slot) remove tokens as keys."""
         b, t, k, d = obs.shape
         n_ctx = task.shape[1] + t * k
         readouts = self.readouts.expand(b, -1, -1)  # [B, R, D]
         x = torch.cat([task, obs.reshape(b, t * k, d), readouts], dim=1)  # [B, N, D]
         mask = self._mask((task.shape[1], t, k, self.num_readouts), x.device)  # [N, N]
         token_mask = None
-        if obs_is_pad is not None:  # no data-dependent branch, so traced/exported graphs keep the mask
+        if (
+            obs_is_pad is not None or step_mask is not None
+        ):  # no data-dependent branch: exported graphs keep it
+            obs_real = torch.ones(b, t, k, dtype=torch.bool, device=x.device)  # [B, T, K]
+            if obs_is_pad is not None:
+                obs_real = obs_real & ~obs_is_pad.bool()[:, :, None]
+            if step_mask is not None:
+                obs_real = obs_real & step_mask.bool()[:, None, :]
             real = torch.ones(b, x.shape[1], dtype=torch.bool, device=x.device)  # [B, N]
-            real[:, task.shape[1] : n_ctx] = ~obs_is_pad.bool().repeat_interleave(k, dim=1)
+            real[:, task.shape[1] : n_ctx] = obs_real.reshape(b, t * k)
             mask = mask[None, None] & real[:, None, None, :]  # [B, 1, N, N]
             token_mask = real[:, :n_ctx]
         for block in self.blocks:

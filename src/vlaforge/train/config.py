@@ -86,6 +86,13 @@ class TrainConfig:
     """Stop after this much training wall time with a final checkpoint at that step (0 = off). A
     safety net for time-boxed runs such as the quickstart: the lr schedule still spans `steps`, so a
     run cut short ends above its minimum lr (and a resumed run gets a fresh allowance)."""
+    camera_map: str = ""
+    """Explicit camera -> slot mapping for the datasets, "CAMERA=SLOT,..." (e.g. "top=primary");
+    otherwise a slot of `model.cameras` takes the camera of that name, else the first camera whose
+    collected role is the slot's name (`vlaforge.data.slots`)."""
+    mixed_fps: bool = False
+    """Accept a mixture of datasets with different fps, each kept at its own control rate (a chunk is
+    H steps of that robot's clock; Octo's practice). Off: such a mixture is refused, naming the rates."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     """Image augmentation on the training device."""
 

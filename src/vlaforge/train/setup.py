@@ -19,6 +19,7 @@ import torch
 
 from vlaforge import keys
 from vlaforge.config import apply_overrides
+from vlaforge.data.slots import is_identity, map_slots, parse_camera_map
 from vlaforge.errors import VlaforgeError
 from vlaforge.train import checkpoint as ckpt
 from vlaforge.train.config import TrainConfig, split_overrides
@@ -67,34 +68,46 @@ def build_data(sources: list[DataSource], policy_cfg, train_cfg: TrainConfig, di
     from vlaforge.data.mixture import MixtureLoader
 
     metas = [open_dataset(s.root, LeRobotV3Dataset) for s in sources]
-    for source, meta in zip(sources, metas, strict=True):
-        check_fits(source.root, meta, policy_cfg)
-    # Frames are resized to the policy's size once, in the frame cache, not every step.
-    window = WindowConfig(
-        history=policy_cfg.history,
-        chunk=policy_cfg.chunk,
-        cameras=tuple(policy_cfg.cameras),
-        image_size=policy_cfg.image_size,
-    )
+    slot_maps = [
+        check_fits(source.root, meta, policy_cfg, train_cfg.camera_map)
+        for source, meta in zip(sources, metas, strict=True)
+    ]
+    # Frames are resized to the policy's size once, in the frame cache, not every step. Datasets
+    # whose cameras all carry the slots' names keep the plain per-camera batches (no camera_mask).
+    use_slots = not all(is_identity(m) for m in slot_maps)
+    windows = [
+        WindowConfig(
+            history=policy_cfg.history,
+            chunk=policy_cfg.chunk,
+            cameras=tuple(policy_cfg.cameras),
+            image_size=policy_cfg.image_size,
+            slots=slot_map if use_slots else None,
+        )
+        for slot_map in slot_maps
+    ]
     splits = [split_episodes(m.num_episodes, train_cfg.val_fraction, train_cfg.seed) for m in metas]
     train_sets = [
-        WindowDataset(s.root, window, episodes=list(tr)) for s, (tr, _) in zip(sources, splits, strict=True)
+        WindowDataset(s.root, w, episodes=list(tr))
+        for s, w, (tr, _) in zip(sources, windows, splits, strict=True)
     ]
     weights = [s.weight for s in sources]
-    loader = MixtureLoader(train_sets, weights, train_cfg.batch_size, train_cfg.seed)
+    mixed = train_cfg.mixed_fps
+    loader = MixtureLoader(train_sets, weights, train_cfg.batch_size, train_cfg.seed, mixed_fps=mixed)
     action_dim = max(d.action_dim for d in train_sets)
     state_dim = max(d.state_dim for d in train_sets)
     val = None
     if all(len(va) for _, va in splits) and train_cfg.val_batches > 0:
         val_sets = [
-            WindowDataset(s.root, window, episodes=list(va))
-            for s, (_, va) in zip(sources, splits, strict=True)
+            WindowDataset(s.root, w, episodes=list(va))
+            for s, w, (_, va) in zip(sources, windows, splits, strict=True)
         ]
-        val_loader = MixtureLoader(val_sets, weights, train_cfg.batch_size, train_cfg.seed + 1)
+        val_loader = MixtureLoader(
+            val_sets, weights, train_cfg.batch_size, train_cfg.seed + 1, mixed_fps=mixed
+        )
         val = [
             pad_dims(b, action_dim, state_dim) for b in itertools.islice(val_loader, train_cfg.val_batches)
         ]
-    metadata = run_metadata(sources, metas, splits, train_sets, tuple(policy_cfg.cameras))
+    metadata = run_metadata(sources, metas, splits, train_sets, slot_maps)
     return TrainData(loader, val, list(loader.stats), metadata, action_dim, state_dim)
 
 
@@ -106,23 +119,24 @@ def open_dataset(root: Path, cls):
         raise VlaforgeError(f"--data {root}: {err}") from err
 
 
-def check_fits(root: Path, meta, policy_cfg) -> None:
-    """Before the first step: the dataset has the policy's cameras, actions and (if used) state."""
-    cams = sorted(
-        k[len(keys.IMAGE_PREFIX) :] if k.startswith(keys.IMAGE_PREFIX) else k for k in meta.camera_keys
+def check_fits(root: Path, meta, policy_cfg, camera_map: str = ""):
+    """Before the first step: the dataset feeds the policy's camera slots (returns its slot map,
+    `vlaforge.data.slots`) and has actions and (if used) state."""
+    cams = [k[len(keys.IMAGE_PREFIX) :] if k.startswith(keys.IMAGE_PREFIX) else k for k in meta.camera_keys]
+    from vlaforge.models.io import camera_role
+
+    recorded = meta.collection.get("camera_roles") or {}
+    roles = {c: recorded.get(c) or camera_role(c, j) for j, c in enumerate(cams)}
+    slot_map = map_slots(
+        policy_cfg.cameras, cams, roles, parse_camera_map(camera_map), where=f"dataset {root}"
     )
-    for cam in policy_cfg.cameras:
-        if cam not in cams:
-            raise VlaforgeError(
-                f"dataset {root} has no camera {cam!r} that the policy needs (it has {cams}); "
-                f"pick one with --set model.cameras={cams[0] if cams else '...'}"
-            )
     if keys.ACTION not in meta.features:
         raise VlaforgeError(f"dataset {root} has no {keys.ACTION!r} feature")
     if policy_cfg.state_dim > 0 and keys.STATE not in meta.features:
         raise VlaforgeError(
             f"dataset {root} has no {keys.STATE!r}; train without proprio with --set model.state_dim=0"
         )
+    return slot_map
 
 
 def pad_dims(batch: dict, action_dim: int, state_dim: int) -> dict:
@@ -141,10 +155,11 @@ def pad_dims(batch: dict, action_dim: int, state_dim: int) -> dict:
     return out
 
 
-def run_metadata(sources, metas, splits, train_sets, cameras) -> dict:
+def run_metadata(sources, metas, splits, train_sets, slot_maps) -> dict:
     """The checkpoint record (`vlaforge.models.io.CheckpointRecord`) of this training data, as
-    metadata.json holds it: per dataset its dims, names, control mode, simulator, the frame size and
-    role of each policy camera, fps, episode split and origin; the episodes' (task, seed) pairs."""
+    metadata.json holds it: per dataset its dims, names, control mode, simulator, the frame size,
+    role and slot of each camera that feeds the policy, fps, episode split and origin; the episodes'
+    (task, seed) pairs."""
     from vlaforge.models.io import (
         CameraRecord,
         CheckpointRecord,
@@ -159,8 +174,8 @@ def run_metadata(sources, metas, splits, train_sets, cameras) -> dict:
         collection = meta.collection
         roles = collection.get("camera_roles") or {}
         cams = tuple(
-            CameraRecord(cam, tuple(meta.video_shape[keys.image_key(cam)][:2]), roles.get(cam) or camera_role(cam, j))
-            for j, cam in enumerate(cameras)
+            CameraRecord(cam, tuple(meta.video_shape[keys.image_key(cam)][:2]), roles.get(cam) or camera_role(cam, j), slot)
+            for j, (slot, cam) in enumerate(slot_maps[i]) if cam is not None
         )  # fmt: skip
         embodiments.append(
             EmbodimentRecord(
