@@ -228,9 +228,16 @@ def test_a_mixture_checkpoint_evaluates_from_its_record_without_its_datasets(tmp
     VLAPolicy(cfg, stats=[_stats(7), _stats(7)], metadata=meta).save_pretrained(tmp_path / "ckpt")
     run_cfg = _cfg(tmp_path / "E", str(tmp_path / "ckpt"), episodes_per_task=1, workers=1, max_steps=4,
                    videos_per_task=0)  # fmt: skip
-    with pytest.raises(VlaforgeError, match="7-d actions but Meta-World takes 4-d.*--dataset-index"):
+    with pytest.raises(VlaforgeError, match="7-d actions but Meta-World takes 4-d.*--embodiment"):
         run(run_cfg)
-    assert run(dataclasses.replace(run_cfg, dataset_index=1)) == 0
+    with pytest.raises(VlaforgeError, match="unknown embodiment 'sawyr'.*sawyer"):
+        run(dataclasses.replace(run_cfg, embodiment="sawyr"))
+    assert run(dataclasses.replace(run_cfg, embodiment="sawyer")) == 0
     info = json.loads((tmp_path / "E" / "eval_info.json").read_text())
     assert info["env"]["image_size"] == 48  # the recorded frame size, not the stem's 32 px
     assert info["train_seeds"]["status"] == "disjoint" and info["per_task"]["reach-v3"]["episodes"] == 1
+    # With the simulator recorded, the embodiment collected on it is picked without --embodiment.
+    meta["datasets"][1]["simulator"] = "metaworld"
+    VLAPolicy(cfg, stats=[_stats(7), _stats(7)], metadata=meta).save_pretrained(tmp_path / "ckpt2")
+    auto = dataclasses.replace(run_cfg, policy=str(tmp_path / "ckpt2"), out=str(tmp_path / "E2"))
+    assert run(auto) == 0

@@ -4,7 +4,7 @@ Everything here comes from two declarations: the policy's `PolicySpec` and the s
 `SimulatorSpec` (vlaforge.envs.registry); nothing is hard-coded for one simulator.
 
 - Dimensions: the policy's real action dims must be the simulator's, its proprio dims the
-  simulator's (or 0). A mixture checkpoint reports the dims of the embodiment `dataset_index` names.
+  simulator's (or 0). A mixture checkpoint reports the dims of the embodiment `--embodiment` names.
 - Rendering: environments render the policy's cameras (which the simulator must have) at the policy's
   frame size (a checkpoint's recorded training-frame size).
 - Execution: receding horizon executes k <= H actions per chunk (`execute_steps`, default the policy's).
@@ -26,7 +26,7 @@ def check_policy_fits(spec: PolicySpec, sim: SimulatorSpec, cfg: EvalConfig) -> 
         raise VlaforgeError(
             f"the policy predicts {spec.action_dim}-d actions but {sim.display_name} takes {action.dim}-d "
             f"actions ({', '.join(action.names)}): evaluate a policy trained on {sim.display_name} data"
-            + ("" if cfg.dataset_index is not None else " (or pass --dataset-index for a mixture policy)")
+            + ("" if cfg.embodiment else " (or pass --embodiment NAME for a mixture policy)")
         )
     if spec.state_dim not in (0, sim.state.dim):
         raise VlaforgeError(

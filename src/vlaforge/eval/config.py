@@ -64,8 +64,9 @@ class EvalConfig:
     simulator's default camera)."""
     device: str = "cpu"
     """Policy device: cpu, cuda, cuda:N or auto."""
-    dataset_index: int | None = None
-    """Mixture policy: which training dataset (embodiment) this simulator is."""
+    embodiment: str = ""
+    """Mixture policy: which of its training datasets (embodiments) this simulator is, by name (the
+    robot type, e.g. sawyer) or index (default: the one collected on this simulator, if just one)."""
     overwrite: bool = False
     """Replace an existing evaluation in the output directory."""
     key_map: str = ""
@@ -96,8 +97,6 @@ def validate(cfg: EvalConfig) -> None:
             _at_least(cfg, name, 1)
     _at_least(cfg, "videos_per_task", 0)
     _at_least(cfg, "seed", 0)
-    if cfg.dataset_index is not None:
-        _at_least(cfg, "dataset_index", 0)
     if cfg.timeout_s <= 0:
         raise VlaforgeError(f"timeout_s must be > 0, got {cfg.timeout_s}")
     if cfg.execution not in ("receding", "ensemble", "single", "rtc"):

@@ -96,13 +96,13 @@ class GuidedPolicy(Policy, Protocol):
 
 
 class CheckpointPolicy:
-    """A `VLAPolicy` (or its INT8 copy) as a `Policy`, for one embodiment (`cfg.dataset_index`)."""
+    """A `VLAPolicy` (or its INT8 copy) as a `Policy`, for one embodiment (`embodiment_for`)."""
 
     def __init__(self, policy: Any, cfg: EvalConfig, *, name: str | None = None) -> None:
         from vlaforge.models.io import PolicyIO
 
         self.policy = policy
-        self.io = io = PolicyIO(policy, embodiment=cfg.dataset_index)
+        self.io = io = PolicyIO(policy, embodiment=embodiment_for(policy.record, cfg))
         self.device = _device_of(policy)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.spec = PolicySpec(
@@ -198,6 +198,23 @@ def resolve_policy(cfg: EvalConfig, sim: SimulatorSpec) -> Policy:
 
     policy = VLAPolicy.from_pretrained(cfg.policy)
     return CheckpointPolicy(policy.eval().to(_torch_device(cfg.device)), cfg)
+
+
+def embodiment_for(record: Any, cfg: EvalConfig) -> str | None:
+    """The embodiment a checkpoint is evaluated as: `cfg.embodiment` (a name or an index), else the
+    one embodiment collected on `cfg.simulator`, else None (the first: a single-robot policy)."""
+    if cfg.embodiment:
+        record.embodiment(cfg.embodiment)  # an unknown name fails here, naming the choices
+        return cfg.embodiment
+    ours = [e for e in record.embodiments if e.simulator == cfg.simulator]
+    if len(ours) == 1 and len(record.embodiments) > 1:
+        return str(ours[0].index)
+    if len(ours) > 1:
+        names = ", ".join(f"{e.index}={e.name}" for e in ours)
+        raise VlaforgeError(
+            f"the policy has {len(ours)} embodiments collected on {cfg.simulator} ({names}): choose one with --embodiment"
+        )
+    return None
 
 
 def as_policy(policy: Any, cfg: EvalConfig) -> Policy:
