@@ -98,3 +98,21 @@ def test_export_wrapper_takes_the_embodiment_cameras(policy):
     with torch.no_grad():
         out = wrapper(*[inputs[k] for k in wrapper.input_names()])
     assert out.shape == (1, 4, 4) and torch.isfinite(out).all()
+
+
+def test_the_server_runtime_serves_one_embodiment_of_a_mixture(policy):
+    from vlaforge.serve.protocol import ObservationRequest
+    from vlaforge.serve.runtime import PolicyRuntime
+
+    runtime = PolicyRuntime(policy, embodiment="sawyer", warmup=True)
+    try:
+        assert runtime.spec.cameras == ("corner2",)  # what a client of this robot sends
+        request = ObservationRequest(
+            {keys.image_key("corner2"): np.zeros((1, 32, 32, 3), np.uint8)},
+            np.zeros((1, 4), np.float32),
+            "reach",
+        )
+        result = runtime.submit(runtime.connection().window(request)).result(timeout=60)
+        assert result["actions"].shape == (4, 4) and np.isfinite(result["actions"]).all()
+    finally:
+        runtime.close()
