@@ -68,6 +68,10 @@ class CollectConfig:
     """Successful episodes kept per task."""
     cameras: str = ""
     """Cameras to render, comma-separated (default: the simulator's default camera; upright)."""
+    protocol: str = ""
+    """How each episode's scene is placed, for simulators with a choice (Meta-World: heldout = a
+    fresh placement per seed, the default; published = the benchmark's 50 fixed placements per task,
+    as LeRobot's metaworld_mt50 data; see docs/meta-world-protocols.md)."""
     image_size: int = 128
     """Square image side in pixels: even (video encoding needs it), 16..1024."""
     seed: int = 0
@@ -99,6 +103,7 @@ class Collection:
     steps_after_success: int
     max_attempts: int
     max_steps: int
+    protocol: str | None = None  # SimulatorSpec.protocols name; None: the simulator has no choice
 
     @property
     def sim(self) -> SimulatorSpec:
@@ -139,6 +144,7 @@ def resolve(cfg: CollectConfig) -> Collection:
         steps_after_success=_int(cfg, "steps_after_success", 0),
         max_attempts=_int(cfg, "max_attempts", 1),
         max_steps=sim.max_steps if cfg.max_steps is None else _int(cfg, "max_steps", 1),
+        protocol=sim.check_protocol(cfg.protocol),
     )
 
 
@@ -223,8 +229,9 @@ def check_output(root: Path, cfg: Collection, overwrite: bool) -> bool:
         raise VlaforgeError(
             f"output directory {str(root)!r} already holds a finished dataset; pass --overwrite to replace it or choose another --out"
         )
-    if saved.get("config") != _jsonable(asdict(cfg)):
-        diff = _differences(saved.get("config") or {}, _jsonable(asdict(cfg)))
+    before = {"protocol": cfg.protocol, **(saved.get("config") or {})}  # older sidecars: the default
+    if before != _jsonable(asdict(cfg)):
+        diff = _differences(before, _jsonable(asdict(cfg)))
         raise VlaforgeError(
             f"{str(root)!r} holds an unfinished collection made with other options ({diff}); rerun it with the same options to resume, or pass --overwrite"
         )
@@ -254,6 +261,7 @@ def _write_sidecar(root: Path, cfg: Collection, complete: bool, per_task: dict |
         "simulator": sim.name,
         "control_mode": sim.action.control_mode,
         "camera_roles": {cam: sim.camera_role(cam) for cam in cfg.cameras},
+        "protocol": cfg.protocol,
         "complete": complete,
         "config": _jsonable(asdict(cfg)),
     }
@@ -296,6 +304,7 @@ def _spec(cfg: Collection, task: str, attempt: int) -> AttemptSpec:
         image_size=cfg.image_size,
         steps_after_success=cfg.steps_after_success,
         max_steps=cfg.max_steps,
+        protocol=cfg.protocol,
     )
 
 

@@ -3,10 +3,15 @@
 Built from Meta-World's env class directly (no gymnasium wrappers): one `SawyerXYZEnv` with the goal
 observable (MT setting, obs[36:39] = goal), plus our own fast `mujoco.Renderer` (see `render.py`).
 
-Per-episode variation: Meta-World's MT1 benchmark fixes 50 goal/object placements drawn from the
-task's random-reset space. We draw the placement from that same space with the episode's seed
-instead (`seed -> env.np_random -> rand_vec`), so every seed is a fresh, reproducible placement and
-disjoint seeds give disjoint episodes (evaluation picks seeds the dataset did not use).
+Per-episode variation, two protocols (`PROTOCOLS`; docs/meta-world-protocols.md):
+- `heldout` (default): the placement is drawn from the task's random-reset space with the episode's
+  seed (`seed -> env.np_random -> rand_vec`), so every seed is a fresh, reproducible placement and
+  disjoint seeds give disjoint episodes (evaluation picks seeds the dataset did not use).
+- `published`: the benchmark's own 50 fixed goal/object placements per task, Meta-World's
+  `MT1(task, seed=42).train_tasks` (the seed LeRobot's Meta-World environment builds its MT1 with);
+  seed s takes placement s mod 50, so collection and evaluation draw from the same 50 placements, as
+  the benchmark's MT1/MT10/MT50 (and LeRobot's metaworld_mt50 data, recorded on fixed positions) do.
+  Evaluation placements are then placements that training saw.
 
 Observation: `observation.state` = obs39[0:4] (hand xyz, gripper opening), float32;
 `observation.environment_state` = obs39 (39), float32; images upright uint8 [H, W, 3].
@@ -17,6 +22,7 @@ clipped scripted-expert action, which is what the collector records.
 from __future__ import annotations
 
 import atexit
+import functools
 import pickle
 import warnings
 import weakref
@@ -35,6 +41,12 @@ from vlaforge.keys import ENV_STATE, STATE, TASK, image_key
 FPS = 80
 #: Meta-World's episode limit.
 MAX_STEPS = 500
+#: The benchmark's fixed placements per task (Meta-World's MT1 train tasks) and the seed of their draw.
+FIXED_PLACEMENTS, PLACEMENT_SEED = 50, 42
+PROTOCOLS = {
+    "heldout": "a fresh placement per seed from the task's random-reset space (no evaluation placement is a training one)",
+    "published": f"the benchmark's {FIXED_PLACEMENTS} fixed placements per task (MT1 seed {PLACEMENT_SEED}); seed s -> placement s mod {FIXED_PLACEMENTS}",
+}
 CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
 #: Each camera's role in a mixture (see `vlaforge.envs.registry.Camera`).
 CAMERA_ROLES = {
@@ -83,14 +95,19 @@ class MetaWorldEnv:
         cameras: tuple[str, ...] = ("corner2",),
         image_size: int = 128,
         max_steps: int = MAX_STEPS,
+        protocol: str = "heldout",
     ):
+        if protocol not in PROTOCOLS:
+            raise unknown("Meta-World protocol", protocol, PROTOCOLS)
         self.task = canonical(task)
+        self.protocol = protocol
         self.instruction = TASK_DESCRIPTIONS[self.task]
         self.cameras = tuple(cameras)
         self.image_size = int(image_size)
         self.max_steps = int(max_steps)
         _check_cameras(self.cameras)
         self._env = _make_sawyer(self.task)
+        self._placements = fixed_placements(self.task) if protocol == "published" else None
         self._env.max_path_length = max(self.max_steps, MAX_STEPS)
         _render.place_cameras(self._env.model)
         self._renderer = _render.make_renderer(self._env.model, self.image_size)
@@ -109,6 +126,9 @@ class MetaWorldEnv:
         """
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        if self._placements is not None:  # one of the benchmark's fixed placements
+            self._env._last_rand_vec = self._placements[int(seed) % len(self._placements)]
+            self._env._freeze_rand_vec = True
         self._env.seed(int(seed))
         self._obs39, _ = self._env.reset()
         self.steps = 0
@@ -170,11 +190,26 @@ def _check_cameras(cameras: tuple[str, ...]) -> None:
             raise unknown("camera", cam, CAMERAS)
 
 
+@functools.lru_cache(maxsize=64)
+def fixed_placements(task: str) -> tuple[np.ndarray, ...]:
+    """The benchmark's fixed placements of `task`: the rand_vecs of `MT1(task, seed=42).train_tasks`
+    (built once per process and task: Meta-World builds an env to draw them, seconds on a slow CPU)."""
+    import metaworld
+
+    bench = metaworld.MT1(task, seed=PLACEMENT_SEED)
+    return tuple(np.asarray(pickle.loads(t.data)["rand_vec"]) for t in bench.train_tasks)[:FIXED_PLACEMENTS]
+
+
 def make_env(
-    task: str, *, cameras: tuple[str, ...] = ("corner2",), image_size: int = 128, max_steps: int = MAX_STEPS
+    task: str,
+    *,
+    cameras: tuple[str, ...] = ("corner2",),
+    image_size: int = 128,
+    max_steps: int = MAX_STEPS,
+    protocol: str = "heldout",
 ) -> MetaWorldEnv:
     """The registry's factory (`SimulatorSpec.make_env`)."""
-    return MetaWorldEnv(task, cameras=cameras, image_size=image_size, max_steps=max_steps)
+    return MetaWorldEnv(task, cameras=cameras, image_size=image_size, max_steps=max_steps, protocol=protocol)
 
 
 def expert_action(env: MetaWorldEnv) -> np.ndarray:
@@ -218,6 +253,7 @@ SPEC = register(
         task_group=_tasks.difficulty_of,
         robot_type="sawyer",
         env_state_dim=39,
+        protocols=dict(PROTOCOLS),
         title="Meta-World",
     )
 )

@@ -1,7 +1,7 @@
 """The simulator registry: one frozen `SimulatorSpec` per simulator, looked up by name.
 
 Collection, evaluation and the environment worker processes build environments only through a spec
-(`get_simulator(name).make_env(task, cameras, image_size, max_steps)`), so adding a simulator is one
+(`get_simulator(name).new_env(task, cameras=..., image_size=..., max_steps=..., protocol=...)`), so adding a simulator is one
 module that defines a spec plus one entry in `BUILTIN` (or a `register(spec)` call at import time of
 that module); see docs/adding-a-robot-or-simulator.md.
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -106,6 +106,10 @@ class SimulatorSpec:
     """The robot, as LeRobot's `robot_type` of a collected dataset."""
     env_state_dim: int = 0
     """Dims of the privileged simulator state `observation.environment_state` (0: none is returned)."""
+    protocols: dict[str, str] = field(default_factory=dict)
+    """Named ways to place the scene per episode (name -> what it means; the first is the default),
+    for simulators that have a choice (Meta-World: heldout, published); `make_env` then takes
+    `protocol=NAME`. Empty: one way, and `make_env` takes no protocol."""
     title: str = ""
     """The simulator's name as people write it (e.g. "Meta-World"), for messages and reports."""
 
@@ -129,6 +133,33 @@ class SimulatorSpec:
             if cam not in self.camera_names:
                 raise unknown(f"{self.name} camera", cam, self.camera_names)
         return names
+
+    def check_protocol(self, name: str | None) -> str | None:
+        """The protocol `name` (None or "": the default) or None for a simulator without a choice."""
+        if not self.protocols:
+            if name:
+                raise VlaforgeError(
+                    f"--protocol does not apply to {self.name}: it has one placement protocol"
+                )
+            return None
+        if not name:
+            return next(iter(self.protocols))
+        if name not in self.protocols:
+            raise unknown(f"{self.name} protocol", name, self.protocols)
+        return name
+
+    def new_env(
+        self,
+        task: str,
+        *,
+        cameras: tuple[str, ...],
+        image_size: int,
+        max_steps: int,
+        protocol: str | None = None,
+    ) -> Environment:
+        """`make_env`, with the protocol passed only to simulators that have protocols."""
+        extra = {"protocol": self.check_protocol(protocol)} if self.protocols else {}
+        return self.make_env(task, cameras=cameras, image_size=image_size, max_steps=max_steps, **extra)
 
     def task(self, name: str) -> str:
         """The canonical name of one task; an unknown name raises with a "did you mean" hint."""

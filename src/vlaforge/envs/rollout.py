@@ -32,6 +32,7 @@ class AttemptSpec:
     max_steps: int = 500
     simulator: str = "metaworld"
     module: str | None = None  # the module registering `simulator` when it is not built in
+    protocol: str | None = None  # the placement protocol (SimulatorSpec.protocols; None: the default)
 
 
 @dataclass
@@ -124,12 +125,16 @@ def run_attempt(spec: AttemptSpec) -> Rollout:
     Attempts record in one rendered pass until the task's expert first fails in this process; from
     then on they probe first (see `expert_rollout`). The frames are the same either way.
     """
-    key = (spec.simulator, spec.task, spec.cameras, spec.image_size, spec.max_steps)
+    key = (spec.simulator, spec.task, spec.cameras, spec.image_size, spec.max_steps, spec.protocol)
     env = _WORKER_ENVS.pop(key, None)
     if env is None:
         sim = get_simulator(spec.simulator, spec.module)
-        env = sim.make_env(
-            spec.task, cameras=spec.cameras, image_size=spec.image_size, max_steps=spec.max_steps
+        env = sim.new_env(
+            spec.task,
+            cameras=spec.cameras,
+            image_size=spec.image_size,
+            max_steps=spec.max_steps,
+            protocol=spec.protocol,
         )
     _WORKER_ENVS[key] = env  # most recent last
     while len(_WORKER_ENVS) > _WORKER_CACHE:

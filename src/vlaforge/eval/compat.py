@@ -43,6 +43,9 @@ def env_spec_for(spec: PolicySpec, cfg: EvalConfig, sim: SimulatorSpec) -> EnvSp
         image_size=int(spec.image_size),
         max_steps=max_steps(cfg, sim),
         expert=spec.needs_expert_action,
+        protocol=sim.check_protocol(
+            cfg.protocol or (spec.protocol if spec.protocol in sim.protocols else None)
+        ),
     )
 
 

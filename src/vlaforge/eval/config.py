@@ -59,6 +59,10 @@ class EvalConfig:
     image_size: int | None = None
     """Render size in px for expert/random and for servers whose metadata does not say (default 128);
     a checkpoint renders at its recorded frame size."""
+    protocol: str = ""
+    """How episodes are placed, for simulators with a choice (Meta-World: heldout, published;
+    docs/meta-world-protocols.md); default: the protocol the policy's training data was collected
+    with, else the simulator's default."""
     cameras: str = ""
     """Cameras for expert/random or a server without metadata, comma-separated (default: the
     simulator's default camera)."""

@@ -50,6 +50,7 @@ class PolicySpec:
     needs_expert_action: bool = False  # workers attach the simulator's expert action to observations
     train_seeds: TrainSeeds = field(default_factory=TrainSeeds.unknown)
     supports_rtc: bool = False  # implements `GuidedPolicy.infer_guided` (real-time chunking)
+    protocol: str | None = None  # the placement protocol of its training data, when recorded
 
 
 @dataclass
@@ -116,6 +117,7 @@ class CheckpointPolicy:
             state_dim=io.state_dim,
             train_seeds=TrainSeeds.from_record(policy.record, policy.metadata),
             supports_rtc=supports_rtc(policy),
+            protocol=io.embodiment_record.protocol if io.embodiment_record is not None else None,
         )
         self._windows: dict[int, Any] = {}  # slot -> ObservationWindow
         self._latest: dict[int, dict] = {}  # slot -> its last window [1, T, ...]

@@ -137,6 +137,13 @@ def _footer(info: dict) -> str:
     failed = [e for e in info.get("episodes", []) if e.get("error")]
     if failed:
         parts.append(f"{len(failed)} episode(s) failed by policy errors (first: {failed[0]['error']})")
+    env = info.get("env") or {}
+    if env.get("protocol"):
+        trained = env.get("training_protocol")
+        parts.append(
+            f"protocol {env['protocol']}"
+            + (f" (training data: {trained})" if trained and trained != env["protocol"] else "")
+        )
     seeds = info["train_seeds"]
     if seeds["status"] == "unknown":
         parts.append(f"training seeds unknown ({seeds['source']}): disjointness not checked")
@@ -284,7 +291,8 @@ def _meta(info: dict) -> str:
         f"policy <b>{_esc(info['policy'])}</b> · {_esc(info.get('simulator', 'metaworld'))} suite "
         f"<b>{_esc(info['suite'])}</b> · {info['episodes_per_task']} episodes per task",
         f"execution {_esc(ex['mode'])} (execute {ex['execute_steps']} of {ex['chunk']}) · history {ex['history']} · "
-        f"cameras {_esc(', '.join(env['cameras']))} at {env['image_size']} px · step limit {env['max_steps']}",
+        f"cameras {_esc(', '.join(env['cameras']))} at {env['image_size']} px · step limit {env['max_steps']}"
+        + (f" · protocol <b>{_esc(env['protocol'])}</b>" if env.get("protocol") else ""),
         f"training seeds: {_esc(seeds['status'])} ({_esc(seeds['source'])}) · retries {info['robustness']['retries']} · "
         f"worker restarts {info['robustness']['worker_restarts']} · {_esc(info['created'])}",
     ]

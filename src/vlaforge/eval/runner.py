@@ -384,6 +384,8 @@ def evaluate(
             "cameras": list(env.cameras),
             "image_size": env.image_size,
             "max_steps": env.max_steps,
+            "protocol": env.protocol,
+            "training_protocol": policy.spec.protocol,
         },
         "train_seeds": seed_check,
     }

@@ -47,6 +47,7 @@ class EnvSpec:
     max_steps: int = 500  # the environment's own step limit (Meta-World's 500)
     expert: bool = False  # attach the simulator's expert action to each observation under EXPERT_ACTION
     module: str | None = None  # the module registering `simulator` when it is not built in
+    protocol: str | None = None  # placement protocol (SimulatorSpec.protocols); None: no choice
 
     def simulator_spec(self) -> SimulatorSpec:
         return get_simulator(self.simulator, self.module)
@@ -54,7 +55,13 @@ class EnvSpec:
 
 def _make_env(task: str, spec: EnvSpec) -> Environment:
     sim = spec.simulator_spec()
-    return sim.make_env(task, cameras=spec.cameras, image_size=spec.image_size, max_steps=spec.max_steps)
+    return sim.new_env(
+        task,
+        cameras=spec.cameras,
+        image_size=spec.image_size,
+        max_steps=spec.max_steps,
+        protocol=spec.protocol,
+    )
 
 
 def _with_expert(env: Environment, obs: dict, spec: EnvSpec) -> dict:

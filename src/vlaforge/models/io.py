@@ -74,6 +74,7 @@ class EmbodimentRecord:
     state_names: tuple[str, ...] | None = None
     control_mode: str | None = None  # e.g. "delta end-effector position + gripper"
     simulator: str | None = None  # the registry name of the simulator that collected it, if any
+    protocol: str | None = None  # how its episodes were placed (SimulatorSpec.protocols), if recorded
     fps: float | None = None
     cameras: tuple[CameraRecord, ...] = ()
     tasks: tuple[str, ...] = ()
@@ -168,6 +169,7 @@ def _embodiment(index: int, d: dict[str, Any], fps: Any) -> EmbodimentRecord:
         state_names=feature_names(d.get("state_names")),
         control_mode=d.get("control_mode"),
         simulator=d.get("simulator"),
+        protocol=d.get("protocol"),
         fps=d.get("fps", fps),
         cameras=tuple(
             CameraRecord(
@@ -196,6 +198,7 @@ def _embodiment_dict(e: EmbodimentRecord) -> dict[str, Any]:
         "state_names": None if e.state_names is None else list(e.state_names),
         "control_mode": e.control_mode,
         "simulator": e.simulator,
+        "protocol": e.protocol,
         "fps": e.fps,
         "cameras": {c.name: _camera_dict(c) for c in e.cameras},
         "tasks": list(e.tasks),

@@ -187,6 +187,7 @@ def run_metadata(sources, metas, splits, train_sets, slot_maps) -> dict:
                 state_names=feature_names((meta.features.get(keys.STATE) or {}).get("names")),
                 control_mode=collection.get("control_mode"),
                 simulator=collection.get("simulator") or collection.get("source"),
+                protocol=collection.get("protocol"),
                 fps=meta.fps,
                 cameras=cams,
                 tasks=tuple(meta.tasks),
