@@ -46,7 +46,7 @@ def _quat(axis: tuple[float, float, float], degrees: float) -> np.ndarray:
 
 
 DOWN = -0.03  # grasp height of the tool point relative to the object's initial centre
-GRASP_X, GRASP_Z = 0.06, -0.03  # left tool point relative to the held cube
+GRASP_X, GRASP_Z = 0.08, -0.045  # left tool point relative to the held cube
 #: Insertion servo: the peg centre's target distance from the socket centre along the socket's
 #: axis, from lined up (the peg's end 3 cm outside the entrance) to pushed in (its end 1 cm past the
 #: pin's face: peg half-length 0.06, pin half-length 0.04), over SERVO_STEPS; and the gains.
