@@ -29,7 +29,7 @@ import mujoco
 import numpy as np
 
 from vlaforge.envs import aloha_scene as scene
-from vlaforge.envs import render as _render  # sets MUJOCO_GL before mujoco renders
+from vlaforge.envs import render as _render  # the fast render settings (shared with Meta-World)
 from vlaforge.envs.registry import ActionSpace, Camera, SimulatorSpec, StateSpace, register
 from vlaforge.keys import STATE, TASK, image_key
 

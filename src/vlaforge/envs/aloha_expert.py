@@ -51,6 +51,8 @@ GRASP_X, GRASP_Z = 0.08, -0.045  # left tool point relative to the held cube
 #: axis, from lined up (the peg's end 3 cm outside the entrance) to pushed in (its end 1 cm past the
 #: pin's face: peg half-length 0.06, pin half-length 0.04), over SERVO_STEPS; and the gains.
 PEG_START, PEG_END, ALIGN_STEPS, SERVO_STEPS = 0.17, 0.09, 60, 70
+INSERT_PITCH, INSERT_DOWN, PEG_GRASP = 90.0, -0.045, 0.03  # the peg's gripper points straight down
+SOCKET_PITCH, SOCKET_DOWN = 90.0, -0.04
 POS_GAIN, ROT_GAIN, MAX_MOVE = 0.1, 0.05, 0.004
 IDENTITY = np.array([1.0, 0.0, 0.0, 0.0])
 PITCH_DOWN_RIGHT = _quat((0, 1, 0), -60)  # right gripper tilted down toward the table
@@ -148,8 +150,11 @@ def insertion_waypoints(objects: np.ndarray, start: np.ndarray, live: np.ndarray
     peg, socket = objects[:3], objects[7:10]
     meet = np.array([0.0, 0.5, 0.15])
     # One orientation per arm from the grasp on: turning the wrist would turn the part in the hand.
-    qleft, qright = facing(PITCH_DOWN_LEFT, socket, right=False), facing(PITCH_DOWN_RIGHT, peg, right=True)
-    up, down = np.array([0, 0, 0.09]), np.array([0, 0, DOWN])
+    qleft = facing(_quat((0, 1, 0), SOCKET_PITCH), socket, right=False)
+    qright = facing(_quat((0, 1, 0), -INSERT_PITCH), peg, right=True)
+    up, down = np.array([0, 0, 0.09]), np.array([0, 0, INSERT_DOWN])
+    sdown = np.array([0, 0, SOCKET_DOWN])
+    peg = peg + [PEG_GRASP, 0, 0]  # hold the peg by its outer end: its inner end goes in
     hold_left, hold_right = meet + [-0.1, 0, 0], meet + [0.12, 0, 0]
     grasp = [
         (70, up, 1.0),
@@ -160,7 +165,7 @@ def insertion_waypoints(objects: np.ndarray, start: np.ndarray, live: np.ndarray
         (155, down, 0.0),
     ]
     left = [Waypoint(0, start[0, :3], start[0, 3:], 0.0)]
-    left += [Waypoint(t, socket + dz, qleft, g) for t, dz, g in grasp]
+    left += [Waypoint(t, socket + (sdown if dz is down else dz), qleft, g) for t, dz, g in grasp]
     left += [Waypoint(200, hold_left, qleft, 0.0), Waypoint(PLAN_STEPS, hold_left, qleft, 0.0)]
     right = [Waypoint(0, start[1, :3], start[1, 3:], 0.0)]
     right += [Waypoint(t, peg + dz, qright, g) for t, dz, g in grasp]
