@@ -13,11 +13,14 @@ Waypoints are ours (times, heights, offsets); the geometry follows ACT's scripte
 arm grasps the cube with the gripper pitched down and carries it to a meeting point above the table
 centre, the left arm comes in with its jaws rolled 90 degrees, closes, and the right gripper lets go;
 for insertion each arm grasps its object (peg right, socket left), both lift and meet, and the peg is
-pushed into the socket. Quaternions are MuJoCo's (w, x, y, z).
+pushed into the socket. Two additions of ours use the planner's privileged view of the scene (only
+the resulting joints are replayed): at a check step the left grasp of transfer-cube is placed where
+the held cube really is, and the insertion's final approach is a feedback servo on the peg's pose
+relative to the socket (`Planner._insert`). Quaternions are MuJoCo's (w, x, y, z).
 
 The mocap point. Under MuJoCo 3 the scenes' welds hold each gripper_link 0.135 m *behind* its mocap
 body (the weld's relative pose is computed from the model's reference configuration), so a mocap
-position is a tool point about 4 cm beyond the finger pads, not the gripper_link origin that ACT's
+position is a tool point just beyond the fingertips (~2 cm with the gripper pitched 60 degrees), not the gripper_link origin that ACT's
 start-pose constants describe. We therefore compute the start mocap poses from the arms' start
 configuration (`start_mocap`) and place every waypoint as a tool-point target in world coordinates;
 orientations are world-frame rotations of each mocap's start orientation (identity up to ~3 degrees).
@@ -45,18 +48,21 @@ def _quat(axis: tuple[float, float, float], degrees: float) -> np.ndarray:
     return q
 
 
-DOWN = -0.03  # grasp height of the tool point relative to the object's initial centre
-GRASP_X, GRASP_Z = 0.08, -0.045  # left tool point relative to the held cube
+#: transfer-cube: the right tool point's grasp height relative to the cube's initial centre (z 0.05),
+#: and the left tool point's grasp relative to the held cube (success rates: benchmarks/results).
+PICK_DOWN, GRASP_X, GRASP_Z = -0.03, 0.08, -0.045
 #: Insertion servo: the peg centre's target distance from the socket centre along the socket's
 #: axis, from lined up (the peg's end 3 cm outside the entrance) to pushed in (its end 1 cm past the
 #: pin's face: peg half-length 0.06, pin half-length 0.04), over SERVO_STEPS; and the gains.
 PEG_START, PEG_END, ALIGN_STEPS, SERVO_STEPS = 0.17, 0.09, 60, 70
-INSERT_PITCH, INSERT_DOWN, PEG_GRASP = 90.0, -0.045, 0.03  # the peg's gripper points straight down
+#: insertion grasps: both grippers point straight down (degrees of pitch), tool-point heights relative
+#: to the parts' initial centres, and the peg is held PEG_GRASP m outward of its centre.
+PEG_PITCH, PEG_DOWN, PEG_GRASP = 90.0, -0.045, 0.03
 SOCKET_PITCH, SOCKET_DOWN = 90.0, -0.04
+#: Servo gains per step (position, orientation) and the largest position command change per step (m).
 POS_GAIN, ROT_GAIN, MAX_MOVE = 0.1, 0.05, 0.004
 IDENTITY = np.array([1.0, 0.0, 0.0, 0.0])
 PITCH_DOWN_RIGHT = _quat((0, 1, 0), -60)  # right gripper tilted down toward the table
-PITCH_DOWN_LEFT = _quat((0, 1, 0), 60)
 ROLL_LEFT = _quat((1, 0, 0), 90)  # left jaws vertical, to take the cube from the side
 #: The arms' base positions (x, y) on the table: the left arm points along +x, the right along -x.
 BASE_LEFT, BASE_RIGHT = np.array([-0.469, 0.5]), np.array([0.469, 0.5])
@@ -111,7 +117,7 @@ def transfer_cube_waypoints(objects: np.ndarray, start: np.ndarray, live: np.nda
     cube, held = objects[:3], live[:3]
     meet = np.array([0.0, 0.5, 0.24])
     pick, carry = facing(PITCH_DOWN_RIGHT, cube, right=True), PITCH_DOWN_RIGHT
-    up, down = np.array([0, 0, 0.09]), np.array([0, 0, DOWN])
+    up, down = np.array([0, 0, 0.09]), np.array([0, 0, PICK_DOWN])
     grasp = held + [GRASP_X, 0, GRASP_Z]  # left tool point for the cube between its jaws
     right = [
         Waypoint(0, start[1, :3], start[1, 3:], 0.0),
@@ -151,11 +157,11 @@ def insertion_waypoints(objects: np.ndarray, start: np.ndarray, live: np.ndarray
     meet = np.array([0.0, 0.5, 0.15])
     # One orientation per arm from the grasp on: turning the wrist would turn the part in the hand.
     qleft = facing(_quat((0, 1, 0), SOCKET_PITCH), socket, right=False)
-    qright = facing(_quat((0, 1, 0), -INSERT_PITCH), peg, right=True)
-    up, down = np.array([0, 0, 0.09]), np.array([0, 0, INSERT_DOWN])
-    sdown = np.array([0, 0, SOCKET_DOWN])
+    qright = facing(_quat((0, 1, 0), -PEG_PITCH), peg, right=True)
+    up, down, sdown = np.array([0, 0, 0.09]), np.array([0, 0, PEG_DOWN]), np.array([0, 0, SOCKET_DOWN])
     peg = peg + [PEG_GRASP, 0, 0]  # hold the peg by its outer end: its inner end goes in
     hold_left, hold_right = meet + [-0.1, 0, 0], meet + [0.12, 0, 0]
+    # above it (open), straight down, close, hold: the same timing for both arms
     grasp = [
         (70, up, 1.0),
         (85, up, 1.0),
@@ -207,7 +213,7 @@ class Planner:
         self.model = scene.load_model(task, end_effector=True)
         self.data = mujoco.MjData(self.model)
         self.reward = scene.ContactReward.for_model(task, self.model)
-        self.last_max = 0
+        self.best_reward = 0  # the highest reward the last plan reached in this scene (diagnostics)
         self.bodies = [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, b) for b in BODIES[task]]
         self.start = start_mocap(self.model, self.data, scene.sample_placement(task, 0))  # [2, 7] left, right
 
@@ -222,6 +228,7 @@ class Planner:
         d.ctrl[:] = self._grip_ctrl(0.0, 0.0)
         mujoco.mj_forward(m, d)
         out = np.empty((steps, 14), dtype=np.float32)
+        self.best_reward = 0
         for i in range(steps):
             if i == CHECK[self.task]:  # aim the rest at where the objects are now
                 for k, body in enumerate(self.bodies):
@@ -233,7 +240,7 @@ class Planner:
                 d.mocap_pos[1], d.mocap_quat[1] = self._insert(i - CHECK["insertion"])
             d.ctrl[:] = self._grip_ctrl(left[i, 7], right[i, 7])
             scene.advance(m, d)
-            self.last_max = max(self.last_max, self.reward(d)) if i else self.reward(d)
+            self.best_reward = max(self.best_reward, self.reward(d))
             out[i] = scene.joint_state(d.qpos)
             out[i, 6], out[i, 13] = left[i, 7], right[i, 7]  # the commanded openings
         return out
