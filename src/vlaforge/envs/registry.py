@@ -21,7 +21,7 @@ from vlaforge.envs.base import Environment
 from vlaforge.errors import VlaforgeError, did_you_mean, unknown
 
 #: Simulators that ship with vlaforge: name -> the module defining `SPEC` (imported on first use).
-BUILTIN: dict[str, str] = {"metaworld": "vlaforge.envs.metaworld"}
+BUILTIN: dict[str, str] = {"metaworld": "vlaforge.envs.metaworld", "aloha": "vlaforge.envs.aloha"}
 _REGISTERED: dict[str, SimulatorSpec] = {}
 
 
