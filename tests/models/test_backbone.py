@@ -7,8 +7,8 @@ import json
 
 import pytest
 import torch
-from conftest import fake_batch, tiny_config
 
+from conftest import fake_batch, tiny_config
 from vlaforge.errors import VlaforgeError
 from vlaforge.models.backbones import BackboneOutput, SmolVLMBackbone, TrunkBackbone
 from vlaforge.models.backbones.smolvlm import resize_with_pad
@@ -34,7 +34,9 @@ def test_trunk_adapter_keeps_tensor_names_and_outputs():
     with torch.no_grad():
         out = policy.encode(batch)
         task = policy.task_encoder(batch["task"], None)
-        obs = policy.obs_encoder([batch["observation.images.corner2"]], policy._state(batch, None, slice(-2, None), policy.device))
+        obs = policy.obs_encoder(
+            [batch["observation.images.corner2"]], policy._state(batch, None, slice(-2, None), policy.device)
+        )
         direct = policy.trunk(task, obs, batch["observation_is_pad"])
     assert torch.equal(out.readouts, direct.readouts) and torch.equal(out.tokens, direct.tokens)
     assert out.layer_kv is None and policy.backbone.logits(out) is None
@@ -62,9 +64,13 @@ def test_smolvlm_blocks_state_is_unseen_and_padding_changes_nothing():
     with torch.no_grad():
         a = bb.encode([frames], ["push"], torch.zeros(1, 1, 4))
         b = bb.encode([frames], ["push"], torch.ones(1, 1, 4))
-        padded = bb.encode([frames.repeat(2, 1, 1, 1, 1)], ["push", "push the puck to the goal"], torch.zeros(2, 1, 4))
+        padded = bb.encode(
+            [frames.repeat(2, 1, 1, 1, 1)], ["push", "push the puck to the goal"], torch.zeros(2, 1, 4)
+        )
     n = a.tokens.shape[1]
-    assert torch.allclose(a.tokens[:, :-1], b.tokens[:, :-1]) and not torch.allclose(a.tokens[:, -1], b.tokens[:, -1])
+    assert torch.allclose(a.tokens[:, :-1], b.tokens[:, :-1]) and not torch.allclose(
+        a.tokens[:, -1], b.tokens[:, -1]
+    )
     real = padded.token_mask[0]
     assert torch.allclose(padded.tokens[0][real][:-1], a.tokens[0][: n - 1], atol=1e-5)
     for (k0, _), (k1, _) in zip(a.layer_kv, padded.layer_kv, strict=True):
@@ -78,7 +84,9 @@ def test_image_preprocessing_keeps_aspect_and_pads_left_top():
     assert (out[:, :, :16] == 0).all() and (out[:, :, 16:] == 1).all()  # padding on top
     bb = SmolVLMBackbone(TINY_VLM, state_dim=0)
     pixels = bb.images(torch.full((1, 16, 32, 3), 255, dtype=torch.uint8))
-    assert torch.allclose(pixels[:, :, 16:], torch.ones(1)) and torch.allclose(pixels[:, :, :16], -torch.ones(1))
+    assert torch.allclose(pixels[:, :, 16:], torch.ones(1)) and torch.allclose(
+        pixels[:, :, :16], -torch.ones(1)
+    )
 
 
 def test_backbone_id_loads_a_local_folder_and_names_missing_files(tmp_path):
@@ -94,7 +102,9 @@ def test_backbone_id_loads_a_local_folder_and_names_missing_files(tmp_path):
     char_tokenizer().save_pretrained(folder)
     with pytest.raises(VlaforgeError, match="preprocessor_config.json"):
         SmolVLMBackbone(dataclasses.replace(TINY_VLM, id=str(folder)), state_dim=4)
-    (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.25] * 3}))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5] * 3, "image_std": [0.25] * 3})
+    )
     bb = SmolVLMBackbone(dataclasses.replace(TINY_VLM, id=str(folder)), state_dim=4)
     w = "model.text_model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(bb.vlm.state_dict()[w], model.state_dict()[w])
