@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from conftest import fake_batch, tiny_config
 from vlaforge.errors import VlaforgeError
 from vlaforge.models.backbones import BackboneOutput, SmolVLMBackbone, TrunkBackbone
 from vlaforge.models.backbones.smolvlm import resize_with_pad
@@ -24,7 +23,7 @@ def _frames(b: int, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (b, 1, h, w, 3), generator=g, dtype=torch.uint8)  # [B, T, H, W, C]
 
 
-def test_trunk_adapter_keeps_tensor_names_and_outputs():
+def test_trunk_adapter_keeps_tensor_names_and_outputs(tiny_config, fake_batch):
     torch.manual_seed(0)
     policy = VLAPolicy(tiny_config("flow-expert")).eval()
     assert isinstance(policy.backbone, TrunkBackbone)

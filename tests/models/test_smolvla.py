@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import fake_batch
 from vlaforge.errors import VlaforgeError
 from vlaforge.models.policy import VLAPolicy
 from vlaforge.models.presets import get_preset
@@ -29,7 +28,7 @@ def _context(policy, batch):
         return policy.head.context(policy.encode(batch), 1)
 
 
-def test_actions_are_causal_and_see_the_prefix():
+def test_actions_are_causal_and_see_the_prefix(fake_batch):
     """SmolVLA's suffix: action j never sees later noisy actions; every action sees the observation."""
     torch.manual_seed(0)
     policy = VLAPolicy(tiny()).eval()
@@ -46,7 +45,7 @@ def test_actions_are_causal_and_see_the_prefix():
     assert (v3 - v).abs().amax(dim=-1).min() > 1e-6  # each action token reads the prefix
 
 
-def test_fewer_expert_layers_and_all_cross_attention():
+def test_fewer_expert_layers_and_all_cross_attention(fake_batch):
     torch.manual_seed(0)
     policy = VLAPolicy(tiny(num_expert_layers=2, self_attn_every_n_layers=0))
     assert len(policy.head.expert.layers) == 2 and policy.head.layer_for(1) is None
@@ -68,7 +67,7 @@ def test_freezing_follows_smolvla_defaults():
     assert not any(".vision_model." in n for n in trainable)  # freeze_vision stays on
 
 
-def test_save_load_round_trip_gives_the_same_actions(tmp_path):
+def test_save_load_round_trip_gives_the_same_actions(tmp_path, fake_batch):
     torch.manual_seed(0)
     policy = VLAPolicy(tiny()).eval()
     batch = fake_batch(policy.config, batch=2, frame=48)
@@ -91,7 +90,7 @@ def _train(tmp_path) -> Path:
     return out / "checkpoints" / "last"
 
 
-def test_train_through_the_cli_then_load_and_sample(tmp_path):
+def test_train_through_the_cli_then_load_and_sample(tmp_path, fake_batch):
     policy = VLAPolicy.from_pretrained(_train(tmp_path))
     assert policy.config.backbone.kind == "smolvlm" and policy.config.chunk == 4
     obs = fake_batch(policy.config, batch=1, frame=32)
@@ -120,3 +119,28 @@ def test_head_needs_its_backbone():
 
     with pytest.raises(VlaforgeError, match="backbone.kind"):
         build_head(HeadConfig(kind="smolvla-expert"), 64, 4, 8)
+
+
+def test_lora_adapts_the_vlm_text_layers_and_merges_to_plain_names(fake_batch):
+    from vlaforge.train.lora import add_lora, merged_copy
+
+    torch.manual_seed(0)
+    cfg = tiny()
+    policy = VLAPolicy(dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, lora_alpha=4.0)))
+    plain = set(policy.state_dict())
+    targets = add_lora(policy, rank=2)
+    assert "layers.0.self_attn.q_proj" in targets and "layers.3.mlp.down_proj" in targets
+    lora = [n for n, p in policy.named_parameters() if "lora_" in n]
+    assert lora and all(n.startswith("backbone.vlm.model.text_model.layers.") for n in lora)
+    assert (
+        policy.backbone.vlm.model.text_model.layers[0].self_attn.q_proj.scaling["default"] == 2.0
+    )  # alpha / r
+    batch = fake_batch(policy.config, batch=2, frame=32)
+    with torch.no_grad():
+        for n, p in policy.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.1)  # a trained adapter (B starts at zero)
+        before = policy.eval().sample_actions(batch, torch.Generator().manual_seed(1))
+    merged = merged_copy(policy)
+    assert set(merged.state_dict()) == plain
+    assert torch.allclose(merged.sample_actions(batch, torch.Generator().manual_seed(1)), before, atol=1e-4)

@@ -95,6 +95,9 @@ class BackboneConfig:
     freeze_vision: bool = True
     # Freeze the whole VLM and train only the expert, state and action projections (SmolVLA: True).
     train_expert_only: bool = True
+    # LoRA alpha of `vlaforge finetune --lora-rank R` on the VLM's text layers; 0 = 2 * R
+    # (OpenVLA's recipe: rank 32, alpha 16).
+    lora_alpha: float = 0.0
     # Instruction token limit (SmolVLA: 48); padded to the longest in a batch, on the right.
     max_text_tokens: int = 48
     # --- the tiny random configuration (id = ""): text (Llama) and vision (SigLIP) sizes ---

@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from vlaforge.models.heads.base import TrunkOutput
 
@@ -57,3 +58,7 @@ class Backbone(ABC):
     def logits(self, out: BackboneOutput) -> torch.Tensor | None:
         """LM logits [B, P, V] of the prefix tokens; None for a backbone without an LM head."""
         return out.lm_logits
+
+    @abstractmethod
+    def lora_target(self) -> nn.Module:
+        """The module whose `nn.Linear` layers take LoRA adapters (`vlaforge finetune --lora-rank`)."""

@@ -258,6 +258,10 @@ class SmolVLMBackbone(nn.Module, Backbone):
         tokens, kv = self.run_layers(x, pad, blocks)
         return BackboneOutput(readouts=tokens[:, -1:], tokens=tokens, token_mask=pad, layer_kv=kv)
 
+    def lora_target(self) -> nn.Module:
+        """The text model (its kept layers' attention and MLP linears; OpenVLA/SmolVLA adapt the LM)."""
+        return self.vlm.model.text_model
+
     def logits(self, out: BackboneOutput) -> torch.Tensor:
         """LM logits [B, P, V] of the prefix (through the kept layers only)."""
         return self.vlm.lm_head(out.tokens)

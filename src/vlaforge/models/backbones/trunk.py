@@ -22,6 +22,9 @@ class TrunkBackbone(Backbone):
     def width(self) -> int:
         return self.trunk.readouts.shape[-1]
 
+    def lora_target(self) -> Trunk:
+        return self.trunk
+
     def encode(self, images, texts, state, obs_is_pad=None, goal=None) -> BackboneOutput:
         task_tokens = self.task_encoder(texts, goal)  # [B, L, D]
         obs_tokens = self.obs_encoder(images, state)  # [B, T, K, D]

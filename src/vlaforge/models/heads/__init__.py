@@ -33,8 +33,9 @@ HEAD_KINDS: tuple[str, ...] = (
     "flow-expert",
     "ar-fast",
     "ar-bins",
-    "smolvla-expert",
 )
+VLM_HEAD_KINDS: tuple[str, ...] = ("smolvla-expert",)
+"""Heads built by a VLM backbone on its own layout (`vlaforge.models.backbones`), not by `build_head`."""
 AR_KINDS: tuple[str, ...] = ("ar-fast", "ar-bins")
 """The autoregressive decoder heads (they need normalization="bounds" and are not ONNX-exportable)."""
 
@@ -152,8 +153,8 @@ _POSITIVE = (
 
 def _validate(cfg: HeadConfig) -> None:
     """Raise `VlaforgeError` (one line naming the field) for a config no head can be built from."""
-    if cfg.kind not in HEAD_KINDS:
-        raise unknown("head kind", str(cfg.kind), HEAD_KINDS)
+    if cfg.kind not in HEAD_KINDS + VLM_HEAD_KINDS:
+        raise unknown("head kind", str(cfg.kind), HEAD_KINDS + VLM_HEAD_KINDS)
     for name in _POSITIVE:
         if getattr(cfg, name) < 1:
             raise VlaforgeError(f"head.{name} must be >= 1, got {getattr(cfg, name)}")
@@ -171,4 +172,13 @@ def _validate(cfg: HeadConfig) -> None:
         raise VlaforgeError("head.time_min must be in (0, 1) and head.time_beta_a/b > 0")
 
 
-__all__ = ["AR_KINDS", "HEAD_KINDS", "ActionHead", "HeadConfig", "HeadKind", "TrunkOutput", "build_head"]
+__all__ = [
+    "AR_KINDS",
+    "HEAD_KINDS",
+    "VLM_HEAD_KINDS",
+    "ActionHead",
+    "HeadConfig",
+    "HeadKind",
+    "TrunkOutput",
+    "build_head",
+]
