@@ -67,6 +67,59 @@ class TrunkConfig:
 
 
 @dataclass(frozen=True)
+class BackboneConfig:
+    """Where the prefix tokens come from (`vlaforge.models.backbones`): our trunk or a transformers VLM.
+
+    "trunk" = the sections above (conv stem, frozen sentence encoder, block-wise trunk). "smolvlm" =
+    SmolVLA's VLM (SmolVLM / Idefics3 through transformers) with its top text layers skipped; it
+    needs the head kind "smolvla-expert" (SmolVLA's interleaved cross/self-attention action expert).
+    """
+
+    # "trunk" (ours; every other section applies) or "smolvlm" (image/language/trunk are ignored).
+    kind: Literal["trunk", "smolvlm"] = "trunk"
+    # A local folder or a Hub id already in the local cache holding the VLM's config.json,
+    # tokenizer, preprocessor_config.json and (for training) its weights; "" = the tiny random
+    # configuration below with an in-process character tokenizer (tests, CI, smolvla-tiny).
+    id: str = ""
+    # SmolVLA's num_vlm_layers: only the first N text layers run (SmolVLA: 16 of SmolVLM2's 32);
+    # 0 = all.
+    num_vlm_layers: int = 0
+    # The expert's width relative to the VLM text width (SmolVLA: 0.75).
+    expert_width_multiplier: float = 0.75
+    # Expert layers; 0 = one per VLM layer (SmolVLA's default). Must divide the VLM layers used.
+    num_expert_layers: int = 0
+    # Every n-th layer (0, n, 2n, ...) is self-attention over [prefix ; actions], the others are
+    # cross-attention to the VLM prefix's keys/values (SmolVLA: 2); 0 = all cross-attention.
+    self_attn_every_n_layers: int = 2
+    # Freeze the vision tower (SmolVLA: True).
+    freeze_vision: bool = True
+    # Freeze the whole VLM and train only the expert, state and action projections (SmolVLA: True).
+    train_expert_only: bool = True
+    # LoRA alpha of `vlaforge finetune --lora-rank R` on the VLM's text layers; 0 = 2 * R
+    # (OpenVLA's recipe: rank 32, alpha 16).
+    lora_alpha: float = 0.0
+    # Instruction token limit (SmolVLA: 48); padded to the longest in a batch, on the right.
+    max_text_tokens: int = 48
+    # --- the tiny random configuration (id = ""): text (Llama) and vision (SigLIP) sizes ---
+    text_width: int = 64
+    text_layers: int = 4
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_mlp: int = 128
+    # Text vocabulary; 0 = the character tokenizer's size.
+    vocab_size: int = 0
+    vision_width: int = 32
+    vision_layers: int = 2
+    vision_heads: int = 2
+    vision_mlp: int = 64
+    # Vision tower input side (SmolVLM2: 512) and patch (16); images are resized with padding.
+    vision_image_size: int = 64
+    vision_patch: int = 8
+    # Idefics3 pixel shuffle: tokens per image = (image_size / patch / scale_factor)**2.
+    scale_factor: int = 2
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """A whole policy. Fields above the sections must match the data (see `vlaforge.keys`)."""
 
@@ -95,6 +148,7 @@ class PolicyConfig:
     language: LanguageConfig = field(default_factory=LanguageConfig)
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig())
 
 
 def validate(cfg: PolicyConfig) -> PolicyConfig:
@@ -123,7 +177,23 @@ def validate(cfg: PolicyConfig) -> PolicyConfig:
         (all(0 <= d < cfg.action_dim for d in cfg.raw_action_dims), "raw_action_dims out of range"),
         (all(0 <= d < cfg.state_dim for d in cfg.raw_state_dims), "raw_state_dims out of range"),
     ]
+    checks += _backbone_checks(cfg)
     for ok, message in checks:
         if not ok:
             raise VlaforgeError(f"bad policy config: {message}")
     return cfg
+
+
+def _backbone_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:
+    bb, vlm = cfg.backbone, cfg.backbone.kind == "smolvlm"
+    patches = bb.vision_image_size // max(bb.vision_patch, 1)
+    return [
+        (bb.kind in ("trunk", "smolvlm"), f"backbone.kind must be trunk or smolvlm, got {bb.kind!r}"),
+        (vlm == (cfg.head.kind == "smolvla-expert"), 'backbone.kind="smolvlm" goes with head.kind="smolvla-expert"'),
+        (bb.num_vlm_layers >= 0 and bb.num_expert_layers >= 0, "backbone layer counts must be >= 0"),
+        (bb.self_attn_every_n_layers >= 0, "backbone.self_attn_every_n_layers must be >= 0"),
+        (bb.expert_width_multiplier > 0 and bb.max_text_tokens >= 1, "backbone.expert_width_multiplier and max_text_tokens must be > 0"),
+        (bb.text_width % bb.text_heads == 0 and bb.text_heads % bb.text_kv_heads == 0, "backbone.text_heads must divide text_width and be a multiple of text_kv_heads"),
+        (bb.vision_width % bb.vision_heads == 0, "backbone.vision_heads must divide vision_width"),
+        (bb.vision_image_size % bb.vision_patch == 0 and patches % bb.scale_factor == 0, "backbone.vision_image_size / vision_patch must be a multiple of scale_factor"),
+    ]  # fmt: skip

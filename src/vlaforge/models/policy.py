@@ -37,6 +37,7 @@ from torch import nn
 from vlaforge import keys
 from vlaforge.config import from_dict, to_dict
 from vlaforge.errors import VlaforgeError
+from vlaforge.models.backbones import Backbone, TrunkBackbone, build_vlm, no_pretrained_weights
 from vlaforge.models.config import PolicyConfig, validate
 from vlaforge.models.encoders import GOAL_IMAGE, ImageStem, ObservationEncoder, TaskEncoder
 from vlaforge.models.heads import build_head
@@ -86,11 +87,15 @@ class VLAPolicy(nn.Module):
             keys.ACTION, cfg.action_dim, stats, cfg.normalization, cfg.raw_action_dims
         )
         self.state_norm = Normalizer(keys.STATE, cfg.state_dim, stats, cfg.normalization, cfg.raw_state_dims)
-        stem = ImageStem(cfg)
-        self.obs_encoder = ObservationEncoder(cfg, stem)  # owns the (shared) stem
-        self.task_encoder = TaskEncoder(cfg, stem)
-        self.head = build_head(cfg.head, cfg.trunk.width, cfg.action_dim, cfg.chunk)
-        self.trunk = Trunk(cfg.trunk, self.head.num_readouts)
+        if cfg.backbone.kind == "trunk":  # today's modules, under their checkpoint names
+            stem = ImageStem(cfg)
+            self.obs_encoder = ObservationEncoder(cfg, stem)  # owns the (shared) stem
+            self.task_encoder = TaskEncoder(cfg, stem)
+            self.head = build_head(cfg.head, cfg.trunk.width, cfg.action_dim, cfg.chunk)
+            self.trunk = Trunk(cfg.trunk, self.head.num_readouts)
+            self.backbone: Backbone = TrunkBackbone(self.obs_encoder, self.task_encoder, self.trunk)
+        else:  # a transformers VLM (`backbone.*` tensors) and the head built on its layout
+            self.backbone, self.head = build_vlm(cfg)
         self._attach_tokenizer()
 
     # ------------------------------------------------------------------ action tokenizer
@@ -138,14 +143,11 @@ class VLAPolicy(nn.Module):
         task = observation.get(keys.TASK, "")
         texts = [task] * b if isinstance(task, str) else list(task)
         goal = observation.get(GOAL_IMAGE)
-        task_tokens = self.task_encoder(texts, None if goal is None else _tensor(goal, dev))  # [B, L, D]
-        obs_tokens = self.obs_encoder(images, state)  # [B, T, K, D]
         pad = observation.get(keys.OBS_IS_PAD)
         pad = None if pad is None else _tensor(pad, dev)[:, keep].bool()  # [B, T]
-        step_mask = (
-            None if camera_mask is None else self.obs_encoder.token_mask(camera_mask.to(dev))
-        )  # [B, K]
-        return self.trunk(task_tokens, obs_tokens, pad, step_mask)
+        goal = None if goal is None else _tensor(goal, dev)
+        mask = None if camera_mask is None else camera_mask.to(dev)
+        return self.backbone.encode(images, texts, state, pad, goal, camera_mask=mask)
 
     def _images(
         self, observation: dict[str, Any], keep: slice
@@ -238,7 +240,11 @@ class VLAPolicy(nn.Module):
     def num_parameters(self) -> dict[str, int]:
         """{"trainable": ..., "frozen_text": ...} (the text encoder is not part of the module)."""
         trainable = sum(p.numel() for p in self.parameters())
-        return {"trainable": trainable, "frozen_text": text_model_parameters(self.config.language.model)}
+        trunk = self.config.backbone.kind == "trunk"  # a VLM backbone has no separate text encoder
+        return {
+            "trainable": trainable,
+            "frozen_text": text_model_parameters(self.config.language.model) if trunk else 0,
+        }
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -274,7 +280,8 @@ class VLAPolicy(nn.Module):
         config = from_dict(PolicyConfig, read_json(directory / CONFIG_FILE), where="config")
         stats = read_json(directory / STATS_FILE) if (directory / STATS_FILE).exists() else None
         metadata = read_json(directory / METADATA_FILE) if (directory / METADATA_FILE).exists() else {}
-        policy = cls(config, stats=stats, metadata=metadata)
+        with no_pretrained_weights():  # every weight comes from the checkpoint
+            policy = cls(config, stats=stats, metadata=metadata)
         policy.load_checked(read_weights(directory), where=str(directory))
         return policy.to(device).eval() if device is not None else policy.eval()
 

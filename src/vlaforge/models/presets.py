@@ -10,6 +10,8 @@
 | `openvla`    | RT-2 / OpenVLA | 128 px / 16    | 6 x 256 + 2-layer decoder | 256-bin tokens, one by one (KV cache) | 8 |
 | `pi0`        | pi0            | 128 px / 16    | 6 x 256               | flow-expert, 10 Euler     | 50    |
 | `pi0-fast`   | pi0-FAST       | 128 px / 16    | 6 x 256 + 2-layer decoder | FAST tokens (DCT + BPE), one by one | 10 |
+| `smolvla-tiny` | SmolVLA (tiny random VLM) | 64 px / 8, SigLIP 2 x 32 | SmolVLM text 4 x 64 (of 6) | SmolVLA expert, flow, 10 Euler | 50 |
+| `smolvla`    | SmolVLA (0.45B) | 512 px / 16, SmolVLM2-500M | 16 of 32 text layers x 960 | SmolVLA expert, flow, 10 Euler | 50 |
 
 Deviations, by design (all are small, trained from scratch on Meta-World-sized data):
 - Octo: 128 px instead of 256 (Meta-World frames are small); same stem (4 stride-2 convs
@@ -25,6 +27,12 @@ Deviations, by design (all are small, trained from scratch on Meta-World-sized d
   decoder at the trunk's width after it (prefix-LM attention) instead of through the same LM; the
   FAST tokenizer (scale 10, vocabulary 1024) is fitted on the training split by `vlaforge train`
   (or given with model.head.tokenizer); chunk 10, 5 executed, as openpi's LIBERO config.
+- SmolVLA (`vlaforge.models.backbones`): `smolvla` is LeRobot's SmolVLA on SmolVLM2-500M-Video-
+  Instruct (needs that model in a local folder or the local Hub cache: `--set
+  model.backbone.id=PATH`); LeRobot's defaults: the first 16 of 32 text layers, expert width 0.75x,
+  cross/self-attention alternating every 2 layers, VLM frozen (expert, state and action projections
+  train), 1 frame, chunk 50 executed 50 (we execute 10, as pi0 here). `smolvla-tiny` is the same
+  architecture at a random tiny size with an in-process character tokenizer (tests, CI, CPU).
 - `default`: 64 px (4x4 tokens of 16 px per frame, stem 16/32/64/128) because training cost on a
   2-core CPU decides what can be learnt in minutes: measured on one loaded core, ~7 ms per training
   sample at 64 px vs ~12 at 96 px and ~21 at 128 px; inference is ~6-8 ms per chunk for all three
@@ -37,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 
 from vlaforge.errors import unknown
-from vlaforge.models.config import ImageEncoderConfig, PolicyConfig, TrunkConfig
+from vlaforge.models.config import BackboneConfig, ImageEncoderConfig, PolicyConfig, TrunkConfig
 from vlaforge.models.heads import AR_KINDS, HeadConfig
 
 DEFAULT_PRESET = "default"
@@ -46,6 +54,14 @@ _CPU_IMAGE = ImageEncoderConfig(stem_channels=(16, 32, 64, 128), patch_size=16)
 _OCTO_IMAGE = ImageEncoderConfig(stem_channels=(32, 96, 192, 384), patch_size=16, pixel_norm="signed")
 _MID_IMAGE = ImageEncoderConfig(stem_channels=(32, 64, 128), patch_size=16)
 _MID_TRUNK = TrunkConfig(width=256, depth=6, heads=8)
+# SmolVLA's VLM. The sizes are SmolVLM2-500M-Video-Instruct's, used only to count parameters
+# (`vlaforge presets`) without its files; the model itself is read from `id`.
+SMOLVLM2_500M = BackboneConfig(
+    kind="smolvlm", id="HuggingFaceTB/SmolVLM2-500M-Video-Instruct", num_vlm_layers=16,
+    text_width=960, text_layers=32, text_heads=15, text_kv_heads=5, text_mlp=2560, vocab_size=49280,
+    vision_width=768, vision_layers=12, vision_heads=12, vision_mlp=3072, vision_image_size=512,
+    vision_patch=16, scale_factor=4,
+)  # fmt: skip
 
 PRESETS: dict[str, PolicyConfig] = {
     "default": PolicyConfig(
@@ -85,6 +101,16 @@ PRESETS: dict[str, PolicyConfig] = {
         image_size=128, image=_MID_IMAGE, history=1, chunk=10, execute_steps=5, normalization="bounds",
         trunk=_MID_TRUNK,
         head=HeadConfig(kind="ar-fast", fast_scale=10.0, fast_vocab=1024, decoder_depth=2, decoder_heads=8),
+    ),
+    "smolvla-tiny": PolicyConfig(
+        image_size=64, history=1, chunk=50, execute_steps=10,
+        backbone=BackboneConfig(kind="smolvlm", text_layers=6, num_vlm_layers=4),
+        head=HeadConfig(kind="smolvla-expert", flow_steps=10),
+    ),
+    "smolvla": PolicyConfig(
+        image_size=512, history=1, chunk=50, execute_steps=10,
+        backbone=SMOLVLM2_500M,
+        head=HeadConfig(kind="smolvla-expert", flow_steps=10),
     ),
 }  # fmt: skip
 

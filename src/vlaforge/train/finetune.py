@@ -79,7 +79,8 @@ def trainable_counts(policy: nn.Module) -> tuple[int, int]:
 
 def report(policy: nn.Module, fresh: list[str], rank: int) -> None:
     trainable, total = trainable_counts(policy)
-    lora = f"; LoRA rank {rank} on the trunk's linear layers" if rank else ""
+    target = type(policy.backbone.lora_target()).__name__ if rank else ""
+    lora = f"; LoRA rank {rank} on the linear layers of the {target}" if rank else ""
     new = f"; fresh layers: {', '.join(fresh)}" if fresh else "; every pretrained tensor loaded"
     print(
         f"fine-tuning: trainable parameters {trainable:,} of {total:,} ({100 * trainable / total:.1f}%){lora}{new}",

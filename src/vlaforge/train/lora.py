@@ -1,7 +1,8 @@
 """LoRA on the trunk's linear layers through `peft`, merged back into plain weights on save.
 
 `add_lora(policy, rank)` injects peft LoRA adapters (`peft.inject_adapter_in_model`) into every
-`nn.Linear` of `policy.trunk` (attention qkv/proj and the MLP), which freezes those base weights;
+`nn.Linear` of `policy.backbone.lora_target()` - our trunk (attention qkv/proj and the MLP), or a
+VLM backbone's text model (q/k/v/o and MLP projections) - which freezes those base weights;
 `merged_copy(module)` returns a deep copy in which each adapter is merged into its base layer
 (`LoraLayer.merge`) and the wrapper replaced by that layer, so the saved checkpoint has exactly the
 tensor names of a plain `VLAPolicy` and loads with `from_pretrained`.
@@ -20,16 +21,19 @@ def trunk_linear_names(trunk: nn.Module) -> list[str]:
 
 
 def add_lora(policy: nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0) -> list[str]:
-    """Inject LoRA (rank `rank`, alpha default 2*rank) into the trunk's linears; returns the targets."""
+    """Inject LoRA (rank `rank`, alpha default `model.backbone.lora_alpha` or 2*rank) into the linears
+    of the backbone's LoRA target (our trunk; a VLM's text model); returns the targets."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    targets = trunk_linear_names(policy.trunk)
+    module = policy.backbone.lora_target()
+    alpha = alpha or policy.config.backbone.lora_alpha or None
+    targets = trunk_linear_names(module)
     if not targets:
         raise ValueError("the policy's trunk has no linear layers to adapt")
     config = LoraConfig(
         r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=targets, bias="none"
     )
-    inject_adapter_in_model(config, policy.trunk)
+    inject_adapter_in_model(config, module)
     return targets
 
 

@@ -9,6 +9,7 @@
 | `flow-expert` | flow.py       | `num_readouts` + trunk tokens | flow matching with a transformer expert |
 | `ar-fast`     | decoder.py    | `num_readouts` + trunk tokens | FAST tokens (DCT + BPE) one by one, KV cache |
 | `ar-bins`     | decoder.py    | `num_readouts` + trunk tokens | 256-bin tokens one by one, KV cache     |
+| `smolvla-expert` | backbones/smolvla_expert.py | the VLM's per-layer K/V | SmolVLA's expert, flow matching (built by the smolvlm backbone) |
 
 Every head receives normalized actions [B, H, A] and a bool `action_mask` [B, H, A] (True = real).
 """
@@ -21,7 +22,9 @@ from typing import Literal
 from vlaforge.errors import VlaforgeError, unknown
 from vlaforge.models.heads.base import ActionHead, TrunkOutput
 
-HeadKind = Literal["regression", "tokens", "diffusion", "flow", "flow-expert", "ar-fast", "ar-bins"]
+HeadKind = Literal[
+    "regression", "tokens", "diffusion", "flow", "flow-expert", "ar-fast", "ar-bins", "smolvla-expert"
+]
 HEAD_KINDS: tuple[str, ...] = (
     "regression",
     "tokens",
@@ -31,6 +34,8 @@ HEAD_KINDS: tuple[str, ...] = (
     "ar-fast",
     "ar-bins",
 )
+VLM_HEAD_KINDS: tuple[str, ...] = ("smolvla-expert",)
+"""Heads built by a VLM backbone on its own layout (`vlaforge.models.backbones`), not by `build_head`."""
 AR_KINDS: tuple[str, ...] = ("ar-fast", "ar-bins")
 """The autoregressive decoder heads (they need normalization="bounds" and are not ONNX-exportable)."""
 
@@ -134,6 +139,8 @@ def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -
         "ar-fast": decoder.ARDecoderHead.from_config,
         "ar-bins": decoder.ARDecoderHead.from_config,
     }
+    if cfg.kind not in builders:  # smolvla-expert: built by its backbone (it needs the VLM's layout)
+        raise VlaforgeError(f'head.kind="{cfg.kind}" needs model.backbone.kind="smolvlm"')
     return builders[cfg.kind](cfg, embed_dim, action_dim, horizon)
 
 
@@ -146,8 +153,8 @@ _POSITIVE = (
 
 def _validate(cfg: HeadConfig) -> None:
     """Raise `VlaforgeError` (one line naming the field) for a config no head can be built from."""
-    if cfg.kind not in HEAD_KINDS:
-        raise unknown("head kind", str(cfg.kind), HEAD_KINDS)
+    if cfg.kind not in HEAD_KINDS + VLM_HEAD_KINDS:
+        raise unknown("head kind", str(cfg.kind), HEAD_KINDS + VLM_HEAD_KINDS)
     for name in _POSITIVE:
         if getattr(cfg, name) < 1:
             raise VlaforgeError(f"head.{name} must be >= 1, got {getattr(cfg, name)}")
@@ -165,4 +172,13 @@ def _validate(cfg: HeadConfig) -> None:
         raise VlaforgeError("head.time_min must be in (0, 1) and head.time_beta_a/b > 0")
 
 
-__all__ = ["AR_KINDS", "HEAD_KINDS", "ActionHead", "HeadConfig", "HeadKind", "TrunkOutput", "build_head"]
+__all__ = [
+    "AR_KINDS",
+    "HEAD_KINDS",
+    "VLM_HEAD_KINDS",
+    "ActionHead",
+    "HeadConfig",
+    "HeadKind",
+    "TrunkOutput",
+    "build_head",
+]

@@ -77,13 +77,20 @@ def randn(
 
 
 def sinusoidal_embedding(
-    t: torch.Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0
+    t: torch.Tensor,
+    dim: int,
+    min_period: float = 4e-3,
+    max_period: float = 4.0,
+    precision: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """[B] times in [0, 1] -> [B, dim] sin/cos features with periods geometric in [min, max] (pi0)."""
+    """[B] times in [0, 1] -> [B, dim] sin/cos features with periods geometric in [min, max] (pi0).
+
+    `precision` is the dtype of the angle arithmetic (angles reach 2*pi/min_period ~ 1,571 rad, so
+    float32 rounds them by ~1e-4; LeRobot's SmolVLA computes them in float64, which its parity needs)."""
     half = dim // 2
-    fraction = torch.linspace(0, 1, half, dtype=torch.float32, device=t.device)  # [dim/2]
+    fraction = torch.linspace(0, 1, half, dtype=precision, device=t.device)  # [dim/2]
     period = min_period * (max_period / min_period) ** fraction  # [dim/2]
-    angle = 2 * math.pi * t.float()[:, None] / period[None, :]  # [B, dim/2]
+    angle = 2 * math.pi * t.to(precision)[:, None] / period[None, :]  # [B, dim/2]
     emb = torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)  # [B, 2*(dim/2)]
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)

@@ -1,0 +1,41 @@
+"""Backbones: what turns an observation into the prefix an action head reads (`base.Backbone`).
+
+| backbone.kind | module        | prefix                                            | heads                 |
+| ------------- | ------------- | ------------------------------------------------- | --------------------- |
+| `trunk`       | trunk.py      | conv-stem patches + sentence-encoder task tokens, block-wise trunk | every `heads/` kind |
+| `smolvlm`     | smolvlm.py    | SmolVLM (transformers) image + text + state tokens, first N layers | `smolvla-expert` |
+
+`build_vlm(cfg)` returns a VLM backbone and the head built on its layout; the trunk path stays in
+`VLAPolicy` (its modules keep their checkpoint names) behind `trunk.TrunkBackbone`.
+"""
+
+from __future__ import annotations
+
+from vlaforge.models.backbones.base import Backbone, BackboneOutput
+from vlaforge.models.backbones.smolvla_expert import SmolVLAExpertHead
+from vlaforge.models.backbones.smolvlm import SmolVLMBackbone, no_pretrained_weights
+from vlaforge.models.backbones.trunk import TrunkBackbone
+from vlaforge.models.config import PolicyConfig
+from vlaforge.models.heads.base import ActionHead
+from vlaforge.models.heads.flow import _flow_kwargs
+
+
+def build_vlm(cfg: PolicyConfig) -> tuple[SmolVLMBackbone, ActionHead]:
+    """The `smolvlm` backbone of `cfg` and its `smolvla-expert` head."""
+    backbone = SmolVLMBackbone(cfg.backbone, cfg.state_dim)
+    head = SmolVLAExpertHead(
+        backbone.text_config, cfg.backbone, backbone.num_layers, cfg.action_dim, cfg.chunk,
+        **_flow_kwargs(cfg.head),
+    )  # fmt: skip
+    return backbone, head
+
+
+__all__ = [
+    "Backbone",
+    "BackboneOutput",
+    "SmolVLAExpertHead",
+    "SmolVLMBackbone",
+    "TrunkBackbone",
+    "build_vlm",
+    "no_pretrained_weights",
+]
