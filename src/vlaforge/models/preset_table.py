@@ -1,7 +1,8 @@
 """`vlaforge presets`: the preset table with parameter counts.
 
 Trainable parameters are counted on the built policy (encoders, trunk, head; normalization buffers
-are not parameters). The frozen text encoder is counted separately: it is shared, never trained and
+are not parameters); a frozen pretrained image encoder's are counted apart (`frozen_image_M`: saved
+in the checkpoint, not trained). The frozen text encoder is counted separately: it is shared, never trained and
 not saved in checkpoints.
 """
 
@@ -19,6 +20,14 @@ class PresetsConfig:
     """Print JSON instead of a table."""
 
 
+def _image(cfg) -> str:
+    """`1x64px/16` (conv stem, 16 px patches) or `1x64px/effnet-lite0@16` (pretrained, stride 16)."""
+    icfg = cfg.image
+    if icfg.encoder == "conv":
+        return f"{len(cfg.cameras)}x{cfg.image_size}px/{icfg.patch_size}"
+    return f"{len(cfg.cameras)}x{cfg.image_size}px/{icfg.encoder.replace('efficientnet', 'effnet')}@{icfg.feature_stride}"
+
+
 def preset_rows() -> list[dict]:
     """One dict per preset: name, head, image, trunk, chunk, history, trainable and frozen params."""
     from vlaforge.models.language import text_model_parameters
@@ -27,17 +36,19 @@ def preset_rows() -> list[dict]:
 
     rows = []
     for name, cfg in PRESETS.items():
-        trainable = sum(p.numel() for p in VLAPolicy(cfg).parameters())
+        params = list(VLAPolicy(cfg).parameters())
+        trainable = sum(p.numel() for p in params if p.requires_grad)
         aliases = [a for a, target in ALIASES.items() if target == name]
         rows.append({
             "preset": name + (f" ({', '.join(aliases)})" if aliases else ""),
             "head": cfg.head.kind,
-            "image": f"{len(cfg.cameras)}x{cfg.image_size}px/{cfg.image.patch_size}",
+            "image": _image(cfg),
             "trunk": f"{cfg.trunk.depth}x{cfg.trunk.width}",
             "history": cfg.history,
             "chunk": cfg.chunk,
             "norm": cfg.normalization,
             "trainable_M": round(trainable / 1e6, 2),
+            "frozen_image_M": round((sum(p.numel() for p in params) - trainable) / 1e6, 2),
             "frozen_text_M": round(text_model_parameters(cfg.language.model) / 1e6, 2),
         })  # fmt: skip
     return rows
