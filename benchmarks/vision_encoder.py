@@ -5,10 +5,11 @@ a change of machine load hits them alike; the median of the rounds is reported):
 - latency per chunk: `sample_actions` at batch 1 (one observation window, cached instruction
   embedding), with torch at 1 and at 2 threads;
 - training samples/s: forward + backward + AdamW step on random batches (no data loader: the
-  encoder's cost alone), at torch's default thread count;
+  encoder's cost alone), at `--train-threads` (default 1: on a shared 2-core machine two threads
+  mostly measure contention);
 - parameters: trainable / total (the frozen text encoder excluded, as in `vlaforge presets`).
 
-    python benchmarks/vision_encoder.py                  # 96 and 128 px, ~3-5 min on 2 loaded cores
+    python benchmarks/vision_encoder.py                  # 96 and 128 px, ~10 min on 2 loaded cores
     python benchmarks/vision_encoder.py --sizes 96 --rounds 2
 
 Writes benchmarks/results/vision_encoder.json. Timings on a shared machine are noisy: compare the
@@ -105,13 +106,13 @@ def params(policy) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="96,128")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--calls", type=int, default=10, help="latency calls per round and thread count")
-    parser.add_argument("--steps", type=int, default=3, help="training steps per round")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--calls", type=int, default=5, help="latency calls per round and thread count")
+    parser.add_argument("--steps", type=int, default=2, help="training steps per round (after one warm-up)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--train-threads", type=int, default=1, help="torch threads while training")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    default_threads = torch.get_num_threads()
     sizes = [int(s) for s in args.sizes.split(",")]
     policies = {(v, s): build(v, s) for s in sizes for v in VARIANTS}
     samples: dict = {key: {"lat1": [], "lat2": [], "train": []} for key in policies}
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, policy in policies.items():
             samples[key]["lat1"].append(latency_ms(policy, 1, args.calls))
             samples[key]["lat2"].append(latency_ms(policy, 2, args.calls))
-            torch.set_num_threads(default_threads)
+            torch.set_num_threads(args.train_threads)
             samples[key]["train"].append(train_samples_per_s(policy, args.batch_size, args.steps))
             print(
                 f"round {r + 1}/{args.rounds} {key}: {samples[key]['train'][-1]:.1f} samples/s",
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "vision_encoder",
         "what": "default preset (4x128 trunk, L1 chunk regression, history 2, chunk 16) with each image encoder",
-        "settings": vars(args) | {"out": str(args.out), "train_threads": default_threads},
+        "settings": vars(args) | {"out": str(args.out)},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_1_5_15": load},
         "torch": torch.__version__,
         "rows": rows,
