@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    load_before = os.getloadavg()
     policies = {(v, s): build(v, s) for s in sizes for v in VARIANTS}
     samples: dict = {key: {"lat1": [], "lat2": [], "train": []} for key in policies}
     for r in range(args.rounds):
@@ -140,12 +141,16 @@ def main(argv: list[str] | None = None) -> int:
             "train_samples_per_s": round(statistics.median(got["train"]), 1),
             "params": params(policy),
         })  # fmt: skip
-    load = os.getloadavg()
     result = {
         "benchmark": "vision_encoder",
         "what": "default preset (4x128 trunk, L1 chunk regression, history 2, chunk 16) with each image encoder",
-        "settings": vars(args) | {"out": str(args.out)},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg_1_5_15": load},
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "loadavg_1_5_15_before": load_before,
+            "loadavg_1_5_15_after": os.getloadavg(),
+        },
         "torch": torch.__version__,
         "rows": rows,
     }
