@@ -26,7 +26,7 @@ def _train_step_and_sample(cfg, fake_batch, frame: int = 128) -> None:
     loss, metrics = policy.compute_loss(batch)
     loss.backward()
     assert loss.isfinite() and isinstance(metrics, dict)
-    grads = [p.grad for p in policy.parameters() if p.requires_grad]  # a frozen VLM has none
+    grads = [p.grad for p in policy.parameters() if p.requires_grad]  # a frozen VLM or image encoder has none
     assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > 0.9 * len(grads)
     policy.eval()
     out = policy.sample_actions(batch, generator=torch.Generator().manual_seed(0))

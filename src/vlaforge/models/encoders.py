@@ -3,7 +3,10 @@
 - Images (`ImageStem`): uint8 [B, T, H, W, C] -> float [B*T, C, S, S] (`vlaforge.image.resize` to
   `image_size` when the frame differs, the same resize the training frame cache used; pixels normalized per `image.pixel_norm`: ImageNet mean/std
   or [-1, 1]) -> stride-2 3x3 convs with GroupNorm + GELU -> a patch conv (kernel = stride) to the
-  trunk width -> P = (S / patch_size)**2 tokens per camera and step. One stem is shared by all
+  trunk width -> P = (S / patch_size)**2 tokens per camera and step. With
+  `image.encoder="efficientnet-lite0"` the convs are ImageNet EfficientNet-Lite0 up to
+  `image.feature_stride` (pixels (x - 127) / 128, its training normalization) and a 1x1 conv
+  projects its feature map: P = (S / feature_stride)**2 (`vlaforge.models.vision`). One stem is shared by all
   cameras (and the goal image); learned per-camera, per-step position embeddings tell them apart.
   Octo gives each camera its own stem; sharing keeps small presets small.
 - Language (`TaskEncoder`): the frozen, cached sentence embedding (`vlaforge.models.language`)
@@ -24,6 +27,7 @@ from vlaforge.errors import VlaforgeError
 from vlaforge.image import resize
 from vlaforge.models.config import PolicyConfig
 from vlaforge.models.language import TextEmbedder
+from vlaforge.models.vision import PIXEL_MEAN, PIXEL_STD, build_encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,26 +38,49 @@ def _init_pos(*shape: int) -> nn.Parameter:
     return nn.Parameter(torch.randn(*shape) * 0.02)
 
 
+def _conv_stem(cfg: PolicyConfig) -> tuple[nn.Module, nn.Module, int]:
+    """The conv stem, its patch conv and the token side length (`image.encoder="conv"`)."""
+    icfg, layers, ch = cfg.image, [], 3
+    for out in icfg.stem_channels:
+        groups = math.gcd(icfg.norm_groups, out)
+        layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), nn.GroupNorm(groups, out), nn.GELU()]
+        ch = out
+    kernel = icfg.patch_size // 2 ** len(icfg.stem_channels)
+    return nn.Sequential(*layers), nn.Conv2d(ch, cfg.trunk.width, kernel, stride=kernel), icfg.patch_size
+
+
+def _pretrained_stem(cfg: PolicyConfig) -> tuple[nn.Module, nn.Module, int]:
+    """EfficientNet-Lite0 features and a 1x1 projection to the trunk width (`vlaforge.models.vision`)."""
+    net = build_encoder(cfg.image, cfg.image_size)
+    return net, nn.Conv2d(net.out_channels, cfg.trunk.width, 1), cfg.image.feature_stride
+
+
+def _pixel_affine(cfg: PolicyConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) [3] with normalized = x * scale + shift for x in [0, 255]."""
+    if cfg.image.encoder == "efficientnet-lite0":
+        return torch.full((3,), 1 / PIXEL_STD), torch.full((3,), -PIXEL_MEAN / PIXEL_STD)
+    if cfg.image.pixel_norm == "imagenet":  # x/255 then (x - mean) / std
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        return 1 / (255 * std), -mean / std
+    return torch.full((3,), 2 / 255), torch.full((3,), -1.0)  # x/255 * 2 - 1
+
+
 class ImageStem(nn.Module):
-    """uint8 frames [N, H, W, C] -> patch tokens [N, P, D]."""
+    """uint8 frames [N, H, W, C] -> patch tokens [N, P, D].
+
+    `stem` is the conv stem or the pretrained feature network (`image.encoder`); `patch` makes the
+    tokens (the patch conv, or a 1x1 projection of the pretrained feature map). The same two names
+    for both keep the conv stem's checkpoint keys as they were.
+    """
 
     def __init__(self, cfg: PolicyConfig) -> None:
         super().__init__()
-        icfg, width = cfg.image, cfg.trunk.width
+        icfg = cfg.image
         self.image_size, self.pixel_norm = cfg.image_size, icfg.pixel_norm
-        layers, ch = [], 3
-        for out in icfg.stem_channels:
-            groups = math.gcd(icfg.norm_groups, out)
-            layers += [nn.Conv2d(ch, out, 3, stride=2, padding=1), nn.GroupNorm(groups, out), nn.GELU()]
-            ch = out
-        self.stem = nn.Sequential(*layers)
-        kernel = icfg.patch_size // 2 ** len(icfg.stem_channels)
-        self.patch = nn.Conv2d(ch, width, kernel, stride=kernel)
-        self.num_patches = (cfg.image_size // icfg.patch_size) ** 2
-        # x/255 then (x - mean) / std, or x/255 * 2 - 1, folded into one multiply-add on [0, 255].
-        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-        scale, shift = (1 / (255 * std), -mean / std) if icfg.pixel_norm == "imagenet" else (
-            torch.full((3,), 2 / 255), torch.full((3,), -1.0))  # fmt: skip
+        build = _pretrained_stem if icfg.encoder == "efficientnet-lite0" else _conv_stem
+        self.stem, self.patch, stride = build(cfg)
+        self.num_patches = (cfg.image_size // stride) ** 2
+        scale, shift = _pixel_affine(cfg)  # folded into one multiply-add on [0, 255]
         self.register_buffer("pix_scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pix_shift", shift.view(1, 3, 1, 1), persistent=False)
 

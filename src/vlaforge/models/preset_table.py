@@ -1,9 +1,10 @@
 """`vlaforge presets`: the preset table with parameter counts.
 
 Trainable parameters are counted on the built policy (encoders, trunk, head; normalization buffers
-are not parameters; frozen VLM weights are in `total_M` only). The frozen text encoder of the trunk
-presets is counted separately: it is shared, never trained and not saved in checkpoints. VLM
-presets (`smolvla*`) are counted on the meta device from their inline sizes; their "trunk" column
+are not parameters; frozen weights - a pretrained image encoder kept frozen, a frozen VLM - are in
+`total_M` only, so total_M - trainable_M is what is saved but not trained). The frozen text encoder of
+the trunk presets is counted separately: it is shared, never trained and not saved in checkpoints.
+VLM presets (`smolvla*`) are counted on the meta device from their inline sizes; their "trunk" column
 reads used/total text layers x width.
 """
 
@@ -21,6 +22,14 @@ class PresetsConfig:
     """Print JSON instead of a table."""
 
 
+def _image(cfg) -> str:
+    """`1x64px/16` (conv stem, 16 px patches) or `1x64px/effnet-lite0@16` (pretrained, stride 16)."""
+    icfg = cfg.image
+    if icfg.encoder == "conv":
+        return f"{len(cfg.cameras)}x{cfg.image_size}px/{icfg.patch_size}"
+    return f"{len(cfg.cameras)}x{cfg.image_size}px/{icfg.encoder.replace('efficientnet', 'effnet')}@{icfg.feature_stride}"
+
+
 def preset_rows() -> list[dict]:
     """One dict per preset: name, head, image, trunk, chunk, history, trainable and frozen params."""
     from vlaforge.models.language import text_model_parameters
@@ -35,7 +44,7 @@ def preset_rows() -> list[dict]:
         rows.append({
             "preset": name + (f" ({', '.join(aliases)})" if aliases else ""),
             "head": cfg.head.kind,
-            "image": f"{len(cfg.cameras)}x{cfg.image_size}px/{cfg.image.patch_size}" if trunk else _vlm_image(cfg),
+            "image": _image(cfg) if trunk else _vlm_image(cfg),
             "trunk": f"{cfg.trunk.depth}x{cfg.trunk.width}" if trunk else _vlm_trunk(cfg),
             "history": cfg.history,
             "chunk": cfg.chunk,

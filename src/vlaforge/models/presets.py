@@ -4,6 +4,7 @@
 | ------------ | -------------- | -------------- | --------------------- | ------------------------- | ----- |
 | `default`    | (ours, CPU)    | 64 px / 16     | 4 x 128               | L1 chunk regression       | 16    |
 | `default-flow` | (ours, CPU)  | 64 px / 16     | 4 x 128               | flow matching, 10 steps   | 16    |
+| `default-effnet` | (ours, CPU) | 64 px / 16, ImageNet EfficientNet-Lite0, frozen | 4 x 128 | L1 chunk regression | 16 |
 | `octo-small` | Octo-Small     | 128 px / 16    | 12 x 384              | diffusion, 20 train / 10 DDIM | 4 |
 | `octo-base`  | Octo-Base      | 128 px / 16    | 12 x 768              | diffusion                 | 4     |
 | `oft`        | OpenVLA-OFT    | 128 px / 16    | 6 x 256               | L1 chunk regression       | 8     |
@@ -38,6 +39,9 @@ Deviations, by design (all are small, trained from scratch on Meta-World-sized d
   sample at 64 px vs ~12 at 96 px and ~21 at 128 px; inference is ~6-8 ms per chunk for all three
   (overhead-bound). Small goal markers (1-2 px at 128 px) are ~1 px at 64 px: for reach-like tasks
   use `-o image_size=96` (or 128).
+- `default-effnet`: `default` with the frozen ImageNet EfficientNet-Lite0 (stride-16 map, 112 ch,
+  projected to 128; `vlaforge.models.vision`) in place of the conv stem: the same 4x4 tokens at
+  64 px; see docs/vision-encoders.md for when it pays and how to fine-tune part of it.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from vlaforge.models.heads import AR_KINDS, HeadConfig
 DEFAULT_PRESET = "default"
 
 _CPU_IMAGE = ImageEncoderConfig(stem_channels=(16, 32, 64, 128), patch_size=16)
+_EFFNET_IMAGE = ImageEncoderConfig(encoder="efficientnet-lite0", feature_stride=16, trainable_blocks=0)
 _OCTO_IMAGE = ImageEncoderConfig(stem_channels=(32, 96, 192, 384), patch_size=16, pixel_norm="signed")
 _MID_IMAGE = ImageEncoderConfig(stem_channels=(32, 64, 128), patch_size=16)
 _MID_TRUNK = TrunkConfig(width=256, depth=6, heads=8)
@@ -71,6 +76,10 @@ PRESETS: dict[str, PolicyConfig] = {
     "default-flow": PolicyConfig(
         image_size=64, image=_CPU_IMAGE, history=2, chunk=16, execute_steps=8,
         trunk=TrunkConfig(width=128, depth=4, heads=4), head=HeadConfig(kind="flow", flow_steps=10, num_readouts=4),
+    ),
+    "default-effnet": PolicyConfig(
+        image_size=64, image=_EFFNET_IMAGE, history=2, chunk=16, execute_steps=8,
+        trunk=TrunkConfig(width=128, depth=4, heads=4), head=HeadConfig(kind="regression", loss="l1", num_blocks=2),
     ),
     "octo-small": PolicyConfig(
         image_size=128, image=_OCTO_IMAGE, history=2, chunk=4, execute_steps=4,
