@@ -88,7 +88,8 @@ class SimulatorSpec:
     cameras: tuple[Camera, ...]
     """Renderable cameras with their roles."""
     default_camera: str
-    """The camera used when none is asked for."""
+    """The camera used when none is asked for; several comma-separated (robosuite:
+    "agentview,robot0_eye_in_hand")."""
     fps: int
     """Control rate: environment steps per second (the dataset fps, the video fps)."""
     max_steps: int
@@ -124,6 +125,11 @@ class SimulatorSpec:
     @property
     def camera_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.cameras)
+
+    @property
+    def default_cameras(self) -> tuple[str, ...]:
+        """`default_camera` as a tuple of names."""
+        return tuple(c.strip() for c in self.default_camera.split(",") if c.strip())
 
     def camera_role(self, name: str) -> str:
         return next(c.role for c in self.cameras if c.name == name)

@@ -12,8 +12,9 @@ gripper (-1 open, +1 close). 20 Hz control, 500 Hz physics.
 
 Proprio (`observation.state`, 7, float32; the same for every arm):
     [0:3] end-effector (grip site) position, world frame, m
-    [3:6] end-effector orientation as the axis-angle of R_home^T R, where R_home is the arm's grip-site
-          orientation at its home joint configuration: 0 at home for every arm, continuous around it
+    [3:6] end-effector orientation as the axis-angle (world frame) of R R_home^T, the rotation from
+          R_home, the arm's grip-site orientation at its home joints, to the current one R: 0 at home
+          for every arm, continuous around it, and +z = turned counter-clockwise seen from above
           (the raw axis-angle of a gripper pointing down sits at |angle| = pi, where it wraps)    [6]   gripper opening in [0, 1] (1 = open, 0 = closed on nothing): the first finger joint between
           its measured open and closed positions (`GRIPPER_QPOS`), clipped
 Deviation from robosuite's observables (joint sin/cos, quaternions, a per-gripper qpos width): a
@@ -192,7 +193,7 @@ class _Arm:
 
     def state(self) -> np.ndarray:
         """float32 [7]: position, orientation relative to home (axis-angle), gripper opening."""
-        rel = _axis_angle(self.home_rot.T @ self.rot)
+        rel = _axis_angle(self.rot @ self.home_rot.T)  # [3] world frame
         return np.concatenate([self.pos, rel, [self.opening]]).astype(np.float32)
 
 
@@ -214,6 +215,7 @@ def _make_suite_env(base: str, arm: str) -> Any:
         horizon=10**9,  # we stop episodes ourselves (max_steps)
         ignore_done=True,
         reward_shaping=False,
+        seed=0,  # the construction's own reset; episodes reseed env.rng (see RobosuiteEnv.reset)
     )
 
 
@@ -357,7 +359,7 @@ SPEC = register(
         ),
         state=StateSpace(dim=7, names=("x", "y", "z", "rx", "ry", "rz", "gripper")),
         cameras=tuple(Camera(name, role) for name, role in CAMERA_ROLES.items()),
-        default_camera="agentview",
+        default_camera="agentview,robot0_eye_in_hand",
         fps=FPS,
         max_steps=MAX_STEPS,
         success_rule="the task's own `_check_success()` at any step (the episode stops there)",

@@ -62,6 +62,7 @@ class PickPlaceExpert:
         self.target_rot = _rot_z(self.yaw) @ env.arm.home_rot
         self.grip_offset = 0.0  # eef z - object z at the grasp
         self.integral = np.zeros(3)  # [3] integrated position error, world frame, m
+        self.hold = env.arm.pos  # [3] where the gripper was when the phase began
 
     def action(self) -> np.ndarray:
         """float32 [7] for the current state (advances the phase when its goal is reached)."""
@@ -70,7 +71,10 @@ class PickPlaceExpert:
         return self._command(target, close)
 
     def _go(self, phase: str) -> None:
+        """Enter `phase`; `hold` keeps where the gripper was (a fixed reference: with the integral
+        term, a goal that follows the gripper would drift)."""
         self.phase, self.count = phase, 0
+        self.hold = self.env.arm.pos
 
     def _target(self) -> tuple[np.ndarray, bool]:
         env, arm = self.env, self.env.arm
@@ -90,9 +94,9 @@ class PickPlaceExpert:
             if self.count >= GRASP_STEPS:
                 self.grip_offset = float(eef[2] - obj[2])
                 self._go("lift")
-            return eef, True
+            return self.hold, True
         if self.phase == "lift":
-            goal = np.array([eef[0], eef[1], env.table_z + LIFT])
+            goal = np.array([self.hold[0], self.hold[1], env.table_z + LIFT])
             if self.place is not None and abs(eef[2] - goal[2]) < 0.02:
                 self._go("carry")
             return goal, True
@@ -101,7 +105,7 @@ class PickPlaceExpert:
     def _place_target(self, eef: np.ndarray, obj: np.ndarray) -> tuple[np.ndarray, bool]:
         base = self.env.object_pos(self.place)
         rest_z = base[2] + CUBE_B_HALF + CUBE_A_HALF + PLACE_CLEARANCE + self.grip_offset
-        above = np.array([base[0], base[1], max(eef[2], rest_z + 0.04)])
+        above = np.array([base[0], base[1], max(self.hold[2], rest_z + 0.04)])
         # steer the held cube (not the gripper) over cubeB: it may have slipped sideways in the grasp
         shift = np.array([eef[0] - obj[0], eef[1] - obj[1], 0.0])
         if self.phase == "carry":
@@ -116,8 +120,8 @@ class PickPlaceExpert:
         if self.phase == "release":
             if self.count >= RELEASE_STEPS:
                 self._go("rise")
-            return eef, False
-        return eef + [0.0, 0.0, 0.05], False
+            return self.hold, False
+        return self.hold + [0.0, 0.0, 0.08], False
 
     def _reached(self, eef: np.ndarray, goal: np.ndarray) -> bool:
         err = goal - eef
