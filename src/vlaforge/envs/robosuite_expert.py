@@ -10,6 +10,8 @@ A waypoint state machine per episode (`make_expert(env)` after each reset):
     lower     until cubeA rests `PLACE_CLEARANCE` above cubeB's top
     release   open for `RELEASE_STEPS`, then rise                           (Stack succeeds on release)
 
+A cube that falls out of the hand while carrying sends the expert back to `approach`.
+
 Each phase ends on a distance threshold or a step count, never on wall time, so the expert is a
 function of the simulator state and the phase history: deterministic per seed. Actions: position
 error / 5 cm (OSC_POSE's unit) times a gain plus an integral term (OSC's steady-state error), rotation error as axis-angle / 0.5 rad, both rotated
@@ -34,6 +36,8 @@ I_LIMIT = 0.06  # m, anti-windup bound of the integrated position error
 I_ZONE = 0.05  # m: the error is integrated only within this distance of the goal
 ROT_GAIN = 1.0
 XY_TOL, Z_TOL, ROT_TOL = 0.006, 0.008, 0.15  # m, m, rad (Sawyer keeps ~0.06 rad of pitch error)
+DROPPED = 0.03  # m: a held cube whose centre is this low above the table has fallen
+HOLD_SPEED = 0.6  # position actions are scaled to at most this while carrying (a Robotiq grasp slips)
 CUBE_A_HALF, CUBE_B_HALF = 0.02, 0.025  # robosuite Stack's cube half-sizes (Lift's cube: 0.02)
 
 
@@ -103,11 +107,15 @@ class PickPlaceExpert:
         return self._place_target(eef, obj)
 
     def _place_target(self, eef: np.ndarray, obj: np.ndarray) -> tuple[np.ndarray, bool]:
+        if self.phase in ("carry", "lower") and obj[2] < self.env.table_z + DROPPED:
+            self._go("approach")  # the cube fell out of the hand: grasp it again
+            self.integral[:] = 0.0
+            return obj + [0.0, 0.0, HOVER], False
         base = self.env.object_pos(self.place)
         rest_z = base[2] + CUBE_B_HALF + CUBE_A_HALF + PLACE_CLEARANCE + self.grip_offset
         above = np.array([base[0], base[1], max(self.hold[2], rest_z + 0.04)])
         # steer the held cube (not the gripper) over cubeB: it may have slipped sideways in the grasp
-        shift = np.array([eef[0] - obj[0], eef[1] - obj[1], 0.0])
+        shift = np.clip([eef[0] - obj[0], eef[1] - obj[1], 0.0], -0.03, 0.03)
         if self.phase == "carry":
             if np.linalg.norm((obj - base)[:2]) < XY_TOL:
                 self._go("lower")
@@ -140,6 +148,8 @@ class PickPlaceExpert:
             self.integral *= 0.8
         dpos = to_base @ (err * POS_GAIN + self.integral) / 0.05  # [3]
         drot = to_base @ self._axis_angle(self.target_rot @ arm.rot.T) / 0.5 * ROT_GAIN  # [3]
+        if self.phase in ("carry", "lower"):
+            dpos = np.clip(dpos, -HOLD_SPEED, HOLD_SPEED)
         grip = 1.0 if close else -1.0
         return np.clip(np.concatenate([dpos, drot, [grip]]), -1.0, 1.0).astype(np.float32)
 
