@@ -141,12 +141,12 @@ def expert_success(seeds: int) -> dict:
             wins, steps = 0, []
             for seed in range(seeds):
                 env.reset(seed, render=False)
-                for t in range(env.max_steps):
+                for _t in range(env.max_steps):
                     _, success, done, _ = env.step(env.expert_action(), render=False)
                     if done:
                         break
                 wins += success
-                steps.append(t + 1)
+                steps.append(_t + 1)
             env.close()
             table[task_name(task, arm)] = {"successes": wins, "seeds": seeds, "rate": wins / seeds,
                                             "mean_steps": round(sum(steps) / len(steps), 1)}  # fmt: skip
