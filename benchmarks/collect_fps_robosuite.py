@@ -22,24 +22,13 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import vlaforge  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
+from collect_fps import Clock  # benchmarks/ is on the path when this script runs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "collect_fps_robosuite.json"
 CAMS = ("agentview", "robot0_eye_in_hand")
-
-
-class Clock:
-    """Wall and process-CPU time of a block."""
-
-    def __enter__(self) -> Clock:
-        self.wall, self.cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
 def rate(n: int, clock: Clock) -> dict[str, float]:
@@ -111,9 +100,16 @@ def ablation(n: int, size: int) -> list[dict]:
             rows.append({"setting": name, **rate(n, _steps(env, n, render=True))})
             print(rows[-1], flush=True)
         env._vopt.geomgroup[0], env._vopt.geomgroup[1] = 1, 0  # not used: the robot turns into its hulls
-        rows.append({"setting": "(not used) collision meshes instead of visual meshes", **rate(n, _steps(env, n, render=True))})
+        rows.append(
+            {
+                "setting": "(not used) collision meshes instead of visual meshes",
+                **rate(n, _steps(env, n, render=True)),
+            }
+        )
         env._vopt.geomgroup[0], env._vopt.geomgroup[1] = 0, 1
-        rows.append({"setting": "physics + expert only (no rendering)", **rate(n, _steps(env, n, render=False))})
+        rows.append(
+            {"setting": "physics + expert only (no rendering)", **rate(n, _steps(env, n, render=False))}
+        )
     finally:
         env.close()
     return rows
@@ -133,20 +129,14 @@ def worker_frames(size: int, seeds: int) -> dict:
 
 def expert_success(seeds: int) -> dict:
     from vlaforge.envs.robosuite import ARMS, ENVS, RobosuiteEnv, task_name
+    from vlaforge.envs.robosuite_expert import run_expert
 
     table: dict[str, dict] = {}
     for arm in ARMS:
         for task in ENVS:
             env = RobosuiteEnv(task_name(task, arm), image_size=16)
-            wins, steps = 0, []
-            for seed in range(seeds):
-                env.reset(seed, render=False)
-                for _t in range(env.max_steps):
-                    _, success, done, _ = env.step(env.expert_action(), render=False)
-                    if done:
-                        break
-                wins += success
-                steps.append(_t + 1)
+            runs = [run_expert(env, seed) for seed in range(seeds)]
+            wins, steps = sum(ok for ok, _ in runs), [n for _, n in runs]
             env.close()
             table[task_name(task, arm)] = {"successes": wins, "seeds": seeds, "rate": wins / seeds,
                                             "mean_steps": round(sum(steps) / len(steps), 1)}  # fmt: skip

@@ -22,6 +22,7 @@ from vlaforge.data.lerobot_v3 import LeRobotV3Dataset  # noqa: E402
 from vlaforge.data.video import read_mp4, write_mp4  # noqa: E402
 from vlaforge.envs.registry import get_simulator  # noqa: E402
 from vlaforge.envs.robosuite import ARMS, RobosuiteEnv  # noqa: E402
+from vlaforge.envs.robosuite_expert import run_expert  # noqa: E402
 from vlaforge.errors import VlaforgeError  # noqa: E402
 from vlaforge.eval.workers import EnvPool, EnvSpec  # noqa: E402
 
@@ -137,14 +138,7 @@ def test_lift_expert_succeeds_and_actions_stay_in_the_box(env):
 def test_expert_succeeds_per_arm_and_task(arm, task):
     e = RobosuiteEnv(f"{task}-{arm.lower()}", image_size=16)
     try:
-        wins = 0
-        for seed in range(3):
-            e.reset(seed, render=False)
-            for _ in range(e.max_steps):
-                _, success, done, _ = e.step(e.expert_action(), render=False)
-                if done:
-                    break
-            wins += success
+        wins = sum(run_expert(e, seed)[0] for seed in range(3))
     finally:
         e.close()
     assert wins >= 2, f"{task}-{arm}: {wins}/3"

@@ -161,3 +161,13 @@ def make_expert(env: Any) -> PickPlaceExpert:
     if env.base == "stack":
         return PickPlaceExpert(env, "cubeA", "cubeB")
     raise ValueError(f"no scripted expert for robosuite task {env.base!r}")
+
+
+def run_expert(env: Any, seed: int) -> tuple[bool, int]:
+    """One physics-only expert episode from `seed`: (succeeded, steps run)."""
+    env.reset(seed, render=False)
+    for t in range(env.max_steps):
+        _, success, done, _ = env.step(env.expert_action(), render=False)
+        if done:
+            return bool(success), t + 1
+    return False, env.max_steps
