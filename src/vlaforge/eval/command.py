@@ -33,7 +33,7 @@ def run(cfg: EvalConfig) -> int:
     validate(cfg)
     check_output_dir(cfg.out)  # /proc/x, a read-only disk: refused before the workers start
     sim = get_simulator(cfg.simulator)
-    tasks = sim.resolve_tasks(cfg.suite)
+    tasks = sim.resolve_tasks(cfg.suite, robots=cfg.robots)
     policy = resolve_policy(cfg, sim)
     try:
         preflight(policy, tasks, cfg, sim)  # everything that can fail, before the old results go

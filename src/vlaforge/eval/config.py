@@ -29,6 +29,9 @@ class EvalConfig:
     simulator: str = "metaworld"
     """The registered simulator to evaluate on (vlaforge.envs.registry); one defined outside vlaforge
     as "package.module:name"."""
+    robots: str = ""
+    """Robots, comma-separated, for simulators with a choice of arm (robosuite): keep the tasks on
+    these arms (default: every arm the tasks name); the report has one row per task and arm."""
     episodes_per_task: int = 10
     """Episodes (distinct seeds) per task."""
     workers: int = 2

@@ -80,7 +80,7 @@ def _frame_size(meta: dict, camera: str) -> int | None:
 def describe(meta: dict, cfg: EvalConfig, sim: SimulatorSpec) -> tuple[PolicySpec, Layout]:
     """The policy spec and request layout of a server, from its metadata, the key map and `cfg`."""
     key_map = parse_key_map(cfg.key_map)
-    cameras = cameras_of(cfg) or _metadata_cameras(meta, key_map) or (sim.default_camera,)
+    cameras = cameras_of(cfg) or _metadata_cameras(meta, key_map) or sim.default_cameras
     size = cfg.image_size or _frame_size(meta, cameras[0]) or DEFAULT_IMAGE_SIZE
     state_dim = int(meta.get("state_dim", sim.state.dim) or 0)
     instruction = (meta.get("instruction_keys") or ["prompt"])[0]
