@@ -144,3 +144,11 @@ def test_lora_adapts_the_vlm_text_layers_and_merges_to_plain_names(fake_batch):
     merged = merged_copy(policy)
     assert set(merged.state_dict()) == plain
     assert torch.allclose(merged.sample_actions(batch, torch.Generator().manual_seed(1)), before, atol=1e-4)
+
+
+def test_onnx_export_refuses_a_vlm_policy_naming_the_backbone():
+    from vlaforge.deploy.export import check_exportable
+    from vlaforge.models.policy import VLAPolicy
+
+    with pytest.raises(VlaforgeError, match="not the 'smolvlm' vision-language backbone"):
+        check_exportable(VLAPolicy(tiny()))

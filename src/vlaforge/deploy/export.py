@@ -138,6 +138,13 @@ def check_exportable(policy: nn.Module) -> None:
     from vlaforge.models.heads.decoder import NOT_EXPORTABLE
 
     kind = policy.config.head.kind
+    backbone = getattr(getattr(policy.config, "backbone", None), "kind", "trunk")
+    if backbone != "trunk":
+        raise VlaforgeError(
+            f"ONNX export supports policies on vlaforge's own trunk, not the {backbone!r} vision-language "
+            "backbone (its transformers prefix and flow expert are not traced); serve it from PyTorch "
+            "(vlaforge serve)"
+        )
     if kind in AR_KINDS:
         raise VlaforgeError(NOT_EXPORTABLE)
     if kind not in EXPORTABLE_HEADS:
