@@ -21,8 +21,6 @@ last action is held.
 
 from __future__ import annotations
 
-import atexit
-import weakref
 from typing import Any
 
 import mujoco
@@ -30,6 +28,7 @@ import numpy as np
 
 from vlaforge.envs import aloha_scene as scene
 from vlaforge.envs import render as _render  # the fast render settings (shared with Meta-World)
+from vlaforge.envs.base import RenderedEnv, check_seed
 from vlaforge.envs.registry import ActionSpace, Camera, SimulatorSpec, StateSpace, register
 from vlaforge.keys import STATE, TASK, image_key
 
@@ -62,7 +61,7 @@ def canonical(task: str) -> str:
     return task.strip().lower().replace("_", "-")
 
 
-class AlohaEnv:
+class AlohaEnv(RenderedEnv):
     """One ALOHA task with rendered cameras and the replayed scripted expert.
 
     Args:
@@ -89,8 +88,7 @@ class AlohaEnv:
         self._data = mujoco.MjData(self._model)
         self._reward = scene.ContactReward.for_model(self.task, self._model)
         self._renderer = _render.make_renderer(self._model, self.image_size)
-        self._finalize = weakref.finalize(self, self._renderer.close)
-        atexit.register(self._finalize)
+        self._own_renderer(self._renderer)
         self._low, self._high = np.array(_ARM_LOW * 2), np.array(_ARM_HIGH * 2)
         self._planner = None
         self._plans: dict[int, np.ndarray] = {}  # seed -> [T, 14], the most recent last
@@ -100,8 +98,7 @@ class AlohaEnv:
 
     def reset(self, seed: int, *, render: bool = True) -> dict[str, Any]:
         """New episode; the object placement is gym-aloha's for `seed`, the arms start at rest."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        seed = check_seed(seed)
         self._seed = int(seed)
         self.objects = scene.sample_placement(self.task, self._seed)
         scene.reset_data(self._model, self._data, self.objects)
@@ -148,17 +145,6 @@ class AlohaEnv:
         obs[STATE] = scene.joint_state(self._data.qpos).astype(np.float32)  # [14]
         obs[TASK] = self.instruction
         return obs
-
-    def close(self) -> None:
-        """Free the renderer's GL context."""
-        self._finalize()
-        atexit.unregister(self._finalize)
-
-    def __enter__(self) -> AlohaEnv:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def make_env(

@@ -15,7 +15,9 @@ collector uses that to record a few frames after the first success.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import atexit
+import weakref
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -45,3 +47,39 @@ class Environment(Protocol):
     def close(self) -> None:
         """Release the simulator and renderer."""
         ...
+
+
+def check_seed(seed: Any) -> int:
+    """`seed` as an int if it is a non-negative integer (not a bool); else ValueError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    return int(seed)
+
+
+_E = TypeVar("_E", bound="RenderedEnv")
+
+
+class RenderedEnv:
+    """The lifecycle every MuJoCo-rendered environment shares: `_own_renderer(renderer)` once at
+    construction; `close()` frees the renderer's GL context (then `_close_simulator()`), and so do
+    garbage collection and interpreter exit, before EGL's own exit hook terminates the display (a
+    late `__del__` would print EGL errors). Usable as a context manager."""
+
+    def _own_renderer(self, renderer: Any) -> None:
+        self._finalize = weakref.finalize(self, renderer.close)
+        atexit.register(self._finalize)
+
+    def _close_simulator(self) -> None:
+        """Release the simulator itself (override where it holds resources)."""
+
+    def close(self) -> None:
+        """Free the renderer's GL context and the simulator."""
+        self._finalize()
+        atexit.unregister(self._finalize)
+        self._close_simulator()
+
+    def __enter__(self: _E) -> _E:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

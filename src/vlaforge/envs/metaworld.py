@@ -21,17 +21,16 @@ clipped scripted-expert action, which is what the collector records.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import pickle
 import warnings
-import weakref
 from typing import Any
 
 import numpy as np
 
 from vlaforge.envs import render as _render  # sets MUJOCO_GL before mujoco is imported
 from vlaforge.envs import tasks as _tasks
+from vlaforge.envs.base import RenderedEnv, check_seed
 from vlaforge.envs.registry import ActionSpace, Camera, SimulatorSpec, StateSpace, register
 from vlaforge.envs.tasks import TASK_DESCRIPTIONS, canonical
 from vlaforge.errors import VlaforgeError, unknown
@@ -78,7 +77,7 @@ def _make_sawyer(task: str) -> Any:
     return env
 
 
-class MetaWorldEnv:
+class MetaWorldEnv(RenderedEnv):
     """One Meta-World task with rendered cameras and the scripted expert.
 
     Args:
@@ -111,10 +110,7 @@ class MetaWorldEnv:
         self._env.max_path_length = max(self.max_steps, MAX_STEPS)
         _render.place_cameras(self._env.model)
         self._renderer = _render.make_renderer(self._env.model, self.image_size)
-        # Free the GL context before EGL's own exit hook (registered at the first context) terminates
-        # the display; a late __del__ would print EGL errors at interpreter exit.
-        self._finalize = weakref.finalize(self, self._renderer.close)
-        atexit.register(self._finalize)
+        self._own_renderer(self._renderer)
         self._expert = None
         self._obs39: np.ndarray | None = None  # [39] float64, the latest raw observation
         self.steps = 0
@@ -124,8 +120,7 @@ class MetaWorldEnv:
 
         `render=False` (here and in `step`) leaves the images out: physics-only probing is ~20x faster.
         """
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        seed = check_seed(seed)
         if self._placements is not None:  # one of the benchmark's fixed placements
             self._env._last_rand_vec = self._placements[int(seed) % len(self._placements)]
             self._env._freeze_rand_vec = True
@@ -169,17 +164,8 @@ class MetaWorldEnv:
         obs[TASK] = self.instruction
         return obs
 
-    def close(self) -> None:
-        """Free the renderer's GL context and the simulator."""
-        self._finalize()
-        atexit.unregister(self._finalize)
+    def _close_simulator(self) -> None:
         self._env.close()
-
-    def __enter__(self) -> MetaWorldEnv:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _check_cameras(cameras: tuple[str, ...]) -> None:

@@ -34,15 +34,14 @@ same seed gives the same scene. Success: the task's own `_check_success()` at an
 
 from __future__ import annotations
 
-import atexit
 import logging
-import weakref
 from typing import Any
 
 import mujoco
 import numpy as np
 
 from vlaforge.envs import render as _render
+from vlaforge.envs.base import RenderedEnv, check_seed
 from vlaforge.envs.registry import ActionSpace, Camera, SimulatorSpec, StateSpace, register
 from vlaforge.errors import VlaforgeError, did_you_mean, unknown
 from vlaforge.keys import STATE, TASK, image_key
@@ -219,7 +218,7 @@ def _make_suite_env(base: str, arm: str) -> Any:
     )
 
 
-class RobosuiteEnv:
+class RobosuiteEnv(RenderedEnv):
     """One robosuite task on one arm, with fast upright cameras and the scripted expert.
 
     Args:
@@ -248,15 +247,13 @@ class RobosuiteEnv:
         self.arm = _Arm(self._env)
         self._renderer = _render.make_renderer(self.model, self.image_size)
         self._vopt = _scene_option()
-        self._finalize = weakref.finalize(self, self._renderer.close)
-        atexit.register(self._finalize)
+        self._own_renderer(self._renderer)
         self._expert: Any = None
         self.steps = -1  # no episode yet
 
     def reset(self, seed: int, *, render: bool = True) -> dict[str, Any]:
         """New episode; the object placement and the arm's start are a function of `seed` alone."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        seed = check_seed(seed)
         self._env.rng.bit_generator.state = np.random.default_rng(int(seed)).bit_generator.state
         self._env.reset()
         self.steps = 0
@@ -307,17 +304,8 @@ class RobosuiteEnv:
         obs[TASK] = self.instruction
         return obs
 
-    def close(self) -> None:
-        """Free the renderer's GL context and the simulator."""
-        self._finalize()
-        atexit.unregister(self._finalize)
+    def _close_simulator(self) -> None:
         self._env.close()
-
-    def __enter__(self) -> RobosuiteEnv:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _scene_option() -> mujoco.MjvOption:
