@@ -350,3 +350,21 @@ def _text(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value))
     return str(value)
+
+
+def vlaforge_home() -> Path:
+    """Where vlaforge keeps what it makes for a user across runs: `$VLAFORGE_HOME`, else
+    `$XDG_CACHE_HOME/vlaforge`, else `~/.cache/vlaforge`. `pretrained/<name>/` holds the checkpoints
+    `vlaforge pretrain` publishes (what `finetune --from <name>` and `eval --policy <name>` find)."""
+    import os
+
+    if os.environ.get("VLAFORGE_HOME"):
+        return Path(os.environ["VLAFORGE_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(cache).expanduser() / "vlaforge"
+
+
+def pretrained_dir(name: str) -> Path:
+    """The published checkpoint directory of pretrained policy `name` (it may not exist yet)."""
+    return vlaforge_home() / "pretrained" / name
+

@@ -50,6 +50,11 @@ COMMANDS: dict[str, Command] = {
         "vlaforge.train.command:TrainCommand",
         "vlaforge.train.command:run_train",
     ),
+    "pretrain": Command(
+        "collect a recipe's mixture and pretrain one generalist on it (vlaforge pretrain --recipe base)",
+        "vlaforge.train.pretrain:PretrainConfig",
+        "vlaforge.train.pretrain:run",
+    ),
     "finetune": Command(
         "fine-tune a trained policy on new data (full, frozen, LoRA)",
         "vlaforge.train.command:FinetuneCommand",

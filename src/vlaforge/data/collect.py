@@ -241,6 +241,26 @@ def check_output(root: Path, cfg: Collection, overwrite: bool) -> bool:
     return True
 
 
+def is_collected(cfg: CollectConfig) -> bool:
+    """True when `cfg.out` already holds a finished dataset collected with exactly `cfg`'s options
+    (what a recipe reuses instead of collecting again); False when it is absent, empty or unfinished.
+    A finished dataset made with other options is a `VlaforgeError` naming the differences."""
+    c, root = resolve(cfg), Path(cfg.out)
+    side = root / SIDECAR
+    if not side.is_file():
+        return False
+    saved = layout.read_json(side, "collection settings")
+    if not saved.get("complete"):
+        return False
+    before = {"protocol": c.protocol, **(saved.get("config") or {})}
+    if before != _jsonable(asdict(c)):
+        diff = _differences(before, _jsonable(asdict(c)))
+        raise VlaforgeError(
+            f"{str(root)!r} holds a dataset collected with other options ({diff}); move it away or collect elsewhere"
+        )
+    return True
+
+
 def _staged_but_empty(root: Path) -> bool:
     staging = root / layout.STAGING_DIR
     others = [p for p in root.iterdir() if p.name not in (layout.STAGING_DIR, "meta", "videos")]

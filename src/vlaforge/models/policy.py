@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vlaforge import keys
-from vlaforge.config import from_dict, to_dict
+from vlaforge.config import from_dict, pretrained_dir, to_dict
 from vlaforge.errors import VlaforgeError
 from vlaforge.models.backbones import Backbone, TrunkBackbone, build_vlm, no_pretrained_weights
 from vlaforge.models.config import PolicyConfig, validate
@@ -346,12 +346,23 @@ def read_json(path: Path, kind: str = "policy checkpoint") -> Any:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A local checkpoint directory for `path`: a directory, or a Hub id in the local cache."""
+    """A local checkpoint directory for `path`: a directory, the name of a policy `vlaforge pretrain`
+    published (`base`: `vlaforge.config.pretrained_dir`), or a Hub id in the local cache."""
     local = Path(path).expanduser()
     if local.is_dir():
         return local
-    if local.exists() or str(path).count("/") != 1:
-        raise VlaforgeError(f"policy {str(path)!r} is not a checkpoint directory")
+    name = str(path)
+    if not local.exists() and name and "/" not in name and not name.startswith("."):
+        published = pretrained_dir(name)
+        if (published / CONFIG_FILE).is_file():
+            return published
+        have = sorted(p.name for p in published.parent.glob("*") if (p / CONFIG_FILE).is_file())
+        raise VlaforgeError(
+            f"policy {name!r} is not a checkpoint directory nor a pretrained policy in {published.parent} "
+            f"(have: {', '.join(have) or 'none'}; `vlaforge pretrain --recipe {name}` publishes one)"
+        )
+    if local.exists() or name.count("/") != 1:
+        raise VlaforgeError(f"policy {name!r} is not a checkpoint directory")
     try:
         from huggingface_hub import snapshot_download
 

@@ -6,6 +6,7 @@
     vlaforge train --resume runs/octo --steps 40000        # ... or train longer (the cosine stretches)
     torchrun --nproc_per_node 2 -m vlaforge.cli train ...  # data parallel (see train/distributed.py)
     vlaforge finetune --from runs/octo/checkpoints/last --data data/new_robot --steps 2000 --out runs/ft
+    vlaforge finetune --from base --data data/new_task --steps 1000 --out runs/ft  # `vlaforge pretrain`'s
     vlaforge finetune --from CKPT --data DIR --freeze 'obs_encoder.*' --freeze 'task_encoder.*' --out RUN
     vlaforge finetune --from CKPT --data DIR --lora-rank 8 --out RUN      # adapters merged on save
 
@@ -78,7 +79,8 @@ class FinetuneCommand(RunCommand):
     """`vlaforge finetune`: continue a trained policy on new data (full, frozen parts, or LoRA)."""
 
     source: str | None = field(default=None, metadata=option(flag="from", metavar="CKPT"))
-    """Pretrained checkpoint directory (or a run directory: its checkpoints/last)."""
+    """Pretrained checkpoint directory, a run directory (its checkpoints/last), or the name of a
+    policy `vlaforge pretrain` published (`base`)."""
     freeze: tuple[str, ...] = field(default=(), metadata=option(repeat=True, metavar="GLOB"))
     """Freeze the parameters whose names match (fnmatch, e.g. 'trunk.*')."""
     lora_rank: int = 0
@@ -101,8 +103,13 @@ def run_finetune(cfg: FinetuneCommand, on_step: Callable | None = None) -> int:
             raise VlaforgeError("`vlaforge finetune` needs --from CKPT (a checkpoint directory)")
         if (Path(source) / "checkpoints" / "last").is_dir():  # a run directory: its last checkpoint
             source = str(Path(source) / "checkpoints" / "last")
-        if not Path(source).is_dir():
-            raise VlaforgeError(f"--from {source}: not a checkpoint directory")
+        if not Path(source).is_dir():  # a name `vlaforge pretrain` published (`--from base`)
+            from vlaforge.models.policy import resolve_checkpoint
+
+            try:
+                source = str(resolve_checkpoint(source))
+            except VlaforgeError as err:
+                raise VlaforgeError(f"--from {source}: {err}") from err
         if cfg.lora_rank < 0:
             raise VlaforgeError(f"--lora-rank must be >= 0, got {cfg.lora_rank}")
     extra = {

@@ -4,6 +4,13 @@
   the new data's) and its action/state dims; every tensor whose name and shape still fit is copied
   (`VLAPolicy.load_state_dict_partial`); the rest (a new robot's proprio input, the head's output
   layer) starts fresh and always trains.
+- Embodiments: each new dataset is matched against the checkpoint's embodiments by its action and
+  state spaces (names and control mode; simulator and widths where names are unknown). When every
+  one is known (a new task or a new arm with the same controller), the policy keeps the
+  checkpoint's padded widths and every tensor loads, the output layer included. When one is new (a
+  space the generalist never saw), the embodiment layers - every tensor whose shape follows the
+  action or state width, found by building the same config one wider on the meta device - start
+  fresh even where their shapes happen to fit; the trunk and image encoder load. Both are printed.
 - `--freeze GLOB` (fnmatch on parameter names, e.g. `obs_encoder.*`, `trunk.*`) freezes matches.
 - `--lora-rank R`: peft LoRA on the trunk's linear layers; then only the adapters, the head and the
   fresh layers train. The checkpoint is saved with the adapters merged (a plain `VLAPolicy`).
@@ -35,11 +42,72 @@ def base_config(spec: dict, model_over: list[str]):
     return apply_overrides(cfg, model_over)
 
 
+def source_record(spec: dict):
+    """The pretrained checkpoint's `CheckpointRecord` (its embodiments)."""
+    from vlaforge.models.io import CheckpointRecord
+    from vlaforge.models.policy import METADATA_FILE, read_json, resolve_checkpoint
+
+    path = resolve_checkpoint(spec["from"]) / METADATA_FILE
+    return CheckpointRecord.from_metadata(read_json(path) if path.exists() else {})
+
+
+def same_space(new, old) -> bool:
+    """Do two `EmbodimentRecord`s act and sense in the same spaces (a new task or arm, same controller)?"""
+    if new.action_names and old.action_names:
+        return (new.action_names, new.state_names, new.control_mode) == (
+            old.action_names,
+            old.state_names,
+            old.control_mode,
+        )
+    return (new.simulator, new.action_dim, new.state_dim) == (old.simulator, old.action_dim, old.state_dim)
+
+
+def fit_embodiments(spec: dict, metadata: dict, policy_cfg, action_dim: int, state_dim: int):
+    """(policy config with the widths to train at, names of the new data's unseen embodiments).
+
+    All known: the checkpoint's (padded) widths, so every layer loads. Any unseen: the data's widths,
+    and `spec["new_embodiments"]` tells `prepare` to start the embodiment layers fresh."""
+    import dataclasses
+
+    from vlaforge.models.io import CheckpointRecord
+
+    old = source_record(spec).embodiments
+    new = CheckpointRecord.from_metadata(metadata).embodiments
+    unseen = [e.name for e in new if not any(same_space(e, o) for o in old)] if old else []
+    if not old and (policy_cfg.action_dim, policy_cfg.state_dim) != (action_dim, state_dim):
+        unseen = [e.name for e in new]  # an old checkpoint without a record: the widths decide
+    if unseen:
+        return dataclasses.replace(policy_cfg, action_dim=action_dim, state_dim=state_dim), unseen
+    widths = max(policy_cfg.action_dim, action_dim), max(policy_cfg.state_dim, state_dim)
+    return dataclasses.replace(policy_cfg, action_dim=widths[0], state_dim=widths[1]), []
+
+
+def embodiment_tensors(policy: nn.Module) -> set[str]:
+    """Names of the tensors whose shapes follow the action or state width (input/output layers)."""
+    import dataclasses
+
+    import torch
+
+    from vlaforge.models.policy import NORM_PREFIXES
+
+    cfg = policy.config
+    wider = dataclasses.replace(cfg, action_dim=cfg.action_dim + 1, state_dim=cfg.state_dim + (cfg.state_dim > 0))
+    with torch.device("meta"):
+        probe = type(policy)(wider).state_dict()
+    own = policy.state_dict()
+    return {k for k, v in own.items() if not k.startswith(NORM_PREFIXES) and (k not in probe or probe[k].shape != v.shape)}
+
+
 def prepare(policy: nn.Module, spec: dict, verbose: bool = True) -> Callable[[nn.Module], nn.Module] | None:
     """Load the pretrained weights, freeze / add LoRA; returns the save-time export (LoRA merge)."""
     from vlaforge.models.policy import read_weights, resolve_checkpoint
 
-    fresh = set(policy.load_state_dict_partial(read_weights(resolve_checkpoint(spec["from"]))))
+    state = read_weights(resolve_checkpoint(spec["from"]))
+    unseen = spec.get("new_embodiments") or []
+    if unseen:  # a space the generalist never saw: its input/output layers start fresh
+        fresh_layers = embodiment_tensors(policy)
+        state = {k: v for k, v in state.items() if k not in fresh_layers}
+    fresh = set(policy.load_state_dict_partial(state))
     fresh_params = {n for n, _ in policy.named_parameters() if n in fresh}
     freeze(policy, spec.get("freeze") or [])
     rank = spec.get("lora_rank") or 0
@@ -51,7 +119,7 @@ def prepare(policy: nn.Module, spec: dict, verbose: bool = True) -> Callable[[nn
         if name in fresh_params:
             p.requires_grad_(True)  # fresh layers are random: they must train
     if verbose:
-        report(policy, sorted(fresh_params), rank)
+        report(policy, sorted(fresh_params), rank, unseen)
     return merged_copy if rank > 0 else None
 
 
@@ -77,8 +145,14 @@ def trainable_counts(policy: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def report(policy: nn.Module, fresh: list[str], rank: int) -> None:
+def report(policy: nn.Module, fresh: list[str], rank: int, unseen: list[str] = ()) -> None:
     trainable, total = trainable_counts(policy)
+    if unseen:
+        print(
+            f"fine-tuning: new embodiment {', '.join(unseen)} (an action/state space the checkpoint never saw): "
+            "fresh embodiment layers, the trunk and image encoder loaded",
+            file=sys.stderr,
+        )
     target = type(policy.backbone.lora_target()).__name__ if rank else ""
     lora = f"; LoRA rank {rank} on the linear layers of the {target}" if rank else ""
     new = f"; fresh layers: {', '.join(fresh)}" if fresh else "; every pretrained tensor loaded"

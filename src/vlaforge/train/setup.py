@@ -240,7 +240,13 @@ def build_trainer(spec: dict, out: Path, resuming: bool, d: Dist) -> Trainer:
     data = build_data(sources, policy_cfg, train_cfg, d)
     if d.rank == 0:
         d.barrier()
-    policy_cfg = dataclasses.replace(policy_cfg, action_dim=data.action_dim, state_dim=data.state_dim)
+    if finetune:  # known embodiments keep the checkpoint's padded widths; a new one gets its own
+        policy_cfg, unseen = ft.fit_embodiments(
+            spec, data.metadata, policy_cfg, data.action_dim, data.state_dim
+        )
+        spec = {**spec, "new_embodiments": unseen}
+    else:
+        policy_cfg = dataclasses.replace(policy_cfg, action_dim=data.action_dim, state_dim=data.state_dim)
     metadata = {
         **data.metadata,
         "preset": spec.get("preset"),
