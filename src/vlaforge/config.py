@@ -367,4 +367,3 @@ def vlaforge_home() -> Path:
 def pretrained_dir(name: str) -> Path:
     """The published checkpoint directory of pretrained policy `name` (it may not exist yet)."""
     return vlaforge_home() / "pretrained" / name
-

@@ -28,13 +28,21 @@ def _sets(items):
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ({"name": "a", "simulator": "metaworld", "tasks": "reach,pik-place"}, "unknown Meta-World task 'pik-place'"),
-        ({"name": "a", "simulator": "robosuite", "tasks": "lift", "robots": "Pandaa"}, "unknown robosuite robot 'Pandaa'"),
+        (
+            {"name": "a", "simulator": "metaworld", "tasks": "reach,pik-place"},
+            "unknown Meta-World task 'pik-place'",
+        ),
+        (
+            {"name": "a", "simulator": "robosuite", "tasks": "lift", "robots": "Pandaa"},
+            "unknown robosuite robot 'Pandaa'",
+        ),
         ({"name": "a", "simulator": "mujoco-soccer", "tasks": "kick"}, "mujoco-soccer"),
     ],
 )
 def test_a_recipe_with_an_unknown_task_or_robot_fails_before_collecting(tmp_path, capsys, source, message):
-    recipe = _recipe(tmp_path / "r.json", [{"name": "ok", "simulator": "metaworld", "tasks": "reach"}, source])
+    recipe = _recipe(
+        tmp_path / "r.json", [{"name": "ok", "simulator": "metaworld", "tasks": "reach"}, source]
+    )
     home = tmp_path / "home"
     assert main(["pretrain", "--recipe", str(recipe), "--home", str(home)]) == 2
     err = capsys.readouterr().err
@@ -111,14 +119,30 @@ def test_finetune_onto_an_unseen_space_starts_embodiment_layers_fresh(
     a, s = base.config.action_dim, base.config.state_dim
     write_dataset(other, episodes=3, length=20, action_dim=a, state_dim=s, seed=3, task="push the block")
     out = tmp_path / "ft"
-    args = ["finetune", "--from", "tiny", "--data", str(other), "--steps", "1", "--batch-size", "4", "--lr", "1e-9", "--seed", "7"]
+    args = [
+        "finetune",
+        "--from",
+        "tiny",
+        "--data",
+        str(other),
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--lr",
+        "1e-9",
+        "--seed",
+        "7",
+    ]
     assert main([*args, "--out", str(out), "--device", "cpu", *_sets(FAST_TRAIN)]) == 0
     err = capsys.readouterr().err
     assert "new embodiment test" in err and "fresh layers: " in err
     fresh = err.split("fresh layers: ")[1].split("\n")[0]
     assert "obs_encoder.state.weight" in fresh and "head." in fresh and "trunk." not in fresh
     before, after = read_weights(home / "pretrained" / "tiny"), read_weights(out / "checkpoints" / "last")
-    assert not torch.allclose(before["obs_encoder.state.weight"], after["obs_encoder.state.weight"], atol=1e-3)
+    assert not torch.allclose(
+        before["obs_encoder.state.weight"], after["obs_encoder.state.weight"], atol=1e-3
+    )
     trunk = [k for k in before if k.startswith("trunk.") and k.endswith("qkv.weight")]
     assert trunk and all(torch.allclose(before[k], after[k], atol=1e-4) for k in trunk)  # lr 1e-9: loaded
 

@@ -91,11 +91,17 @@ def embodiment_tensors(policy: nn.Module) -> set[str]:
     from vlaforge.models.policy import NORM_PREFIXES
 
     cfg = policy.config
-    wider = dataclasses.replace(cfg, action_dim=cfg.action_dim + 1, state_dim=cfg.state_dim + (cfg.state_dim > 0))
+    wider = dataclasses.replace(
+        cfg, action_dim=cfg.action_dim + 1, state_dim=cfg.state_dim + (cfg.state_dim > 0)
+    )
     with torch.device("meta"):
         probe = type(policy)(wider).state_dict()
     own = policy.state_dict()
-    return {k for k, v in own.items() if not k.startswith(NORM_PREFIXES) and (k not in probe or probe[k].shape != v.shape)}
+    return {
+        k
+        for k, v in own.items()
+        if not k.startswith(NORM_PREFIXES) and (k not in probe or probe[k].shape != v.shape)
+    }
 
 
 def prepare(policy: nn.Module, spec: dict, verbose: bool = True) -> Callable[[nn.Module], nn.Module] | None:

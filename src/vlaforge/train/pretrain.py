@@ -99,7 +99,9 @@ def load_recipe(spec: str) -> Recipe:
         raise VlaforgeError(f"--recipe {spec}: a recipe needs 'sources' (a list) and 'tiers' (an object)")
     where = f"--recipe {spec}"
     try:
-        sources = tuple(from_dict(Source, s, where=f"{where}: sources[{i}]") for i, s in enumerate(raw["sources"]))
+        sources = tuple(
+            from_dict(Source, s, where=f"{where}: sources[{i}]") for i, s in enumerate(raw["sources"])
+        )
         tiers = {k: from_dict(Tier, v, where=f"{where}: tiers.{k}") for k, v in dict(raw["tiers"]).items()}
     except (TypeError, AttributeError) as err:
         raise VlaforgeError(f"{where}: malformed recipe ({err})") from err

@@ -61,13 +61,22 @@ RECIPES: dict[str, Recipe] = {
         description="ML45-train (45 tasks) + robosuite Lift/Stack on Panda, IIWA, Kinova3 + ALOHA transfer-cube",
         sources=(
             Source("metaworld-ml45-train", "metaworld", "ml45-train", weight=0.6),
-            Source("robosuite-lift-stack", "robosuite", "lift,stack", robots="Panda,IIWA,Kinova3", weight=0.25),
+            Source(
+                "robosuite-lift-stack", "robosuite", "lift,stack", robots="Panda,IIWA,Kinova3", weight=0.25
+            ),
             Source("aloha-transfer-cube", "aloha", "transfer-cube", weight=0.15),
         ),
         tiers={
             # ~110 samples/s at 64 px on 2 cores: 12,000 steps of 64 is ~2 h (the cap stops it there)
             "cpu": Tier(episodes_per_task=10, image_size=64, steps=12_000, batch_size=64, max_minutes=120),
-            "gpu": Tier(episodes_per_task=50, image_size=128, steps=60_000, batch_size=256, max_minutes=0, device="cuda"),
+            "gpu": Tier(
+                episodes_per_task=50,
+                image_size=128,
+                steps=60_000,
+                batch_size=256,
+                max_minutes=0,
+                device="cuda",
+            ),
         },
         held_out="ML45-test (bin-picking, box-close, hand-insert, door-lock, door-unlock), robosuite UR5e, ALOHA insertion",
     ),
