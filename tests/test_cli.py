@@ -129,6 +129,7 @@ SET_CASES = {
     "presets": (["presets"], "json=true", ("json",), True),
     "train": (["train", "--data", "d", "--out", "r"], "train.lr=0.5", ("train", "lr"), 0.5),
     "finetune": (["finetune", "--from", "c", "--data", "d"], "train.augment.shift=0", ("train", "augment", "shift"), 0),
+    "pretrain": (["pretrain", "--recipe", "base"], "train.lr=0.5", ("train",), ("lr=0.5",)),
     "eval": (["eval", "--policy", "expert", "--suite", "reach-v3", "--out", "e"], "episodes_per_task=3", ("episodes_per_task",), 3),
     "serve": (["serve", "--policy", "p"], "server.idle_timeout_s=5", ("server", "idle_timeout_s"), 5.0),
     "export": (["export", "--policy", "p", "--out", "x"], "batch=2", ("batch",), 2),

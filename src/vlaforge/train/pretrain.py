@@ -5,6 +5,8 @@ it, and publish the checkpoint where `finetune --from base` (and `eval --policy 
     vlaforge pretrain --recipe base --tier gpu          # same mixture at 128 px, 50 demos per task
     vlaforge pretrain --recipe my_recipe.json --plan    # a recipe file; print the plan and stop
     vlaforge finetune --from base --data DIR --steps 1000 --out RUN
+    vlaforge pretrain --recipe base --tier gpu --collect-only && \
+      torchrun --nproc_per_node 8 -m vlaforge.cli pretrain --recipe base --tier gpu   # data parallel
 
 Layout under the vlaforge home (`$VLAFORGE_HOME`, else `~/.cache/vlaforge`; `--home` for another):
 `data/<recipe>-<tier>/<source>/` (the LeRobot datasets, reused when already collected with the
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -64,6 +67,8 @@ class PretrainConfig:
     """Training device (default: the tier's)."""
     plan: bool = False
     """Print what would be collected, trained and published, and stop."""
+    collect_only: bool = False
+    """Collect (or check) the mixture and stop: run this once before a `torchrun` launch."""
     model: tuple[str, ...] = field(default=(), metadata=option(overrides=True))
     """`--set model.<field>=...` on top of the recipe's preset."""
     train: tuple[str, ...] = field(default=(), metadata=option(overrides=True))
@@ -202,14 +207,24 @@ def run(cfg: PretrainConfig) -> int:
     if cfg.plan:
         return 0
     start = time.perf_counter()
+    parallel = int(os.environ.get("WORLD_SIZE", "1")) > 1
     for c in plan.collects:
         if is_collected(c):
             print(f"pretrain: reusing {c.out}", file=sys.stderr)
+        elif parallel:  # every process would collect the same episodes into one folder
+            raise VlaforgeError(
+                f"{c.out} is not collected yet; under torchrun collect first: "
+                f"vlaforge pretrain --recipe {cfg.recipe} --tier {cfg.tier} --collect-only"
+            )
         else:
             collect(c)
+    if cfg.collect_only:
+        return 0
     collected = time.perf_counter()
     _train(plan)
     trained = time.perf_counter()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 publishes
     _publish(plan, {"collect_minutes": (collected - start) / 60, "train_minutes": (trained - collected) / 60})
     print(
         f"published: {plan.publish} (fine-tune it: vlaforge finetune --from {plan.publish.name} --data DIR --out RUN)"
