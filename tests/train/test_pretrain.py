@@ -154,3 +154,36 @@ def test_finetune_from_an_unknown_name_lists_what_is_published(published, tmp_pa
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "'bass'" in err and "have: tiny" in err and "vlaforge pretrain --recipe bass" in err
+
+
+def test_a_generalist_finetuned_onto_a_new_action_space_serves(published, tmp_path, monkeypatch):
+    """A 6-d / 5-d robot the generalist never saw: trains, then answers an openpi client."""
+    import numpy as np
+    from openpi_client.websocket_client_policy import WebsocketClientPolicy
+    from train_helpers import write_dataset
+
+    from vlaforge.serve.runtime import load_runtime
+    from vlaforge.serve.server import PolicyServer, ServerConfig
+
+    home, _, _ = published
+    monkeypatch.setenv("VLAFORGE_HOME", str(home))
+    other = tmp_path / "six"
+    write_dataset(other, episodes=3, length=20, action_dim=6, state_dim=5, seed=4, task="wave")
+    out = tmp_path / "ft"
+    args = ["finetune", "--from", "tiny", "--data", str(other), "--steps", "2", "--batch-size", "4"]
+    assert main([*args, "--out", str(out), "--device", "cpu", *_sets(FAST_TRAIN)]) == 0
+    runtime = load_runtime(out / "checkpoints" / "last", max_batch=1)
+    server = PolicyServer(runtime, ServerConfig(port=0, idle_timeout_s=30.0))
+    server.start_in_thread()
+    try:
+        client = WebsocketClientPolicy("127.0.0.1", server.port)
+        meta = client.get_server_metadata()
+        size = meta["image_size"]
+        obs = {f"observation.images.{c}": np.zeros((size, size, 3), np.uint8) for c in meta["cameras"]}
+        obs |= {"observation.state": np.zeros(5, np.float32), "prompt": "wave"}
+        reply = client.infer(obs)
+        assert reply["actions"].shape == tuple(meta["action"]["shape"]) == (runtime.io.chunk, 6)
+        assert np.isfinite(reply["actions"]).all()
+        client._ws.close()
+    finally:
+        server.stop()
