@@ -187,3 +187,27 @@ def test_a_generalist_finetuned_onto_a_new_action_space_serves(published, tmp_pa
         client._ws.close()
     finally:
         server.stop()
+
+
+def test_finetune_on_one_robot_of_a_mixture_keeps_the_padded_widths(
+    pretrain_data, new_robot_data, tmp_path, capsys
+):
+    """A generalist of a 4-d and a 6-d robot, fine-tuned on the 4-d one: widths stay 6/5 (padded
+    with masks), every tensor loads, it trains, and it serves 4-d actions for that robot."""
+    from vlaforge.models.io import PolicyIO
+    from vlaforge.train.config import FINETUNE_DEFAULTS
+    from vlaforge.train.setup import execute
+
+    pre = tmp_path / "pre"
+    spec = {"command": "train", "preset": None, "data": [str(pretrain_data), str(new_robot_data)],
+            "overrides": TINY + ["train.steps=2", "train.batch_size=4"]}  # fmt: skip
+    assert execute(spec, pre, False, device="cpu") == 0
+    capsys.readouterr()
+    ft = {"command": "finetune", "from": str(pre / "checkpoints" / "last"), "freeze": [], "lora_rank": 0,
+          "data": [str(pretrain_data)], "overrides": [*FINETUNE_DEFAULTS, *FAST_TRAIN, "train.steps=2",
+          "train.batch_size=4"]}  # fmt: skip
+    assert execute(ft, tmp_path / "ft", False, device="cpu") == 0
+    assert "every pretrained tensor loaded" in capsys.readouterr().err
+    tuned = VLAPolicy.from_pretrained(tmp_path / "ft" / "checkpoints" / "last")
+    assert (tuned.config.action_dim, tuned.config.state_dim) == (6, 5)
+    assert PolicyIO(tuned).action_dim == 4

@@ -69,6 +69,16 @@ def _pad_last(x: torch.Tensor, size: int, what: str) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, size - x.shape[-1])) if x.shape[-1] < size else x
 
 
+def _dim_mask(mask: Any, real: int, batch: int, size: int, dev: torch.device) -> torch.Tensor:
+    """The per-dimension mask [B, size] (True = a real dim): the batch's own, padded with False when
+    the policy is wider than the data (a fine-tuned generalist keeps its padded widths); else the
+    first `real` dims."""
+    if mask is None:
+        return (torch.arange(size, device=dev) < real).expand(batch, -1)
+    mask = _tensor(mask, dev).bool()  # [B, S'] with S' <= size
+    return torch.nn.functional.pad(mask, (0, size - mask.shape[-1]), value=False)
+
+
 class VLAPolicy(nn.Module):
     """A vision-language-action policy (see the module docstring for conventions)."""
 
@@ -187,10 +197,8 @@ class VLAPolicy(nn.Module):
         state = self.state_norm.normalize(
             _pad_last(raw, self.config.state_dim, keys.STATE), index
         )  # [B, T, S]
-        dim_mask = obs.get(keys.STATE_DIM_MASK)
-        if dim_mask is None:
-            dim_mask = (torch.arange(state.shape[-1], device=dev) < real).expand(state.shape[0], -1)
-        return state * _tensor(dim_mask, dev).bool()[:, None, :]  # padded dims -> 0
+        dim_mask = _dim_mask(obs.get(keys.STATE_DIM_MASK), real, state.shape[0], state.shape[-1], dev)
+        return state * dim_mask[:, None, :]  # padded dims -> 0
 
     def normalized_targets(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """What the head trains on: normalized actions [B, H, A] (0 where masked) and action_mask."""
@@ -209,10 +217,7 @@ class VLAPolicy(nn.Module):
         index = None if index is None else _tensor(index, dev).reshape(-1)
         actions = self.action_norm.normalize(_pad_last(raw, cfg.action_dim, keys.ACTION), index)  # [B, H, A]
         b, h, a = actions.shape
-        dim_mask = batch.get(keys.ACTION_DIM_MASK)
-        dim_mask = (
-            (torch.arange(a, device=dev) < real).expand(b, a) if dim_mask is None else _tensor(dim_mask, dev)
-        )
+        dim_mask = _dim_mask(batch.get(keys.ACTION_DIM_MASK), real, b, a, dev)  # [B, A]
         is_pad = batch.get(keys.ACTION_IS_PAD)
         is_pad = torch.zeros(b, h, dtype=torch.bool, device=dev) if is_pad is None else _tensor(is_pad, dev)
         mask = ~is_pad.bool()[:, : cfg.chunk, None] & dim_mask.bool()[:, None, :]  # [B, H, A]
