@@ -5,7 +5,8 @@
   (`VLAPolicy.load_state_dict_partial`); the rest (a new robot's proprio input, the head's output
   layer) starts fresh and always trains.
 - `--freeze GLOB` (fnmatch on parameter names, e.g. `obs_encoder.*`, `trunk.*`) freezes matches.
-- `--lora-rank R`: peft LoRA on the trunk's linear layers; then only the adapters, the head and the
+- `--lora-rank R`: peft LoRA on the backbone's linear layers (`model.backbone.lora_targets`: the trunk /
+  LM, the vision towers, or both); then only the adapters, the head and the
   fresh layers train. The checkpoint is saved with the adapters merged (a plain `VLAPolicy`).
 """
 
@@ -79,7 +80,8 @@ def trainable_counts(policy: nn.Module) -> tuple[int, int]:
 
 def report(policy: nn.Module, fresh: list[str], rank: int) -> None:
     trainable, total = trainable_counts(policy)
-    target = type(policy.backbone.lora_target()).__name__ if rank else ""
+    modules = policy.backbone.lora_modules(policy.config.backbone.lora_targets) if rank else []
+    target = " + ".join(type(m).__name__ for m in modules)
     lora = f"; LoRA rank {rank} on the linear layers of the {target}" if rank else ""
     new = f"; fresh layers: {', '.join(fresh)}" if fresh else "; every pretrained tensor loaded"
     print(
