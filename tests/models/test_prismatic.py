@@ -167,3 +167,45 @@ def test_bad_configs_are_one_line_errors(tmp_path):
 
         cfg = get_preset("default")
         add_lora(VLAPolicy(dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, lora_targets="vision"))), 2)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny collected Meta-World dataset and openvla-prismatic-tiny trained 2 steps on it (CLI)."""
+    from vlaforge.cli import main
+
+    root = tmp_path_factory.mktemp("prismatic")
+    collect = ["collect", "metaworld", "--tasks", "reach", "--episodes-per-task", "2", "--image-size", "64"]
+    assert main([*collect, "--workers", "0", "--out", str(root / "data")]) == 0
+    sets = [a for s in ("train.tensorboard=false", "train.val_batches=1", "train.log_every=1") for a in ("--set", s)]
+    train = ["train", "--preset", "openvla-prismatic-tiny", "--data", str(root / "data"), "--steps", "2"]
+    assert main([*train, "--batch-size", "2", "--out", str(root / "run"), "--device", "cpu", *sets]) == 0
+    return root, root / "run" / "checkpoints" / "last", sets
+
+
+def test_cli_trains_on_meta_world_then_evaluates_one_episode(trained):
+    import json
+
+    from vlaforge.cli import main
+
+    root, ckpt, _ = trained
+    assert VLAPolicy.from_pretrained(ckpt).config.backbone.kind == "prismatic"
+    args = ["eval", "--policy", str(ckpt), "--suite", "reach", "--episodes-per-task", "1", "--workers", "1"]
+    out = root / "eval"
+    assert main([*args, "--envs-per-worker", "1", "--max-steps", "8", "--videos-per-task", "0", "--out", str(out)]) == 0
+    assert json.loads((out / "eval_info.json").read_text())
+
+
+def test_cli_lora_finetune_prints_trainable_parameters_and_saves_plain_weights(trained, capsys):
+    from vlaforge.cli import main
+
+    root, ckpt, sets = trained
+    args = ["finetune", "--from", str(ckpt), "--data", str(root / "data"), "--lora-rank", "32", "--steps", "1"]
+    targets = ["--set", "model.backbone.lora_targets=lm+vision"]
+    assert main([*args, "--batch-size", "2", "--out", str(root / "ft"), "--device", "cpu", *sets, *targets]) == 0
+    line = next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("fine-tuning:"))
+    assert "LoRA rank 32 on the linear layers of the LlamaModel + SiglipVisionModel + Dinov2Model" in line
+    trainable, total = (int(x.replace(",", "")) for x in line.split("parameters ")[1].split(" (")[0].split(" of "))
+    assert 0 < trainable < total
+    tuned = VLAPolicy.from_pretrained(root / "ft" / "checkpoints" / "last")
+    assert set(tuned.state_dict()) == set(VLAPolicy.from_pretrained(ckpt).state_dict())  # merged on save
