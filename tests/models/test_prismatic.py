@@ -209,3 +209,44 @@ def test_cli_lora_finetune_prints_trainable_parameters_and_saves_plain_weights(t
     assert 0 < trainable < total
     tuned = VLAPolicy.from_pretrained(root / "ft" / "checkpoints" / "last")
     assert set(tuned.state_dict()) == set(VLAPolicy.from_pretrained(ckpt).state_dict())  # merged on save
+
+
+def test_loads_towers_and_lm_from_local_folders(tmp_path, fake_batch):
+    """`backbone.id` / `siglip_id` / `dino_id` as local folders (what a user's Hub cache holds): a full
+    SigLIP checkpoint (text + vision), a DINOv2 and a causal LM with its tokenizer."""
+    import json
+
+    from transformers import Dinov2Model, SiglipConfig, SiglipModel
+
+    from vlaforge.models.backbones.prismatic import TINY_SPECIALS, tiny_lm_config, tiny_towers
+    from vlaforge.models.backbones.tokenizer import char_tokenizer
+
+    torch.manual_seed(0)
+    bb = tiny().backbone
+    sig_cfg, dino_cfg = tiny_towers(bb)
+    tok = char_tokenizer(TINY_SPECIALS, bos_token="<s>", eos_token="</s>")
+    text = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=len(tok))
+    siglip = SiglipModel(SiglipConfig(text_config=text, vision_config=sig_cfg.to_dict()))
+    dino = Dinov2Model(dino_cfg)
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_config(tiny_lm_config(bb, len(tok) + 256, tok.bos_token_id, tok.eos_token_id))
+    dirs = {name: tmp_path / name for name in ("siglip", "dino", "lm")}
+    for name, model in (("siglip", siglip), ("dino", dino), ("lm", lm)):
+        model.save_pretrained(dirs[name])
+    tok.save_pretrained(dirs["lm"])
+    pre = {"rescale_factor": 1 / 255, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    (dirs["siglip"] / "preprocessor_config.json").write_text(json.dumps(pre))
+    (dirs["dino"] / "preprocessor_config.json").write_text(json.dumps({**pre, "crop_size": {"height": 32, "width": 32}}))
+    policy = VLAPolicy(tiny(id=str(dirs["lm"]), siglip_id=str(dirs["siglip"]), dino_id=str(dirs["dino"])))
+    bb_ = policy.backbone
+    want = siglip.vision_model.embeddings.patch_embedding.weight
+    assert torch.equal(bb_.siglip.state_dict()[[k for k in bb_.siglip.state_dict() if k.endswith("patch_embedding.weight")][0]], want)
+    assert torch.equal(bb_.dino.embeddings.patch_embeddings.projection.weight, dino.embeddings.patch_embeddings.projection.weight)
+    assert torch.equal(bb_.lm.get_input_embeddings().weight, lm.get_input_embeddings().weight)
+    assert bb_.dino_images.size == 32 and bb_.vocab_end == len(tok) + 256
+    batch = fake_batch(policy.config, batch=1, frame=32)
+    before = policy.eval().sample_actions(batch)
+    assert before.shape == (1, 4, 4)
+    policy.save_pretrained(tmp_path / "ckpt")  # reloads configs + tokenizer from the folders, weights from here
+    assert torch.equal(VLAPolicy.from_pretrained(tmp_path / "ckpt").sample_actions(batch), before)

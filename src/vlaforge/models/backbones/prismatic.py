@@ -163,10 +163,11 @@ class PrismaticBackbone(nn.Module, Backbone):
         return self.lm.config.hidden_size
 
     def tokenize(self, texts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Prompts -> ids [B, L] and mask [B, L] (True = real), left-padded, no special tokens."""
+        """Prompts -> ids [B, L] and mask [B, L] (True = real), left-padded, no special tokens, never
+        truncated (OpenVLA's; `max_text_tokens` is SmolVLA's and does not apply)."""
         enc = self.tokenizer(
-            [prompt(t) for t in texts], padding="longest", padding_side="left", truncation=True,
-            max_length=self.bb.max_text_tokens + len(PROMPT), add_special_tokens=False, return_tensors="pt",
+            [prompt(t) for t in texts], padding="longest", padding_side="left",
+            add_special_tokens=False, return_tensors="pt",
         )  # fmt: skip
         return enc["input_ids"].to(device), enc["attention_mask"].to(device).bool()
 
