@@ -33,8 +33,15 @@ def test_prefix_layout_shapes_and_prompt(fake_batch):
     assert out.tokens.shape == (2, 1 + 2 * k + ids.shape[1], bb.width)
     assert out.token_mask.shape == out.tokens.shape[:2] and bool(out.token_mask[:, -1].all())  # left-padded
     first = "".join(bb.tokenizer.convert_ids_to_tokens(ids[0][mask[0]].tolist()))  # characters
-    assert first == prompt(batch["task"][0]) == f"In: What action should the robot take to {batch['task'][0].lower()}?\nOut: "
-    assert bb.tokenizer.convert_ids_to_tokens([0]) and bb.logits(out).shape == (*out.tokens.shape[:2], bb.vocab_end)
+    assert (
+        first
+        == prompt(batch["task"][0])
+        == f"In: What action should the robot take to {batch['task'][0].lower()}?\nOut: "
+    )
+    assert bb.tokenizer.convert_ids_to_tokens([0]) and bb.logits(out).shape == (
+        *out.tokens.shape[:2],
+        bb.vocab_end,
+    )
 
 
 def test_a_masked_camera_is_padded_out_and_not_seen(fake_batch):
@@ -45,7 +52,10 @@ def test_a_masked_camera_is_padded_out_and_not_seen(fake_batch):
     k = 16
     out = policy.encode(batch)
     assert not out.token_mask[0, 1 + k : 1 + 2 * k].any() and out.token_mask[1, 1 + k : 1 + 2 * k].all()
-    other = dict(batch, **{"observation.images.gripperPOV": torch.randint(0, 255, (2, 1, 32, 32, 3), dtype=torch.uint8)})
+    other = dict(
+        batch,
+        **{"observation.images.gripperPOV": torch.randint(0, 255, (2, 1, 32, 32, 3), dtype=torch.uint8)},
+    )
     with torch.no_grad():
         a, b = policy.head.full_logits(*policy.head._prefix(out), torch.full((2, 3), 256)), None
         b = policy.head.full_logits(*policy.head._prefix(policy.encode(other)), torch.full((2, 3), 256))
@@ -166,7 +176,12 @@ def test_bad_configs_are_one_line_errors(tmp_path):
         from vlaforge.train.lora import add_lora
 
         cfg = get_preset("default")
-        add_lora(VLAPolicy(dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, lora_targets="vision"))), 2)
+        add_lora(
+            VLAPolicy(
+                dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, lora_targets="vision"))
+            ),
+            2,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +192,11 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("prismatic")
     collect = ["collect", "metaworld", "--tasks", "reach", "--episodes-per-task", "2", "--image-size", "64"]
     assert main([*collect, "--workers", "0", "--out", str(root / "data")]) == 0
-    sets = [a for s in ("train.tensorboard=false", "train.val_batches=1", "train.log_every=1") for a in ("--set", s)]
+    sets = [
+        a
+        for s in ("train.tensorboard=false", "train.val_batches=1", "train.log_every=1")
+        for a in ("--set", s)
+    ]
     train = ["train", "--preset", "openvla-prismatic-tiny", "--data", str(root / "data"), "--steps", "2"]
     assert main([*train, "--batch-size", "2", "--out", str(root / "run"), "--device", "cpu", *sets]) == 0
     return root, root / "run" / "checkpoints" / "last", sets
@@ -192,7 +211,12 @@ def test_cli_trains_on_meta_world_then_evaluates_one_episode(trained):
     assert VLAPolicy.from_pretrained(ckpt).config.backbone.kind == "prismatic"
     args = ["eval", "--policy", str(ckpt), "--suite", "reach", "--episodes-per-task", "1", "--workers", "1"]
     out = root / "eval"
-    assert main([*args, "--envs-per-worker", "1", "--max-steps", "8", "--videos-per-task", "0", "--out", str(out)]) == 0
+    assert (
+        main(
+            [*args, "--envs-per-worker", "1", "--max-steps", "8", "--videos-per-task", "0", "--out", str(out)]
+        )
+        == 0
+    )
     assert json.loads((out / "eval_info.json").read_text())
 
 
@@ -200,12 +224,26 @@ def test_cli_lora_finetune_prints_trainable_parameters_and_saves_plain_weights(t
     from vlaforge.cli import main
 
     root, ckpt, sets = trained
-    args = ["finetune", "--from", str(ckpt), "--data", str(root / "data"), "--lora-rank", "32", "--steps", "1"]
+    args = [
+        "finetune",
+        "--from",
+        str(ckpt),
+        "--data",
+        str(root / "data"),
+        "--lora-rank",
+        "32",
+        "--steps",
+        "1",
+    ]
     targets = ["--set", "model.backbone.lora_targets=lm+vision"]
-    assert main([*args, "--batch-size", "2", "--out", str(root / "ft"), "--device", "cpu", *sets, *targets]) == 0
+    assert (
+        main([*args, "--batch-size", "2", "--out", str(root / "ft"), "--device", "cpu", *sets, *targets]) == 0
+    )
     line = next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("fine-tuning:"))
     assert "LoRA rank 32 on the linear layers of the LlamaModel + SiglipVisionModel + Dinov2Model" in line
-    trainable, total = (int(x.replace(",", "")) for x in line.split("parameters ")[1].split(" (")[0].split(" of "))
+    trainable, total = (
+        int(x.replace(",", "")) for x in line.split("parameters ")[1].split(" (")[0].split(" of ")
+    )
     assert 0 < trainable < total
     tuned = VLAPolicy.from_pretrained(root / "ft" / "checkpoints" / "last")
     assert set(tuned.state_dict()) == set(VLAPolicy.from_pretrained(ckpt).state_dict())  # merged on save
@@ -225,28 +263,44 @@ def test_loads_towers_and_lm_from_local_folders(tmp_path, fake_batch):
     bb = tiny().backbone
     sig_cfg, dino_cfg = tiny_towers(bb)
     tok = char_tokenizer(TINY_SPECIALS, bos_token="<s>", eos_token="</s>")
-    text = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=len(tok))
+    text = dict(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, vocab_size=len(tok)
+    )
     siglip = SiglipModel(SiglipConfig(text_config=text, vision_config=sig_cfg.to_dict()))
     dino = Dinov2Model(dino_cfg)
     from transformers import AutoModelForCausalLM
 
-    lm = AutoModelForCausalLM.from_config(tiny_lm_config(bb, len(tok) + 256, tok.bos_token_id, tok.eos_token_id))
+    lm = AutoModelForCausalLM.from_config(
+        tiny_lm_config(bb, len(tok) + 256, tok.bos_token_id, tok.eos_token_id)
+    )
     dirs = {name: tmp_path / name for name in ("siglip", "dino", "lm")}
     for name, model in (("siglip", siglip), ("dino", dino), ("lm", lm)):
         model.save_pretrained(dirs[name])
     tok.save_pretrained(dirs["lm"])
     pre = {"rescale_factor": 1 / 255, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
     (dirs["siglip"] / "preprocessor_config.json").write_text(json.dumps(pre))
-    (dirs["dino"] / "preprocessor_config.json").write_text(json.dumps({**pre, "crop_size": {"height": 32, "width": 32}}))
+    (dirs["dino"] / "preprocessor_config.json").write_text(
+        json.dumps({**pre, "crop_size": {"height": 32, "width": 32}})
+    )
     policy = VLAPolicy(tiny(id=str(dirs["lm"]), siglip_id=str(dirs["siglip"]), dino_id=str(dirs["dino"])))
     bb_ = policy.backbone
     want = siglip.vision_model.embeddings.patch_embedding.weight
-    assert torch.equal(bb_.siglip.state_dict()[[k for k in bb_.siglip.state_dict() if k.endswith("patch_embedding.weight")][0]], want)
-    assert torch.equal(bb_.dino.embeddings.patch_embeddings.projection.weight, dino.embeddings.patch_embeddings.projection.weight)
+    assert torch.equal(
+        bb_.siglip.state_dict()[
+            [k for k in bb_.siglip.state_dict() if k.endswith("patch_embedding.weight")][0]
+        ],
+        want,
+    )
+    assert torch.equal(
+        bb_.dino.embeddings.patch_embeddings.projection.weight,
+        dino.embeddings.patch_embeddings.projection.weight,
+    )
     assert torch.equal(bb_.lm.get_input_embeddings().weight, lm.get_input_embeddings().weight)
     assert bb_.dino_images.size == 32 and bb_.vocab_end == len(tok) + 256
     batch = fake_batch(policy.config, batch=1, frame=32)
     before = policy.eval().sample_actions(batch)
     assert before.shape == (1, 4, 4)
-    policy.save_pretrained(tmp_path / "ckpt")  # reloads configs + tokenizer from the folders, weights from here
+    policy.save_pretrained(
+        tmp_path / "ckpt"
+    )  # reloads configs + tokenizer from the folders, weights from here
     assert torch.equal(VLAPolicy.from_pretrained(tmp_path / "ckpt").sample_actions(batch), before)

@@ -138,10 +138,19 @@ class PrismaticBackbone(nn.Module, Backbone):
         lm = tiny_lm_config(bb, vocab, self.tokenizer.bos_token_id, self.tokenizer.eos_token_id)
         self.lm = AutoModelForCausalLM.from_config(lm)
         side = bb.vision_image_size
-        self.siglip_images, self.dino_images = NaiveResize(side), NaiveResize(side, 1 / 255, IMAGENET_MEAN, IMAGENET_STD)
+        self.siglip_images, self.dino_images = (
+            NaiveResize(side),
+            NaiveResize(side, 1 / 255, IMAGENET_MEAN, IMAGENET_STD),
+        )
 
     def _load(self, bb: BackboneConfig) -> None:
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Dinov2Model, SiglipVisionModel
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoTokenizer,
+            Dinov2Model,
+            SiglipVisionModel,
+        )
 
         weights = _LOAD_WEIGHTS.get()
         needed = ("config.json", "model.safetensors") if weights else ("config.json",)
@@ -154,9 +163,13 @@ class PrismaticBackbone(nn.Module, Backbone):
         if weights:
             self.lm = AutoModelForCausalLM.from_pretrained(lm_dir, local_files_only=True, dtype=torch.float32)
         else:
-            self.lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(lm_dir, local_files_only=True))
+            self.lm = AutoModelForCausalLM.from_config(
+                AutoConfig.from_pretrained(lm_dir, local_files_only=True)
+            )
         self.siglip_images = _settings(sig_dir, self.siglip.config.image_size, (0.5,) * 3, (0.5,) * 3)
-        self.dino_images = _settings(dino_dir, _dino_side(dino_dir, self.dino.config), IMAGENET_MEAN, IMAGENET_STD)
+        self.dino_images = _settings(
+            dino_dir, _dino_side(dino_dir, self.dino.config), IMAGENET_MEAN, IMAGENET_STD
+        )
 
     @property
     def width(self) -> int:
@@ -174,7 +187,9 @@ class PrismaticBackbone(nn.Module, Backbone):
     def embed_image(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, H, W, C] -> projected patch tokens [B, K, D] (fused SigLIP + DINOv2)."""
         sig = self.siglip(pixel_values=self.siglip_images(frames)).last_hidden_state  # [B, K, Ds]
-        dino = self.dino(pixel_values=self.dino_images(frames)).last_hidden_state[:, 1:]  # [B, K, Dd] (no CLS)
+        dino = self.dino(pixel_values=self.dino_images(frames)).last_hidden_state[
+            :, 1:
+        ]  # [B, K, Dd] (no CLS)
         return self.projector(torch.cat([sig, dino], dim=-1))  # [B, K, D]
 
     def encode(self, images, texts, state, obs_is_pad=None, goal=None, camera_mask=None) -> BackboneOutput:
@@ -188,7 +203,11 @@ class PrismaticBackbone(nn.Module, Backbone):
             bos = torch.full((b, 1), self.tokenizer.bos_token_id, dtype=torch.long, device=dev)
             parts.append(embed(bos))  # [B, 1, D]
             masks.append(torch.ones(b, 1, dtype=torch.bool, device=dev))
-        present = torch.ones(b, len(images), dtype=torch.bool, device=dev) if camera_mask is None else camera_mask.to(dev).bool()
+        present = (
+            torch.ones(b, len(images), dtype=torch.bool, device=dev)
+            if camera_mask is None
+            else camera_mask.to(dev).bool()
+        )
         for j, p in enumerate(patches):
             parts.append(p)
             masks.append(present[:, j : j + 1].expand(b, p.shape[1]))
