@@ -56,9 +56,11 @@ def test_a_masked_camera_is_padded_out_and_not_seen(fake_batch):
         batch,
         **{"observation.images.gripperPOV": torch.randint(0, 255, (2, 1, 32, 32, 3), dtype=torch.uint8)},
     )
+    inputs = torch.tensor([[257, 3, 200]] * 2)  # BOS + two action tokens (head ids)
     with torch.no_grad():
-        a, b = policy.head.full_logits(*policy.head._prefix(out), torch.full((2, 3), 256)), None
-        b = policy.head.full_logits(*policy.head._prefix(policy.encode(other)), torch.full((2, 3), 256))
+        a = policy.head.full_logits(*policy.head._prefix(out), inputs)  # [B, 3, 257]
+        b = policy.head.full_logits(*policy.head._prefix(policy.encode(other)), inputs)
+    # row 0 masks the second camera: its new frames change nothing; row 1 sees them
     assert torch.allclose(a[0], b[0], atol=1e-5) and not torch.allclose(a[1], b[1], atol=1e-5)
 
 
@@ -146,6 +148,19 @@ def test_lora_targets_train_only_adapters_and_merge_to_plain_weights(targets, pr
     merged = merged_copy(policy)
     assert set(merged.state_dict()) == plain
     assert torch.equal(merged.sample_actions(batch), before)
+
+
+def test_smolvla_takes_vision_lora_too():
+    from vlaforge.train.lora import add_lora
+
+    cfg = get_preset("smolvla-tiny")
+    bb = dataclasses.replace(cfg.backbone, vision_image_size=32, lora_targets="vision")
+    policy = VLAPolicy(dataclasses.replace(cfg, image_size=32, backbone=bb))
+    add_lora(policy, rank=2)
+    lora = [n for n, _ in policy.named_parameters() if "lora_" in n]
+    vision = ("backbone.vlm.model.vision_model.", "backbone.vlm.model.connector.")
+    assert lora and all(n.startswith(vision) for n in lora)
+    assert any(n.startswith(vision[1]) for n in lora)
 
 
 def test_a_qwen2_lm_builds_trains_and_samples(fake_batch):
