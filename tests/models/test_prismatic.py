@@ -319,3 +319,16 @@ def test_loads_towers_and_lm_from_local_folders(tmp_path, fake_batch):
         tmp_path / "ckpt"
     )  # reloads configs + tokenizer from the folders, weights from here
     assert torch.equal(VLAPolicy.from_pretrained(tmp_path / "ckpt").sample_actions(batch), before)
+
+
+def test_int8_export_quantizes_the_lm_the_head_decodes_with(trained, fake_batch):
+    from vlaforge.cli import main
+    from vlaforge.deploy.quantize import load_policy
+
+    root, ckpt, _ = trained
+    assert main(["export", "--policy", str(ckpt), "--out", str(root / "int8"), "--int8"]) == 0
+    policy = load_policy(root / "int8")
+    q_proj = policy.head.lm.model.layers[0].self_attn.q_proj  # the head's LM is the backbone's
+    assert "quantized" in type(q_proj).__module__ and policy.head.lm is policy.backbone.lm
+    batch = fake_batch(policy.config, batch=1, frame=64)
+    assert policy.sample_actions(batch).shape == (1, 4, 4)
