@@ -16,7 +16,8 @@ from vlaforge.models.presets import DEFAULT_PRESET, PRESETS, get_preset, with_he
 
 # octo-base (89 M parameters) costs several seconds per step on 2 cores: its full-size run is slow-marked.
 # smolvla needs SmolVLM2's files (backbone.id); its architecture is smolvla-tiny's at full size.
-FAST = [name for name in PRESETS if name not in ("octo-base", "smolvla")]
+# openvla-prismatic needs Llama-2-7B, SigLIP and DINOv2 files; its architecture is openvla-prismatic-tiny's.
+FAST = [name for name in PRESETS if name not in ("octo-base", "smolvla", "openvla-prismatic")]
 
 
 def _train_step_and_sample(cfg, fake_batch, frame: int = 128) -> None:
@@ -77,9 +78,11 @@ def test_presets_command_lists_every_preset(capsys):
     by_name = {r["preset"].split()[0]: r for r in rows}
     sizes = [by_name[name]["trainable_M"] for name in ("octo-base", "octo-small", "default")]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > 80
-    trunk_rows = [r for r in rows if not r["preset"].startswith("smolvla")]
+    trunk_rows = [r for r in rows if not r["preset"].startswith(("smolvla", "openvla-prismatic"))]
     assert all(r["frozen_text_M"] == pytest.approx(22.71, abs=0.01) for r in trunk_rows)
     assert 440 < by_name["smolvla"]["total_M"] < 460 and 95 < by_name["smolvla"]["trainable_M"] < 105
+    # OpenVLA: ~7.5B (SigLIP so400m + DINOv2-L without their last layer, projector, Llama-2-7B), all trained
+    assert 7400 < by_name["openvla-prismatic"]["total_M"] == by_name["openvla-prismatic"]["trainable_M"] < 7600
 
 
 def test_bench_latency_reports_figures(capsys):

@@ -142,7 +142,7 @@ def check_exportable(policy: nn.Module) -> None:
     if backbone != "trunk":
         raise VlaforgeError(
             f"ONNX export supports policies on vlaforge's own trunk, not the {backbone!r} vision-language "
-            "backbone (its transformers prefix and flow expert are not traced); serve it from PyTorch "
+            "backbone (its transformers prefix and action head are not traced); serve it from PyTorch "
             "(vlaforge serve)"
         )
     if kind in AR_KINDS:

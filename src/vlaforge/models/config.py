@@ -91,10 +91,13 @@ class BackboneConfig:
     "trunk" = the sections above (conv stem, frozen sentence encoder, block-wise trunk). "smolvlm" =
     SmolVLA's VLM (SmolVLM / Idefics3 through transformers) with its top text layers skipped; it
     needs the head kind "smolvla-expert" (SmolVLA's interleaved cross/self-attention action expert).
+    "prismatic" = OpenVLA's composition (SigLIP + DINOv2 features fused, an MLP projector, a Llama or
+    Qwen2 LM; `backbones/prismatic.py`); it needs the head kind "lm-bins" (actions as the LM's last
+    256 vocabulary tokens, decoded by the LM itself).
     """
 
     # "trunk" (ours; every other section applies) or "smolvlm" (image/language/trunk are ignored).
-    kind: Literal["trunk", "smolvlm"] = "trunk"
+    kind: Literal["trunk", "smolvlm", "prismatic"] = "trunk"
     # A local folder or a Hub id already in the local cache holding the VLM's config.json,
     # tokenizer, preprocessor_config.json and (for training) its weights; "" = the tiny random
     # configuration below with an in-process character tokenizer (tests, CI, smolvla-tiny).
@@ -135,6 +138,21 @@ class BackboneConfig:
     vision_patch: int = 8
     # Idefics3 pixel shuffle: tokens per image = (image_size / patch / scale_factor)**2.
     scale_factor: int = 2
+    # --- LoRA targets (`vlaforge finetune --lora-rank R`) ---
+    # "lm": the LM's / text model's layers (default); "vision": the vision tower(s) (prismatic: SigLIP,
+    # DINOv2 and the projector); "lm+vision": both (OpenVLA's recipe: every linear, rank 32, alpha 16).
+    lora_targets: Literal["lm", "vision", "lm+vision"] = "lm"
+    # --- prismatic (OpenVLA): `id` is the LM (Llama-2 / Qwen2 folder or cached Hub id) ---
+    # The SigLIP and DINOv2 towers' folders or cached Hub ids (needed when id is set; with id = "" all
+    # three are the tiny random configuration: SigLIP from the vision_* sizes, DINOv2 from dino_*).
+    siglip_id: str = ""
+    dino_id: str = ""
+    # Tiny random DINOv2 sizes (MLP = 4 x width, as DINOv2); same image side and patch as SigLIP.
+    dino_width: int = 32
+    dino_layers: int = 2
+    dino_heads: int = 2
+    # The tiny random LM's family: "llama" (OpenVLA's Llama-2) or "qwen2".
+    lm_type: Literal["llama", "qwen2"] = "llama"
 
 
 @dataclass(frozen=True)
@@ -180,7 +198,7 @@ def validate(cfg: PolicyConfig) -> PolicyConfig:
         (cfg.trunk.width % cfg.trunk.heads == 0, "trunk.heads must divide trunk.width"),
         (cfg.language.num_tokens >= 1, "language.num_tokens must be >= 1"),
         (
-            cfg.head.kind not in ("tokens", *AR_KINDS) or cfg.normalization == "bounds",
+            cfg.head.kind not in ("tokens", "lm-bins", *AR_KINDS) or cfg.normalization == "bounds",
             f'the {cfg.head.kind} head needs normalization="bounds"',
         ),
         (
@@ -200,8 +218,8 @@ def validate(cfg: PolicyConfig) -> PolicyConfig:
 def _backbone_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:
     bb, vlm = cfg.backbone, cfg.backbone.kind == "smolvlm"
     patches = bb.vision_image_size // max(bb.vision_patch, 1)
-    return [
-        (bb.kind in ("trunk", "smolvlm"), f"backbone.kind must be trunk or smolvlm, got {bb.kind!r}"),
+    return _prismatic_checks(cfg) + [
+        (bb.kind in ("trunk", "smolvlm", "prismatic"), f"backbone.kind must be trunk, smolvlm or prismatic, got {bb.kind!r}"),
         (vlm == (cfg.head.kind == "smolvla-expert"), 'backbone.kind="smolvlm" goes with head.kind="smolvla-expert"'),
         (bb.num_vlm_layers >= 0 and bb.num_expert_layers >= 0, "backbone layer counts must be >= 0"),
         (bb.self_attn_every_n_layers >= 0, "backbone.self_attn_every_n_layers must be >= 0"),
@@ -210,6 +228,22 @@ def _backbone_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:
         (bb.vision_width % bb.vision_heads == 0, "backbone.vision_heads must divide vision_width"),
         (bb.vision_image_size % bb.vision_patch == 0 and patches % bb.scale_factor == 0, "backbone.vision_image_size / vision_patch must be a multiple of scale_factor"),
     ]  # fmt: skip
+
+
+def _prismatic_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:
+    bb, prismatic = cfg.backbone, cfg.backbone.kind == "prismatic"
+    checks = [
+        (prismatic == (cfg.head.kind == "lm-bins"), 'backbone.kind="prismatic" goes with head.kind="lm-bins"'),
+        (bb.lora_targets in ("lm", "vision", "lm+vision"), f"backbone.lora_targets must be lm, vision or lm+vision, got {bb.lora_targets!r}"),
+    ]  # fmt: skip
+    if prismatic:
+        checks += [
+            (bb.dino_width % bb.dino_heads == 0, "backbone.dino_heads must divide dino_width"),
+            (bb.vision_image_size % bb.vision_patch == 0, "backbone.vision_image_size must be a multiple of vision_patch"),
+            (not bb.id or (bb.siglip_id and bb.dino_id), "backbone.id (the LM) needs backbone.siglip_id and backbone.dino_id"),
+            (cfg.head.num_bins <= 256 or bool(bb.id), "head.num_bins > 256 on the tiny LM: its vocabulary holds 256 action tokens"),
+        ]  # fmt: skip
+    return checks
 
 
 def _image_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:

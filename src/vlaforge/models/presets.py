@@ -13,6 +13,8 @@
 | `pi0-fast`   | pi0-FAST       | 128 px / 16    | 6 x 256 + 2-layer decoder | FAST tokens (DCT + BPE), one by one | 10 |
 | `smolvla-tiny` | SmolVLA (tiny random VLM) | 64 px / 8, SigLIP 2 x 32 | SmolVLM text 4 x 64 (of 6) | SmolVLA expert, flow, 10 Euler | 50 |
 | `smolvla`    | SmolVLA (0.45B) | 512 px / 16, SmolVLM2-500M | 16 of 32 text layers x 960 | SmolVLA expert, flow, 10 Euler | 50 |
+| `openvla-prismatic-tiny` | OpenVLA (tiny random) | 32 px / 8, SigLIP 3 x 32 + DINOv2 3 x 32 | Llama 2 x 64 | the LM's last 256 tokens, greedy | 4 |
+| `openvla-prismatic` | OpenVLA (7B) | 224 px / 14, SigLIP so400m + DINOv2-L | Llama-2-7B 32 x 4096 | the LM's last 256 tokens, greedy | 1 |
 
 Deviations, by design (all are small, trained from scratch on Meta-World-sized data):
 - Octo: 128 px instead of 256 (Meta-World frames are small); same stem (4 stride-2 convs
@@ -34,6 +36,15 @@ Deviations, by design (all are small, trained from scratch on Meta-World-sized d
   cross/self-attention alternating every 2 layers, VLM frozen (expert, state and action projections
   train), 1 frame, chunk 50 executed 50 (we execute 10, as pi0 here). `smolvla-tiny` is the same
   architecture at a random tiny size with an in-process character tokenizer (tests, CI, CPU).
+- OpenVLA on its Prismatic VLM (`backbones/prismatic.py`, `lm_actions.py`): `openvla-prismatic` is
+  OpenVLA's composition - SigLIP so400m-patch14-224 (`google/siglip-so400m-patch14-224`) and DINOv2-L/14
+  (`facebook/dinov2-large`; OpenVLA's is the 4-register variant) fused, a GELU MLP projector, Llama-2-7B
+  (`meta-llama/Llama-2-7b-hf`) - with those three in local folders or the local Hub cache: `--set
+  model.backbone.id=LM --set model.backbone.siglip_id=... --set model.backbone.dino_id=...` (the
+  inline sizes only count parameters); one action step per chunk, everything trains (OpenVLA's
+  full fine-tune) or LoRA rank 32, alpha 16 (`--lora-rank 32`, `model.backbone.lora_targets`).
+  `openvla-prismatic-tiny` is the same architecture at random tiny sizes with a character tokenizer,
+  a chunk of 4 steps (16 tokens on Meta-World) so it runs collect -> train -> eval -> serve on a CPU.
 - `default`: 64 px (4x4 tokens of 16 px per frame, stem 16/32/64/128) because training cost on a
   2-core CPU decides what can be learnt in minutes: measured on one loaded core, ~7 ms per training
   sample at 64 px vs ~12 at 96 px and ~21 at 128 px; inference is ~6-8 ms per chunk for all three
@@ -122,6 +133,32 @@ PRESETS: dict[str, PolicyConfig] = {
         head=HeadConfig(kind="smolvla-expert", flow_steps=10),
     ),
 }  # fmt: skip
+
+# OpenVLA's Prismatic VLM. The sizes are SigLIP so400m-patch14-224's, DINOv2-L/14's and Llama-2-7B's,
+# used only to count parameters (`vlaforge presets`); the models are read from the three ids.
+PRISMATIC_7B = BackboneConfig(
+    kind="prismatic", id="meta-llama/Llama-2-7b-hf", siglip_id="google/siglip-so400m-patch14-224",
+    dino_id="facebook/dinov2-large", freeze_vision=False, train_expert_only=False, lora_alpha=16.0,
+    text_width=4096, text_layers=32, text_heads=32, text_kv_heads=32, text_mlp=11008, vocab_size=32000,
+    vision_width=1152, vision_layers=27, vision_heads=16, vision_mlp=4304, vision_image_size=224,
+    vision_patch=14, dino_width=1024, dino_layers=24, dino_heads=16,
+)  # fmt: skip
+PRISMATIC_TINY = BackboneConfig(
+    kind="prismatic", freeze_vision=False, train_expert_only=False, lora_alpha=16.0,
+    text_width=64, text_layers=2, text_heads=4, text_kv_heads=2, text_mlp=128,
+    vision_width=32, vision_layers=3, vision_heads=2, vision_mlp=64, vision_image_size=32, vision_patch=8,
+    dino_width=32, dino_layers=3, dino_heads=2,
+)  # fmt: skip
+PRESETS.update({
+    "openvla-prismatic-tiny": PolicyConfig(
+        image_size=64, history=1, chunk=4, execute_steps=4, normalization="bounds",
+        backbone=PRISMATIC_TINY, head=HeadConfig(kind="lm-bins", num_bins=256),
+    ),
+    "openvla-prismatic": PolicyConfig(
+        image_size=224, history=1, chunk=1, execute_steps=1, normalization="bounds",
+        backbone=PRISMATIC_7B, head=HeadConfig(kind="lm-bins", num_bins=256),
+    ),
+})  # fmt: skip
 
 ALIASES = {"rt2": "openvla", "octo": "octo-small"}
 

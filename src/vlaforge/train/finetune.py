@@ -12,7 +12,8 @@
   action or state width, found by building the same config one wider on the meta device - start
   fresh even where their shapes happen to fit; the trunk and image encoder load. Both are printed.
 - `--freeze GLOB` (fnmatch on parameter names, e.g. `obs_encoder.*`, `trunk.*`) freezes matches.
-- `--lora-rank R`: peft LoRA on the trunk's linear layers; then only the adapters, the head and the
+- `--lora-rank R`: peft LoRA on the backbone's linear layers (`model.backbone.lora_targets`: the trunk /
+  LM, the vision towers, or both); then only the adapters, the head and the
   fresh layers train. The checkpoint is saved with the adapters merged (a plain `VLAPolicy`).
 """
 
@@ -159,7 +160,8 @@ def report(policy: nn.Module, fresh: list[str], rank: int, unseen: list[str] = (
             "fresh embodiment layers, the trunk and image encoder loaded",
             file=sys.stderr,
         )
-    target = type(policy.backbone.lora_target()).__name__ if rank else ""
+    modules = policy.backbone.lora_modules(policy.config.backbone.lora_targets) if rank else []
+    target = " + ".join(type(m).__name__ for m in modules)
     lora = f"; LoRA rank {rank} on the linear layers of the {target}" if rank else ""
     new = f"; fresh layers: {', '.join(fresh)}" if fresh else "; every pretrained tensor loaded"
     print(

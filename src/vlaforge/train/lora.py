@@ -1,8 +1,10 @@
 """LoRA on the trunk's linear layers through `peft`, merged back into plain weights on save.
 
 `add_lora(policy, rank)` injects peft LoRA adapters (`peft.inject_adapter_in_model`) into every
-`nn.Linear` of `policy.backbone.lora_target()` - our trunk (attention qkv/proj and the MLP), or a
-VLM backbone's text model (q/k/v/o and MLP projections) - which freezes those base weights;
+`nn.Linear` of `policy.backbone.lora_modules(config.backbone.lora_targets)` - our trunk (attention
+qkv/proj and the MLP), a VLM backbone's text model / LM (q/k/v/o and MLP projections; "lm"), its
+vision tower(s) ("vision": prismatic's SigLIP, DINOv2 and projector, SmolVLM's tower and connector)
+or both ("lm+vision", OpenVLA's all-linear recipe) - which freezes those base weights;
 `merged_copy(module)` returns a deep copy in which each adapter is merged into its base layer
 (`LoraLayer.merge`) and the wrapper replaced by that layer, so the saved checkpoint has exactly the
 tensor names of a plain `VLAPolicy` and loads with `from_pretrained`.
@@ -22,19 +24,21 @@ def trunk_linear_names(trunk: nn.Module) -> list[str]:
 
 def add_lora(policy: nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0) -> list[str]:
     """Inject LoRA (rank `rank`, alpha default `model.backbone.lora_alpha` or 2*rank) into the linears
-    of the backbone's LoRA target (our trunk; a VLM's text model); returns the targets."""
+    of the backbone's LoRA modules (`model.backbone.lora_targets`); returns the adapted names."""
     from peft import LoraConfig, inject_adapter_in_model
 
-    module = policy.backbone.lora_target()
     alpha = alpha or policy.config.backbone.lora_alpha or None
-    targets = trunk_linear_names(module)
-    if not targets:
-        raise ValueError("the policy's trunk has no linear layers to adapt")
-    config = LoraConfig(
-        r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=targets, bias="none"
-    )
-    inject_adapter_in_model(config, module)
-    return targets
+    adapted = []
+    for module in policy.backbone.lora_modules(policy.config.backbone.lora_targets):
+        targets = trunk_linear_names(module)
+        if not targets:
+            raise ValueError(f"the {type(module).__name__} has no linear layers to adapt")
+        config = LoraConfig(
+            r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=dropout, target_modules=targets, bias="none"
+        )
+        inject_adapter_in_model(config, module)
+        adapted += targets
+    return adapted
 
 
 def is_lora_parameter(name: str) -> bool:

@@ -4,6 +4,7 @@
 | ------------- | ------------- | ------------------------------------------------- | --------------------- |
 | `trunk`       | trunk.py      | conv-stem patches + sentence-encoder task tokens, block-wise trunk | every `heads/` kind |
 | `smolvlm`     | smolvlm.py    | SmolVLM (transformers) image + text + state tokens, first N layers | `smolvla-expert` |
+| `prismatic`   | prismatic.py  | OpenVLA: SigLIP + DINOv2 patches -> MLP projector, BOS + prompt embeddings | `lm-bins` (lm_actions.py) |
 
 `build_vlm(cfg)` returns a VLM backbone and the head built on its layout; the trunk path stays in
 `VLAPolicy` (its modules keep their checkpoint names) behind `trunk.TrunkBackbone`.
@@ -12,6 +13,8 @@
 from __future__ import annotations
 
 from vlaforge.models.backbones.base import Backbone, BackboneOutput
+from vlaforge.models.backbones.lm_actions import LMBinsHead
+from vlaforge.models.backbones.prismatic import PrismaticBackbone
 from vlaforge.models.backbones.smolvla_expert import SmolVLAExpertHead
 from vlaforge.models.backbones.smolvlm import SmolVLMBackbone, no_pretrained_weights
 from vlaforge.models.backbones.trunk import TrunkBackbone
@@ -20,8 +23,10 @@ from vlaforge.models.heads.base import ActionHead
 from vlaforge.models.heads.flow import _flow_kwargs
 
 
-def build_vlm(cfg: PolicyConfig) -> tuple[SmolVLMBackbone, ActionHead]:
-    """The `smolvlm` backbone of `cfg` and its `smolvla-expert` head."""
+def build_vlm(cfg: PolicyConfig) -> tuple[Backbone, ActionHead]:
+    """The VLM backbone of `cfg` (`smolvlm`, `prismatic`) and the head built on its layout."""
+    if cfg.backbone.kind == "prismatic":
+        return build_prismatic(cfg)
     backbone = SmolVLMBackbone(cfg.backbone, cfg.state_dim)
     head = SmolVLAExpertHead(
         backbone.text_config, cfg.backbone, backbone.num_layers, cfg.action_dim, cfg.chunk,
@@ -30,7 +35,16 @@ def build_vlm(cfg: PolicyConfig) -> tuple[SmolVLMBackbone, ActionHead]:
     return backbone, head
 
 
+def build_prismatic(cfg: PolicyConfig) -> tuple[PrismaticBackbone, LMBinsHead]:
+    """OpenVLA: the `prismatic` backbone and its `lm-bins` head (the LM's own action tokens)."""
+    backbone = PrismaticBackbone(cfg.backbone)
+    head = LMBinsHead(backbone, cfg.action_dim, cfg.chunk, cfg.head.num_bins, cfg.head.temperature)
+    return backbone, head
+
+
 __all__ = [
+    "LMBinsHead",
+    "PrismaticBackbone",
     "Backbone",
     "BackboneOutput",
     "SmolVLAExpertHead",

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from vlaforge.errors import VlaforgeError
 from vlaforge.models.heads.base import TrunkOutput
 
 
@@ -64,3 +65,12 @@ class Backbone(ABC):
     @abstractmethod
     def lora_target(self) -> nn.Module:
         """The module whose `nn.Linear` layers take LoRA adapters (`vlaforge finetune --lora-rank`)."""
+
+    def lora_modules(self, targets: str = "lm") -> list[nn.Module]:
+        """The modules adapted for `backbone.lora_targets` ("lm", "vision", "lm+vision"); a backbone
+        without vision towers of its own adapts `lora_target()` and refuses "vision"."""
+        if targets != "lm":
+            raise VlaforgeError(
+                f"backbone.lora_targets={targets!r}: the {type(self).__name__} has no vision tower to adapt (use lm)"
+            )
+        return [self.lora_target()]

@@ -75,8 +75,9 @@ def tiny_config(bb: BackboneConfig, vocab_size: int):
     return SmolVLMConfig(text_config=text, vision_config=vision, scale_factor=bb.scale_factor)
 
 
-def resolve_folder(model_id: str) -> Path:
-    """A local folder for `model_id` (a directory, or a Hub id in the local cache); one-line errors."""
+def resolve_folder(model_id: str, needed: tuple[str, ...] = NEEDED_FILES, field: str = "backbone.id") -> Path:
+    """A local folder for `model_id` (a directory, or a Hub id in the local cache) holding the
+    `needed` files; one-line errors naming `field` and the missing file."""
     local = Path(model_id).expanduser()
     if local.is_dir():
         folder = local
@@ -87,11 +88,11 @@ def resolve_folder(model_id: str) -> Path:
             folder = Path(snapshot_download(model_id, local_files_only=True))
         except Exception as err:
             raise VlaforgeError(
-                f"backbone.id {model_id!r} is not a local folder and not in the local Hub cache (offline)"
+                f"{field} {model_id!r} is not a local folder and not in the local Hub cache (offline)"
             ) from err
-    for name in NEEDED_FILES:
+    for name in needed:
         if not (folder / name).exists():
-            raise VlaforgeError(f"backbone.id {model_id!r}: missing {folder / name}")
+            raise VlaforgeError(f"{field} {model_id!r}: missing {folder / name}")
     return folder
 
 
@@ -272,6 +273,11 @@ class SmolVLMBackbone(nn.Module, Backbone):
     def lora_target(self) -> nn.Module:
         """The text model (its kept layers' attention and MLP linears; OpenVLA/SmolVLA adapt the LM)."""
         return self.vlm.model.text_model
+
+    def lora_modules(self, targets: str = "lm") -> list[nn.Module]:
+        """`lm`: the text model; `vision`: the vision tower and connector; `lm+vision`: both."""
+        vision = [self.vlm.model.vision_model, self.vlm.model.connector]
+        return {"lm": [self.lora_target()], "vision": vision, "lm+vision": [self.lora_target(), *vision]}[targets]
 
     def logits(self, out: BackboneOutput) -> torch.Tensor:
         """LM logits [B, P, V] of the prefix (through the kept layers only)."""

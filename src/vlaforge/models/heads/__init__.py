@@ -10,6 +10,7 @@
 | `ar-fast`     | decoder.py    | `num_readouts` + trunk tokens | FAST tokens (DCT + BPE) one by one, KV cache |
 | `ar-bins`     | decoder.py    | `num_readouts` + trunk tokens | 256-bin tokens one by one, KV cache     |
 | `smolvla-expert` | backbones/smolvla_expert.py | the VLM's per-layer K/V | SmolVLA's expert, flow matching (built by the smolvlm backbone) |
+| `lm-bins`     | backbones/lm_actions.py | the prismatic prefix embeddings | the LM's last 256 vocabulary tokens, decoded by the LM (OpenVLA) |
 
 Every head receives normalized actions [B, H, A] and a bool `action_mask` [B, H, A] (True = real).
 """
@@ -23,7 +24,7 @@ from vlaforge.errors import VlaforgeError, unknown
 from vlaforge.models.heads.base import ActionHead, TrunkOutput
 
 HeadKind = Literal[
-    "regression", "tokens", "diffusion", "flow", "flow-expert", "ar-fast", "ar-bins", "smolvla-expert"
+    "regression", "tokens", "diffusion", "flow", "flow-expert", "ar-fast", "ar-bins", "smolvla-expert", "lm-bins"
 ]
 HEAD_KINDS: tuple[str, ...] = (
     "regression",
@@ -34,7 +35,7 @@ HEAD_KINDS: tuple[str, ...] = (
     "ar-fast",
     "ar-bins",
 )
-VLM_HEAD_KINDS: tuple[str, ...] = ("smolvla-expert",)
+VLM_HEAD_KINDS: tuple[str, ...] = ("smolvla-expert", "lm-bins")
 """Heads built by a VLM backbone on its own layout (`vlaforge.models.backbones`), not by `build_head`."""
 AR_KINDS: tuple[str, ...] = ("ar-fast", "ar-bins")
 """The autoregressive decoder heads (they need normalization="bounds" and are not ONNX-exportable)."""
@@ -65,7 +66,7 @@ class HeadConfig:
     # Loss on the normalized chunk: "l1" (OFT, ACT) or "mse".
     loss: Literal["l1", "mse"] = "l1"
 
-    # --- tokens (RT-2 / OpenVLA) and ar-bins ---
+    # --- tokens (RT-2 / OpenVLA), ar-bins and lm-bins ---
     # Uniform bins over [-1, 1] per action entry (the policy maps q01/q99 to [-1, 1]).
     num_bins: int = 256
 
@@ -139,8 +140,9 @@ def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -
         "ar-fast": decoder.ARDecoderHead.from_config,
         "ar-bins": decoder.ARDecoderHead.from_config,
     }
-    if cfg.kind not in builders:  # smolvla-expert: built by its backbone (it needs the VLM's layout)
-        raise VlaforgeError(f'head.kind="{cfg.kind}" needs model.backbone.kind="smolvlm"')
+    if cfg.kind not in builders:  # smolvla-expert, lm-bins: built by their backbone (its layout)
+        backbone = {"lm-bins": "prismatic"}.get(cfg.kind, "smolvlm")
+        raise VlaforgeError(f'head.kind="{cfg.kind}" needs model.backbone.kind="{backbone}"')
     return builders[cfg.kind](cfg, embed_dim, action_dim, horizon)
 
 

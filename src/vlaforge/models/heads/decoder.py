@@ -36,7 +36,7 @@ dynamic INT8 quantization of the linear layers works and serves.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -70,8 +70,12 @@ def prefix_lm_mask(prefix: int, length: int, device: torch.device | None = None)
     return (col < prefix) | ((row >= prefix) & (col <= row))
 
 
-class ARDecoderHead(ActionHead):
-    """A causal action-token decoder after the trunk's prefix (see the module docstring)."""
+class TokenDecoder(ActionHead):
+    """What every autoregressive action-token head shares: the tokenizer, teacher-forced
+    cross-entropy over the action tokens + EOS, greedy/temperature decoding with a KV cache, the
+    decode statistics. Ids are the head's own: 0..V-1 the tokenizer's, V = EOS, V+1 = BOS (input
+    only). Subclasses give the network: `_prefix`, `full_logits`, `prefill`, `extend` (logits over
+    the V + 1 head ids; the cache is whatever `prefill` returns and `extend` grows)."""
 
     def __init__(
         self,
@@ -82,9 +86,6 @@ class ARDecoderHead(ActionHead):
         scheme: str,
         vocab_size: int,
         max_tokens: int,
-        depth: int = 2,
-        heads: int = 4,
-        dropout: float = 0.0,
         temperature: float = 0.0,
         num_readouts: int = 1,
         tokenizer: ActionTokenizer,
@@ -93,35 +94,8 @@ class ARDecoderHead(ActionHead):
         self.scheme, self.vocab_size, self.max_tokens = scheme, vocab_size, max_tokens
         self.eos, self.bos = vocab_size, vocab_size + 1
         self.temperature = temperature
-        self.embed = nn.Embedding(vocab_size + 2, embed_dim)  # action tokens, EOS, BOS
-        self.position = nn.Parameter(torch.randn(max_tokens + 1, embed_dim) * 0.02)  # [BOS + tokens, D]
-        block = TrunkConfig(width=embed_dim, depth=depth, heads=heads, dropout=dropout)
-        self.blocks = nn.ModuleList(Block(block) for _ in range(depth))
-        self.ln_out = nn.LayerNorm(embed_dim)
-        self.out = nn.Linear(embed_dim, vocab_size + 1)  # logits of the action tokens and EOS
         self.decode_stats = {"chunks": 0, "failures": 0}
         self.set_tokenizer(tokenizer)
-
-    @classmethod
-    def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> ARDecoderHead:
-        from vlaforge.models.tokenizers.bins import BinTokenizer
-        from vlaforge.models.tokenizers.fast import FastTokenizer
-
-        n = horizon * action_dim
-        bins = cfg.kind == "ar-bins"
-        tokenizer = (
-            BinTokenizer(horizon, action_dim, cfg.num_bins) if bins
-            else FastTokenizer.unfitted(horizon, action_dim, cfg.fast_scale)
-        )  # fmt: skip
-        return cls(
-            embed_dim, action_dim, horizon,
-            scheme="bins" if bins else "fast",
-            vocab_size=cfg.num_bins if bins else cfg.fast_vocab,
-            max_tokens=cfg.max_action_tokens or (n if bins else 2 * n),
-            depth=cfg.decoder_depth, heads=cfg.decoder_heads, dropout=cfg.dropout,
-            temperature=cfg.temperature, num_readouts=cfg.num_readouts,
-            tokenizer=tokenizer,
-        )  # fmt: skip
 
     # ------------------------------------------------------------------ tokenizer
     def set_tokenizer(self, tokenizer: ActionTokenizer) -> None:
@@ -136,55 +110,23 @@ class ARDecoderHead(ActionHead):
             )
         self.tokenizer: ActionTokenizer = tokenizer
 
-    # ------------------------------------------------------------------ the network
+    # ------------------------------------------------------------------ the network (subclasses)
     def _prefix(self, trunk: TrunkOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """Prefix tokens [B, P, D] and their key mask [B, P] (True = real)."""
-        prefix = torch.cat([trunk.tokens, trunk.readouts], dim=1)  # [B, P, D]
-        b, p = prefix.shape[:2]
-        real = torch.ones(b, p, dtype=torch.bool, device=prefix.device)  # [B, P]
-        if trunk.token_mask is not None:
-            real[:, : trunk.tokens.shape[1]] = trunk.token_mask
-        return prefix, real
-
-    def _embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
-        """Token ids [B, L] at action positions start.. -> [B, L, D]."""
-        return self.embed(tokens) + self.position[start : start + tokens.shape[1]]
-
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.ln_out(x))  # [B, L, V+1]
+        raise NotImplementedError
 
     def full_logits(self, prefix: torch.Tensor, real: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Recompute everything: inputs [B, L] (BOS first) -> logits [B, L, V+1] (training, tests)."""
-        p = prefix.shape[1]
-        x = torch.cat([prefix, self._embed(inputs, 0)], dim=1)  # [B, P+L, D]
-        keys = torch.cat([real, torch.ones_like(inputs, dtype=torch.bool)], dim=1)  # [B, P+L]
-        mask = prefix_lm_mask(p, inputs.shape[1], x.device)[None, None] & keys[:, None, None, :]
-        for block in self.blocks:
-            x = block(x, mask)
-        return self._logits(x[:, p:])
+        raise NotImplementedError
 
-    def prefill(self, prefix: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
-        """Prefix + BOS through every layer once: logits of the first token [B, V+1], the KV cache."""
-        b, p = prefix.shape[:2]
-        bos = torch.full((b, 1), self.bos, dtype=torch.long, device=prefix.device)
-        x = torch.cat([prefix, self._embed(bos, 0)], dim=1)  # [B, P+1, D]
-        keys = torch.cat([real, torch.ones(b, 1, dtype=torch.bool, device=x.device)], dim=1)
-        mask = prefix_lm_mask(p, 1, x.device)[None, None] & keys[:, None, None, :]  # [B, 1, P+1, P+1]
-        cache: KVCache = []
-        for block in self.blocks:
-            x, kv = block.step(x, mask)
-            cache.append(kv)
-        return self._logits(x[:, -1]), cache
+    def prefill(self, prefix: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The prefix once: logits of the first action token [B, V+1] and the KV cache."""
+        raise NotImplementedError
 
-    def extend(self, token: torch.Tensor, position: int, cache: KVCache, real: torch.Tensor) -> torch.Tensor:
-        """One decode step: token [B] at action position `position` -> next logits [B, V+1];
-        `cache` grows in place by one key per layer. `real` [B, P] is the prefix key mask."""
-        x = self._embed(token[:, None], position)  # [B, 1, D]
-        new = torch.ones(token.shape[0], position + 1, dtype=torch.bool, device=x.device)
-        mask = torch.cat([real, new], dim=1)[:, None, None, :]  # [B, 1, 1, P+position+1]
-        for i, block in enumerate(self.blocks):
-            x, cache[i] = block.step(x, mask, cache[i])
-        return self._logits(x[:, -1])
+    def extend(self, token: torch.Tensor, position: int, cache: Any, real: torch.Tensor) -> torch.Tensor:
+        """One decode step: token [B] at action position `position` (1 = the first action token)
+        -> next logits [B, V+1]; `cache` grows in place. `real` [B, P] is the prefix key mask."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ ActionHead
     def _sequences(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -267,4 +209,106 @@ class ARDecoderHead(ActionHead):
         return decoded.actions.to(device=trunk.readouts.device, dtype=trunk.readouts.dtype)  # [B*S, H, A]
 
 
-__all__ = ["NOT_EXPORTABLE", "ARDecoderHead", "prefix_lm_mask"]
+class ARDecoderHead(TokenDecoder):
+    """A causal action-token decoder after the trunk's prefix (see the module docstring)."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        action_dim: int,
+        horizon: int,
+        *,
+        scheme: str,
+        vocab_size: int,
+        max_tokens: int,
+        depth: int = 2,
+        heads: int = 4,
+        dropout: float = 0.0,
+        temperature: float = 0.0,
+        num_readouts: int = 1,
+        tokenizer: ActionTokenizer,
+    ) -> None:
+        super().__init__(
+            embed_dim, action_dim, horizon, scheme=scheme, vocab_size=vocab_size,
+            max_tokens=max_tokens, temperature=temperature, num_readouts=num_readouts, tokenizer=tokenizer,
+        )  # fmt: skip
+        self.embed = nn.Embedding(vocab_size + 2, embed_dim)  # action tokens, EOS, BOS
+        self.position = nn.Parameter(torch.randn(max_tokens + 1, embed_dim) * 0.02)  # [BOS + tokens, D]
+        block = TrunkConfig(width=embed_dim, depth=depth, heads=heads, dropout=dropout)
+        self.blocks = nn.ModuleList(Block(block) for _ in range(depth))
+        self.ln_out = nn.LayerNorm(embed_dim)
+        self.out = nn.Linear(embed_dim, vocab_size + 1)  # logits of the action tokens and EOS
+
+    @classmethod
+    def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> ARDecoderHead:
+        from vlaforge.models.tokenizers.bins import BinTokenizer
+        from vlaforge.models.tokenizers.fast import FastTokenizer
+
+        n = horizon * action_dim
+        bins = cfg.kind == "ar-bins"
+        tokenizer = (
+            BinTokenizer(horizon, action_dim, cfg.num_bins) if bins
+            else FastTokenizer.unfitted(horizon, action_dim, cfg.fast_scale)
+        )  # fmt: skip
+        return cls(
+            embed_dim, action_dim, horizon,
+            scheme="bins" if bins else "fast",
+            vocab_size=cfg.num_bins if bins else cfg.fast_vocab,
+            max_tokens=cfg.max_action_tokens or (n if bins else 2 * n),
+            depth=cfg.decoder_depth, heads=cfg.decoder_heads, dropout=cfg.dropout,
+            temperature=cfg.temperature, num_readouts=cfg.num_readouts,
+            tokenizer=tokenizer,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ the network
+    def _prefix(self, trunk: TrunkOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefix tokens [B, P, D] and their key mask [B, P] (True = real)."""
+        prefix = torch.cat([trunk.tokens, trunk.readouts], dim=1)  # [B, P, D]
+        b, p = prefix.shape[:2]
+        real = torch.ones(b, p, dtype=torch.bool, device=prefix.device)  # [B, P]
+        if trunk.token_mask is not None:
+            real[:, : trunk.tokens.shape[1]] = trunk.token_mask
+        return prefix, real
+
+    def _embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+        """Token ids [B, L] at action positions start.. -> [B, L, D]."""
+        return self.embed(tokens) + self.position[start : start + tokens.shape[1]]
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.ln_out(x))  # [B, L, V+1]
+
+    def full_logits(self, prefix: torch.Tensor, real: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Recompute everything: inputs [B, L] (BOS first) -> logits [B, L, V+1] (training, tests)."""
+        p = prefix.shape[1]
+        x = torch.cat([prefix, self._embed(inputs, 0)], dim=1)  # [B, P+L, D]
+        keys = torch.cat([real, torch.ones_like(inputs, dtype=torch.bool)], dim=1)  # [B, P+L]
+        mask = prefix_lm_mask(p, inputs.shape[1], x.device)[None, None] & keys[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, mask)
+        return self._logits(x[:, p:])
+
+    def prefill(self, prefix: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, KVCache]:
+        """Prefix + BOS through every layer once: logits of the first token [B, V+1], the KV cache."""
+        b, p = prefix.shape[:2]
+        bos = torch.full((b, 1), self.bos, dtype=torch.long, device=prefix.device)
+        x = torch.cat([prefix, self._embed(bos, 0)], dim=1)  # [B, P+1, D]
+        keys = torch.cat([real, torch.ones(b, 1, dtype=torch.bool, device=x.device)], dim=1)
+        mask = prefix_lm_mask(p, 1, x.device)[None, None] & keys[:, None, None, :]  # [B, 1, P+1, P+1]
+        cache: KVCache = []
+        for block in self.blocks:
+            x, kv = block.step(x, mask)
+            cache.append(kv)
+        return self._logits(x[:, -1]), cache
+
+    def extend(self, token: torch.Tensor, position: int, cache: KVCache, real: torch.Tensor) -> torch.Tensor:
+        """One decode step: token [B] at action position `position` -> next logits [B, V+1];
+        `cache` grows in place by one key per layer. `real` [B, P] is the prefix key mask."""
+        x = self._embed(token[:, None], position)  # [B, 1, D]
+        new = torch.ones(token.shape[0], position + 1, dtype=torch.bool, device=x.device)
+        mask = torch.cat([real, new], dim=1)[:, None, None, :]  # [B, 1, 1, P+position+1]
+        for i, block in enumerate(self.blocks):
+            x, cache[i] = block.step(x, mask, cache[i])
+        return self._logits(x[:, -1])
+
+
+__all__ = ["NOT_EXPORTABLE", "ARDecoderHead", "TokenDecoder", "prefix_lm_mask"]
