@@ -10,6 +10,7 @@
 | `ar-fast`     | decoder.py    | `num_readouts` + trunk tokens | FAST tokens (DCT + BPE) one by one, KV cache |
 | `ar-bins`     | decoder.py    | `num_readouts` + trunk tokens | 256-bin tokens one by one, KV cache     |
 | `smolvla-expert` | backbones/smolvla_expert.py | the VLM's per-layer K/V | SmolVLA's expert, flow matching (built by the smolvlm backbone) |
+| `pi0-expert` | backbones/pi0_expert.py | PaliGemma's per-layer K/V + state | pi0's Gemma expert, flow matching (built by the paligemma backbone) |
 
 Every head receives normalized actions [B, H, A] and a bool `action_mask` [B, H, A] (True = real).
 """
@@ -23,7 +24,8 @@ from vlaforge.errors import VlaforgeError, unknown
 from vlaforge.models.heads.base import ActionHead, TrunkOutput
 
 HeadKind = Literal[
-    "regression", "tokens", "diffusion", "flow", "flow-expert", "ar-fast", "ar-bins", "smolvla-expert"
+    "regression", "tokens", "diffusion", "flow", "flow-expert", "ar-fast", "ar-bins", "smolvla-expert",
+    "pi0-expert",
 ]
 HEAD_KINDS: tuple[str, ...] = (
     "regression",
@@ -34,7 +36,7 @@ HEAD_KINDS: tuple[str, ...] = (
     "ar-fast",
     "ar-bins",
 )
-VLM_HEAD_KINDS: tuple[str, ...] = ("smolvla-expert",)
+VLM_HEAD_KINDS: tuple[str, ...] = ("smolvla-expert", "pi0-expert")
 """Heads built by a VLM backbone on its own layout (`vlaforge.models.backbones`), not by `build_head`."""
 AR_KINDS: tuple[str, ...] = ("ar-fast", "ar-bins")
 """The autoregressive decoder heads (they need normalization="bounds" and are not ONNX-exportable)."""
@@ -139,8 +141,9 @@ def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -
         "ar-fast": decoder.ARDecoderHead.from_config,
         "ar-bins": decoder.ARDecoderHead.from_config,
     }
-    if cfg.kind not in builders:  # smolvla-expert: built by its backbone (it needs the VLM's layout)
-        raise VlaforgeError(f'head.kind="{cfg.kind}" needs model.backbone.kind="smolvlm"')
+    if cfg.kind not in builders:  # smolvla-expert, pi0-expert: built by their backbone (the VLM's layout)
+        vlm = {"pi0-expert": "paligemma"}.get(cfg.kind, "smolvlm")
+        raise VlaforgeError(f'head.kind="{cfg.kind}" needs model.backbone.kind="{vlm}"')
     return builders[cfg.kind](cfg, embed_dim, action_dim, horizon)
 
 
