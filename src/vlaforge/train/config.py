@@ -63,6 +63,10 @@ class TrainConfig:
     is min(ema_decay, (1 + step) / (10 + step)) so early checkpoints are not dominated by init."""
     bf16: bool = True
     """bf16 autocast on CUDA (ignored on CPU, where float32 is faster on most laptops)."""
+    grad_checkpointing: bool = False
+    """Activation checkpointing of the transformer layers (our trunk's blocks; PaliGemma's SigLIP and
+    Gemma layers and pi0's expert layers): the same loss and gradients for less activation memory,
+    at about one more forward pass per step (`vlaforge.models.checkpointing`)."""
     compile: bool = False
     """torch.compile the image encoder and the trunk (`trainer.COMPILED`); the first steps compile."""
     val_fraction: float = 0.1

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from vlaforge.errors import VlaforgeError
+from vlaforge.models.checkpointing import set_grad_checkpointing
 from vlaforge.train import checkpoint as ckpt
 from vlaforge.train.augment import augment_batch
 from vlaforge.train.config import TrainConfig, validate
@@ -78,6 +79,8 @@ class Trainer:
         self.export = export or (lambda m: m)
         self.info = info or {}
         self.ema = EMA(self.policy, cfg.ema_decay) if cfg.ema_decay > 0 else None  # before compiling
+        if cfg.grad_checkpointing:
+            set_grad_checkpointing(self.policy)
         if cfg.compile:
             compile_modules(self.policy)
         self.model = wrap_ddp(LossModule(self.policy), self.dist)

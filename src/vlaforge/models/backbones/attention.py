@@ -6,19 +6,14 @@ Conventions follow LeRobot's SmolVLA (`smolvlm_with_expert.py`), which the parit
   config's rope_theta (SmolVLA fixes it so; SmolVLM2's own LM uses 100,000);
 - `attend`: eager float32 attention with grouped K/V heads; masked scores are set to the float32
   minimum (not -inf), so a fully masked row (a padded token's own query) is finite, as in SmolVLA;
-- `block_mask`: big_vision's rule - a token sees the real tokens whose cumulative block id is <= its own;
-- `checkpointed`: one layer call, recomputed in backward (activation checkpointing) when its owner
-  module is training with `grad_checkpointing` set (`train.grad_checkpointing`).
+  the scores and softmax stay float32 under bf16 autocast too (`train.bf16` on CUDA), where the
+  float32 minimum would round to -inf in bf16 and a fully masked row would turn into NaN;
+- `block_mask`: big_vision's rule - a token sees the real tokens whose cumulative block id is <= its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
-from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 
 def rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
@@ -38,11 +33,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     groups = h // k.shape[2]
     k = k.repeat_interleave(groups, dim=2)  # [B, Lk, H, d]
     v = v.repeat_interleave(groups, dim=2)  # [B, Lk, H, d]
-    scores = (
-        torch.matmul(q.float().transpose(1, 2), k.float().permute(0, 2, 3, 1)) * d**-0.5
-    )  # [B, H, Lq, Lk]
-    scores = torch.where(mask[:, None], scores, torch.finfo(torch.float32).min)
-    probs = scores.softmax(dim=-1).to(v.dtype)  # [B, H, Lq, Lk]
+    with torch.autocast(q.device.type, enabled=False):  # float32 scores even under bf16 autocast
+        scores = (
+            torch.matmul(q.float().transpose(1, 2), k.float().permute(0, 2, 3, 1)) * d**-0.5
+        )  # [B, H, Lq, Lk]
+        scores = torch.where(mask[:, None], scores, torch.finfo(torch.float32).min)
+        probs = scores.softmax(dim=-1).to(v.dtype)  # [B, H, Lq, Lk]
     out = torch.matmul(probs, v.transpose(1, 2))  # [B, H, Lq, d]
     return out.transpose(1, 2).reshape(b, lq, h * d)
 
@@ -52,12 +48,3 @@ def block_mask(pad: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
     cum = torch.cumsum(blocks.long(), dim=1)  # [B, N]
     causal = cum[:, None, :] <= cum[:, :, None]  # [B, N(query), N(key)]
     return causal & pad[:, None, :] & pad[:, :, None]
-
-
-def checkpointed(owner: nn.Module, fn: Callable[..., Any], *args: Any) -> Any:
-    """fn(*args), under `torch.utils.checkpoint` (non-reentrant) when `owner.grad_checkpointing` is
-    set, `owner` is training and autograd records: the same values and gradients, activations
-    recomputed in backward instead of kept."""
-    if getattr(owner, "grad_checkpointing", False) and owner.training and torch.is_grad_enabled():
-        return checkpoint(fn, *args, use_reentrant=False)
-    return fn(*args)

@@ -32,12 +32,14 @@ otherwise a local folder / Hub id in the local cache (offline), as `smolvlm.reso
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from vlaforge.models.backbones.attention import attend, block_mask, checkpointed, rope
+from vlaforge.models.backbones.attention import attend, block_mask, rope
 from vlaforge.models.backbones.base import Backbone, BackboneOutput
 from vlaforge.models.backbones.smolvlm import ImageSettings, _LOAD_WEIGHTS, resolve_folder
 from vlaforge.models.backbones.tokenizer import char_tokenizer
+from vlaforge.models.checkpointing import checkpointed
 from vlaforge.models.config import BackboneConfig
 
 
@@ -89,6 +91,9 @@ class PaliGemmaBackbone(nn.Module, Backbone):
             self.vlm = PaliGemmaForConditionalGeneration(config)
             self.images = ImageSettings(config.vision_config.image_size)
         self.text_config = config.text_config
+        # PaliGemma ties its LM head to the text embeddings; a second name for one tensor cannot be
+        # saved to safetensors, so `logits` multiplies by the embeddings directly (the same values).
+        self.vlm.lm_head = nn.Identity()
         if self.bb.freeze_vision or self.bb.train_expert_only:
             (self.vlm if self.bb.train_expert_only else self.vlm.model.vision_tower).requires_grad_(False)
 
@@ -143,7 +148,7 @@ class PaliGemmaBackbone(nn.Module, Backbone):
         return lm.norm(x), kv
 
     def encode(self, images, texts, state, obs_is_pad=None, goal=None, camera_mask=None) -> BackboneOutput:
-        dev = self.vlm.lm_head.weight.device
+        dev = self.vlm.model.language_model.embed_tokens.weight.device
         pixels = [self.images(frames[:, -1].to(dev)) for frames in images]  # each [B, C, S, S]
         ids, text_mask = self.tokenize(texts, dev)
         mask = None if camera_mask is None else camera_mask.to(dev)
@@ -157,7 +162,8 @@ class PaliGemmaBackbone(nn.Module, Backbone):
         return self.vlm.model.language_model
 
     def logits(self, out: BackboneOutput) -> torch.Tensor:
-        return self.vlm.lm_head(out.tokens)  # [B, P, V]
+        """LM logits [B, P, V] of the prefix, through the tied embeddings (PaliGemma's LM head)."""
+        return F.linear(out.tokens, self.vlm.model.language_model.embed_tokens.weight)  # [B, P, V]
 
 
 def gemma_prefix_layer(

@@ -30,9 +30,10 @@ import torch
 from torch import nn
 
 from vlaforge.errors import VlaforgeError
-from vlaforge.models.backbones.attention import attend, checkpointed, rope
+from vlaforge.models.backbones.attention import attend, rope
 from vlaforge.models.backbones.base import BackboneOutput
 from vlaforge.models.backbones.smolvla_expert import embed_action_time
+from vlaforge.models.checkpointing import checkpointed
 from vlaforge.models.config import BackboneConfig
 from vlaforge.models.heads.flow import _FlowMatchingHead
 
