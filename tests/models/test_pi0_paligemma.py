@@ -137,7 +137,9 @@ def test_backbone_id_loads_a_local_folder_and_names_missing_files(tmp_path):
     char_tokenizer().save_pretrained(folder)
     with pytest.raises(VlaforgeError, match="preprocessor_config.json"):
         PaliGemmaBackbone(dataclasses.replace(bb, id=str(folder)))
-    (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3})
+    )
     loaded = PaliGemmaBackbone(dataclasses.replace(bb, id=str(folder)))
     w = "model.language_model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(loaded.vlm.state_dict()[w], model.state_dict()[w])

@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 from vlaforge.models.backbones.base import Backbone, BackboneOutput
+from vlaforge.models.backbones.paligemma import PaliGemmaBackbone
+from vlaforge.models.backbones.pi0_expert import Pi0ExpertHead
 from vlaforge.models.backbones.smolvla_expert import SmolVLAExpertHead
 from vlaforge.models.backbones.smolvlm import SmolVLMBackbone, no_pretrained_weights
 from vlaforge.models.backbones.trunk import TrunkBackbone
-from vlaforge.models.backbones.paligemma import PaliGemmaBackbone
-from vlaforge.models.backbones.pi0_expert import Pi0ExpertHead
 from vlaforge.models.config import PolicyConfig
 from vlaforge.models.heads.base import ActionHead
 from vlaforge.models.heads.flow import _flow_kwargs

@@ -37,7 +37,7 @@ from torch import nn
 
 from vlaforge.models.backbones.attention import attend, block_mask, rope
 from vlaforge.models.backbones.base import Backbone, BackboneOutput
-from vlaforge.models.backbones.smolvlm import ImageSettings, _LOAD_WEIGHTS, resolve_folder
+from vlaforge.models.backbones.smolvlm import _LOAD_WEIGHTS, ImageSettings, resolve_folder
 from vlaforge.models.backbones.tokenizer import char_tokenizer
 from vlaforge.models.checkpointing import checkpointed
 from vlaforge.models.config import BackboneConfig
@@ -80,7 +80,9 @@ class PaliGemmaBackbone(nn.Module, Backbone):
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             weights = _LOAD_WEIGHTS.get() and any(folder.glob("*.safetensors"))
             self.vlm = (
-                PaliGemmaForConditionalGeneration.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+                PaliGemmaForConditionalGeneration.from_pretrained(
+                    folder, local_files_only=True, dtype=torch.float32
+                )
                 if weights
                 else PaliGemmaForConditionalGeneration(config)
             )
@@ -130,7 +132,11 @@ class PaliGemmaBackbone(nn.Module, Backbone):
         embs = [self.embed_image(p) for p in pixels]  # each [B, K, D]
         embs.append(self.vlm.model.language_model.embed_tokens(ids))  # [B, L, D], x sqrt(D)
         b, dev = ids.shape[0], ids.device
-        present = torch.ones(b, len(pixels), dtype=torch.bool, device=dev) if camera_mask is None else camera_mask.bool()
+        present = (
+            torch.ones(b, len(pixels), dtype=torch.bool, device=dev)
+            if camera_mask is None
+            else camera_mask.bool()
+        )
         pads = [present[:, j : j + 1].expand(b, e.shape[1]) for j, e in enumerate(embs[:-1])] + [text_mask]
         return torch.cat(embs, dim=1), torch.cat(pads, dim=1)
 

@@ -45,7 +45,9 @@ def expert_config(text_config: Any, bb: BackboneConfig) -> Any:
     cfg.hidden_size = int(text_config.hidden_size * bb.expert_width_multiplier)
     cfg.intermediate_size = bb.expert_mlp or 4 * cfg.hidden_size
     if bb.num_expert_layers not in (0, text_config.num_hidden_layers):
-        raise VlaforgeError("the pi0 expert has one layer per PaliGemma layer: backbone.num_expert_layers must be 0")
+        raise VlaforgeError(
+            "the pi0 expert has one layer per PaliGemma layer: backbone.num_expert_layers must be 0"
+        )
     return cfg
 
 
@@ -62,7 +64,12 @@ def suffix_mask(pad: torch.Tensor, num_state: int, horizon: int) -> torch.Tensor
 
 
 def expert_layer(
-    layer: nn.Module, x: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
+    layer: nn.Module,
+    x: torch.Tensor,
+    pk: torch.Tensor,
+    pv: torch.Tensor,
+    positions: torch.Tensor,
+    mask: torch.Tensor,
 ) -> torch.Tensor:
     """One expert Gemma layer: suffix x [B, S, W] attends to [prefix K/V ; its own K/V] -> [B, S, W]."""
     attn = layer.self_attn
@@ -106,7 +113,11 @@ class Pi0ExpertHead(_FlowMatchingHead):
             if trunk.state is None:
                 raise ValueError("the pi0-expert head was built with a state token but got no state")
             state = rep(self.state_proj(trunk.state)[:, None, :])  # [B*S, 1, W]
-        return {"kv": [(rep(k), rep(v)) for k, v in trunk.layer_kv], "pad": rep(trunk.token_mask), "state": state}
+        return {
+            "kv": [(rep(k), rep(v)) for k, v in trunk.layer_kv],
+            "pad": rep(trunk.token_mask),
+            "state": state,
+        }
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         pad, state = context["pad"], context["state"]  # [B, P], [B, 1, W] or None
@@ -117,6 +128,6 @@ class Pi0ExpertHead(_FlowMatchingHead):
         mask = suffix_mask(pad, n_state, x.shape[1])  # [B, S, P+S]
         steps = torch.arange(tok.shape[1], device=x.device)  # [S]
         positions = pad.sum(-1, keepdim=True) + steps[None]  # [B, S] after the real prefix tokens
-        for layer, (pk, pv) in zip(self.expert.layers, context["kv"]):
+        for layer, (pk, pv) in zip(self.expert.layers, context["kv"], strict=True):
             tok = checkpointed(self, expert_layer, layer, tok, pk, pv, positions, mask)  # [B, S, W]
         return self.action_out_proj(self.expert.norm(tok[:, n_state:]))  # [B, H, A]

@@ -26,7 +26,7 @@ from vlaforge.models.heads.base import ActionHead, TrunkOutput
 HeadKind = Literal[
     "regression", "tokens", "diffusion", "flow", "flow-expert", "ar-fast", "ar-bins", "smolvla-expert",
     "pi0-expert",
-]
+]  # fmt: skip
 HEAD_KINDS: tuple[str, ...] = (
     "regression",
     "tokens",
