@@ -16,8 +16,10 @@ from vlaforge.models.presets import DEFAULT_PRESET, PRESETS, get_preset, with_he
 
 # octo-base (89 M parameters) costs several seconds per step on 2 cores: its full-size run is slow-marked.
 # smolvla needs SmolVLM2's files (backbone.id); its architecture is smolvla-tiny's at full size.
-# openvla-prismatic needs Llama-2-7B, SigLIP and DINOv2 files; its architecture is openvla-prismatic-tiny's.
-FAST = [name for name in PRESETS if name not in ("octo-base", "smolvla", "openvla-prismatic")]
+# openvla-prismatic needs Llama-2-7B, SigLIP and DINOv2 files; pi0-paligemma paligemma-3b-pt-224's.
+FAST = [
+    name for name in PRESETS if name not in ("octo-base", "smolvla", "openvla-prismatic", "pi0-paligemma")
+]
 
 
 def _train_step_and_sample(cfg, fake_batch, frame: int = 128) -> None:
@@ -78,11 +80,17 @@ def test_presets_command_lists_every_preset(capsys):
     by_name = {r["preset"].split()[0]: r for r in rows}
     sizes = [by_name[name]["trainable_M"] for name in ("octo-base", "octo-small", "default")]
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > 80
-    trunk_rows = [r for r in rows if not r["preset"].startswith(("smolvla", "openvla-prismatic"))]
+    trunk_rows = [
+        r for r in rows if not r["preset"].startswith(("smolvla", "openvla-prismatic", "pi0-paligemma"))
+    ]
     assert all(r["frozen_text_M"] == pytest.approx(22.71, abs=0.01) for r in trunk_rows)
     assert 440 < by_name["smolvla"]["total_M"] < 460 and 95 < by_name["smolvla"]["trainable_M"] < 105
     # OpenVLA: ~7.5B (SigLIP so400m + DINOv2-L without their last layer, projector, Llama-2-7B), all trained
-    assert 7400 < by_name["openvla-prismatic"]["total_M"] == by_name["openvla-prismatic"]["trainable_M"] < 7600
+    assert (
+        7400 < by_name["openvla-prismatic"]["total_M"] == by_name["openvla-prismatic"]["trainable_M"] < 7600
+    )
+    # pi0: PaliGemma 3B (2.92 B) + the 300 M Gemma expert, all trained
+    assert 3200 < by_name["pi0-paligemma"]["total_M"] == by_name["pi0-paligemma"]["trainable_M"] < 3300
 
 
 def test_bench_latency_reports_figures(capsys):

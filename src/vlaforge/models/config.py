@@ -97,7 +97,8 @@ class BackboneConfig:
     """
 
     # "trunk" (ours; every other section applies) or "smolvlm" (image/language/trunk are ignored).
-    kind: Literal["trunk", "smolvlm", "prismatic"] = "trunk"
+    # "paligemma": pi0's PaliGemma (SigLIP + Gemma, every layer) with head.kind="pi0-expert".
+    kind: Literal["trunk", "smolvlm", "prismatic", "paligemma"] = "trunk"
     # A local folder or a Hub id already in the local cache holding the VLM's config.json,
     # tokenizer, preprocessor_config.json and (for training) its weights; "" = the tiny random
     # configuration below with an in-process character tokenizer (tests, CI, smolvla-tiny).
@@ -112,6 +113,8 @@ class BackboneConfig:
     # Every n-th layer (0, n, 2n, ...) is self-attention over [prefix ; actions], the others are
     # cross-attention to the VLM prefix's keys/values (SmolVLA: 2); 0 = all cross-attention.
     self_attn_every_n_layers: int = 2
+    # pi0-expert only: the expert's MLP width; 0 = 4 x its width (pi0's gemma_300m: 1024 -> 4096).
+    expert_mlp: int = 0
     # Freeze the vision tower (SmolVLA: True).
     freeze_vision: bool = True
     # Freeze the whole VLM and train only the expert, state and action projections (SmolVLA: True).
@@ -218,9 +221,12 @@ def validate(cfg: PolicyConfig) -> PolicyConfig:
 def _backbone_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:
     bb, vlm = cfg.backbone, cfg.backbone.kind == "smolvlm"
     patches = bb.vision_image_size // max(bb.vision_patch, 1)
+    pali = bb.kind == "paligemma"
     return _prismatic_checks(cfg) + [
-        (bb.kind in ("trunk", "smolvlm", "prismatic"), f"backbone.kind must be trunk, smolvlm or prismatic, got {bb.kind!r}"),
+        (bb.kind in ("trunk", "smolvlm", "prismatic", "paligemma"), f"backbone.kind must be trunk, smolvlm, prismatic or paligemma, got {bb.kind!r}"),
         (vlm == (cfg.head.kind == "smolvla-expert"), 'backbone.kind="smolvlm" goes with head.kind="smolvla-expert"'),
+        (pali == (cfg.head.kind == "pi0-expert"), 'backbone.kind="paligemma" goes with head.kind="pi0-expert"'),
+        (bb.expert_mlp >= 0, "backbone.expert_mlp must be >= 0"),
         (bb.num_vlm_layers >= 0 and bb.num_expert_layers >= 0, "backbone layer counts must be >= 0"),
         (bb.self_attn_every_n_layers >= 0, "backbone.self_attn_every_n_layers must be >= 0"),
         (bb.expert_width_multiplier > 0 and bb.max_text_tokens >= 1, "backbone.expert_width_multiplier and max_text_tokens must be > 0"),

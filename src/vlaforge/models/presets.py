@@ -15,6 +15,8 @@
 | `smolvla`    | SmolVLA (0.45B) | 512 px / 16, SmolVLM2-500M | 16 of 32 text layers x 960 | SmolVLA expert, flow, 10 Euler | 50 |
 | `openvla-prismatic-tiny` | OpenVLA (tiny random) | 32 px / 8, SigLIP 3 x 32 + DINOv2 3 x 32 | Llama 2 x 64 | the LM's last 256 tokens, greedy | 4 |
 | `openvla-prismatic` | OpenVLA (7B) | 224 px / 14, SigLIP so400m + DINOv2-L | Llama-2-7B 32 x 4096 | the LM's last 256 tokens, greedy | 1 |
+| `pi0-paligemma-tiny` | pi0 (tiny random VLM) | 64 px / 8, SigLIP 2 x 32 | Gemma 4 x 64 | pi0 Gemma expert 4 x 32, flow, 10 Euler | 50 |
+| `pi0-paligemma` | pi0 (3.3B) | 224 px / 14, paligemma-3b-pt-224 | Gemma 18 x 2048 | pi0 Gemma expert 18 x 1024 (300M), flow, 10 Euler | 50 |
 
 Deviations, by design (all are small, trained from scratch on Meta-World-sized data):
 - Octo: 128 px instead of 256 (Meta-World frames are small); same stem (4 stride-2 convs
@@ -45,6 +47,12 @@ Deviations, by design (all are small, trained from scratch on Meta-World-sized d
   full fine-tune) or LoRA rank 32, alpha 16 (`--lora-rank 32`, `model.backbone.lora_targets`).
   `openvla-prismatic-tiny` is the same architecture at random tiny sizes with a character tokenizer,
   a chunk of 4 steps (16 tokens on Meta-World) so it runs collect -> train -> eval -> serve on a CPU.
+- pi0 on PaliGemma (`vlaforge.models.backbones.paligemma`, `pi0_expert`): `pi0-paligemma` is pi0 on
+  google/paligemma-3b-pt-224 (needs it in a local folder or the local Hub cache: `--set
+  model.backbone.id=PATH`) with pi0's 300M Gemma expert (width 1024, MLP 4096, 18 layers, 8 heads,
+  1 K/V head of 256); the whole model trains (pi0 fine-tunes the VLM; set
+  model.backbone.train_expert_only=true to freeze it), 1 frame, chunk 50, 10 Euler steps, 10 executed.
+  `pi0-paligemma-tiny` is the same architecture at a random tiny size with the character tokenizer.
 - `default`: 64 px (4x4 tokens of 16 px per frame, stem 16/32/64/128) because training cost on a
   2-core CPU decides what can be learnt in minutes: measured on one loaded core, ~7 ms per training
   sample at 64 px vs ~12 at 96 px and ~21 at 128 px; inference is ~6-8 ms per chunk for all three
@@ -77,6 +85,19 @@ SMOLVLM2_500M = BackboneConfig(
     text_width=960, text_layers=32, text_heads=15, text_kv_heads=5, text_mlp=2560, vocab_size=49280,
     vision_width=768, vision_layers=12, vision_heads=12, vision_mlp=3072, vision_image_size=512,
     vision_patch=16, scale_factor=4,
+)  # fmt: skip
+
+# pi0's VLM, paligemma-3b-pt-224 (sizes for `vlaforge presets` without its files), and its expert.
+PALIGEMMA_3B = BackboneConfig(
+    kind="paligemma", id="google/paligemma-3b-pt-224", text_width=2048, text_layers=18, text_heads=8,
+    text_kv_heads=1, text_mlp=16384, vocab_size=257216, vision_width=1152, vision_layers=27,
+    vision_heads=16, vision_mlp=4304, vision_image_size=224, vision_patch=14, scale_factor=1,
+    expert_width_multiplier=0.5, expert_mlp=4096, freeze_vision=False, train_expert_only=False,
+    max_text_tokens=48,
+)  # fmt: skip
+PALIGEMMA_TINY = BackboneConfig(
+    kind="paligemma", text_width=64, text_layers=4, text_heads=4, text_kv_heads=1, text_mlp=128,
+    expert_width_multiplier=0.5, freeze_vision=False, train_expert_only=False,
 )  # fmt: skip
 
 PRESETS: dict[str, PolicyConfig] = {
@@ -131,6 +152,14 @@ PRESETS: dict[str, PolicyConfig] = {
         image_size=512, history=1, chunk=50, execute_steps=10,
         backbone=SMOLVLM2_500M,
         head=HeadConfig(kind="smolvla-expert", flow_steps=10),
+    ),
+    "pi0-paligemma-tiny": PolicyConfig(
+        image_size=64, history=1, chunk=50, execute_steps=10,
+        backbone=PALIGEMMA_TINY, head=HeadConfig(kind="pi0-expert", flow_steps=10),
+    ),
+    "pi0-paligemma": PolicyConfig(
+        image_size=224, history=1, chunk=50, execute_steps=10,
+        backbone=PALIGEMMA_3B, head=HeadConfig(kind="pi0-expert", flow_steps=10),
     ),
 }  # fmt: skip
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlaforge.models.checkpointing import checkpointed
 from vlaforge.models.config import TrunkConfig
 from vlaforge.models.heads.base import TrunkOutput
 
@@ -83,6 +84,7 @@ class Trunk(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.ln_out = nn.LayerNorm(cfg.width)
         self._masks: dict[tuple, torch.Tensor] = {}
+        self.grad_checkpointing = False  # `vlaforge.models.checkpointing` (train.grad_checkpointing)
 
     def _mask(self, shape: tuple[int, int, int, int], device: torch.device) -> torch.Tensor:
         key = (*shape, str(device))
@@ -119,6 +121,6 @@ class Trunk(nn.Module):
             mask = mask[None, None] & real[:, None, None, :]  # [B, 1, N, N]
             token_mask = real[:, :n_ctx]
         for block in self.blocks:
-            x = block(x, mask)
+            x = checkpointed(self, block, x, mask)  # [B, N, D]
         x = self.ln_out(x)
         return TrunkOutput(readouts=x[:, n_ctx:], tokens=x[:, :n_ctx], token_mask=token_mask)

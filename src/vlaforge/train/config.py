@@ -63,6 +63,14 @@ class TrainConfig:
     is min(ema_decay, (1 + step) / (10 + step)) so early checkpoints are not dominated by init."""
     bf16: bool = True
     """bf16 autocast on CUDA (ignored on CPU, where float32 is faster on most laptops)."""
+    grad_checkpointing: bool = False
+    """Activation checkpointing of the transformer layers (our trunk's blocks; PaliGemma's SigLIP and
+    Gemma layers and pi0's expert layers): the same loss and gradients for less activation memory,
+    at about one more forward pass per step (`vlaforge.models.checkpointing`)."""
+    fsdp: bool = False
+    """Fully sharded data parallel under torchrun / accelerate launch (`vlaforge.train.fsdp`, torch's
+    FSDP2): parameters, gradients and optimizer state sharded over processes instead of replicated
+    (DDP); needs ema_decay=0. A no-op in one process."""
     compile: bool = False
     """torch.compile the image encoder and the trunk (`trainer.COMPILED`); the first steps compile."""
     val_fraction: float = 0.1
@@ -122,6 +130,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise VlaforgeError(f"train.betas must be two numbers, got {list(cfg.betas)}")
     for beta in cfg.betas:
         _number("train.betas", beta, 0.0, 1.0)
+    if cfg.fsdp and cfg.ema_decay > 0:
+        raise VlaforgeError("train.fsdp=true needs train.ema_decay=0 (no EMA of sharded weights)")
     _integer("train.augment.shift", cfg.augment.shift, 0)
     for name, high in _AUGMENT_AT_MOST.items():
         _number(f"train.augment.{name}", getattr(cfg.augment, name), 0.0, high, high_ok=True)

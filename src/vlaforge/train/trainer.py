@@ -29,11 +29,14 @@ from torch import nn
 from tqdm import tqdm
 
 from vlaforge.errors import VlaforgeError
+from vlaforge.models.checkpointing import set_grad_checkpointing
 from vlaforge.train import checkpoint as ckpt
+from vlaforge.train import fsdp
 from vlaforge.train.augment import augment_batch
 from vlaforge.train.config import TrainConfig, validate
 from vlaforge.train.distributed import Dist, wrap_ddp
 from vlaforge.train.ema import EMA
+from vlaforge.train.fsdp import wrap_fsdp
 from vlaforge.train.optim import build_optimizer, build_scheduler
 
 SAVE_ERRORS = (OSError, RuntimeError, SafetensorError)
@@ -78,9 +81,13 @@ class Trainer:
         self.export = export or (lambda m: m)
         self.info = info or {}
         self.ema = EMA(self.policy, cfg.ema_decay) if cfg.ema_decay > 0 else None  # before compiling
+        if cfg.grad_checkpointing:
+            set_grad_checkpointing(self.policy)
         if cfg.compile:
             compile_modules(self.policy)
-        self.model = wrap_ddp(LossModule(self.policy), self.dist)
+        self.sharded = cfg.fsdp and self.dist.enabled
+        self.model = (wrap_fsdp if self.sharded else wrap_ddp)(LossModule(self.policy), self.dist)
+        self._full: tuple[nn.Module, dict] | None = None  # FSDP: the gathered policy and optimizer state
         self.optimizer = build_optimizer(self.policy, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
         self.step, self.best = 0, math.inf
@@ -96,15 +103,17 @@ class Trainer:
 
     @property
     def eval_module(self) -> nn.Module:
-        """The weights validated and saved: the EMA copy when EMA is on."""
+        """The weights validated and saved: the EMA copy when EMA is on, the gathered copy under FSDP."""
+        if self._full is not None:
+            return self._full[0]
         return self.ema.module if self.ema else self.policy
 
     def state_dict(self) -> dict:
         state = {
             "step": self.step,
             "best": self.best,
-            "model": self.policy.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": (self._full[0] if self._full else self.policy).state_dict(),
+            "optimizer": self._full[1] if self._full else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema else None,
             "loader": self.loader.state_dict(),
@@ -113,8 +122,12 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.policy.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sharded:  # full state dicts (`fsdp.full_state`), sharded on every process
+            model = {f"policy.{k}": v for k, v in state["model"].items()}
+            fsdp.load_full_state(self.model, self.optimizer, model, state["optimizer"])
+        else:
+            self.policy.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
@@ -183,7 +196,8 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             batch = self._next_batch(self.step * cfg.grad_accum + micro)
             sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
-            with self._autocast(), contextlib.nullcontext() if sync else self.model.no_sync():
+            no_sync = sync or self.sharded  # FSDP reduce-scatters every micro-batch
+            with self._autocast(), contextlib.nullcontext() if no_sync else self.model.no_sync():
                 loss, metrics = self.model(batch)
                 (loss / cfg.grad_accum).backward()
             total += loss.detach().float()
@@ -244,7 +258,18 @@ class Trainer:
     def _maybe_validate_and_save(self, final: bool = False) -> None:
         cfg, final = self.cfg, final or self.step == self.cfg.steps
         save = self.step % cfg.save_every == 0 or final
-        if self.val_batches and (self.step % cfg.val_every == 0 or save):
+        val = self.val_batches and (self.step % cfg.val_every == 0 or save)
+        if self.sharded and (val or save):  # every process gathers; rank 0 validates and saves a full copy
+            model, optim = fsdp.full_state(self.model, self.optimizer)
+            state = {k.removeprefix("policy."): v for k, v in model.items()}
+            self._full = (fsdp.full_copy(self.policy, state), optim) if self.dist.is_main else None
+        try:
+            self._validate_and_save(val, save)
+        finally:
+            self._full = None
+
+    def _validate_and_save(self, val: bool, save: bool) -> None:
+        if val:
             self.last_val = self.validate() if self.dist.is_main else None
             if self.dist.is_main:
                 self._log({"step": self.step, "val_loss": self.last_val})
@@ -265,7 +290,9 @@ class Trainer:
             torch.manual_seed(self.cfg.seed + 1)
             for batch in self.val_batches():
                 with self._autocast():
-                    loss, _ = module.compute_loss(to_device(batch, self.dist.device))
+                    loss, _ = module.compute_loss(
+                        to_device(batch, getattr(module, "device", self.dist.device))
+                    )
                 losses.append(float(loss))
         module.train(was_training)
         return sum(losses) / max(1, len(losses))

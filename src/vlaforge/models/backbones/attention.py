@@ -6,6 +6,8 @@ Conventions follow LeRobot's SmolVLA (`smolvlm_with_expert.py`), which the parit
   config's rope_theta (SmolVLA fixes it so; SmolVLM2's own LM uses 100,000);
 - `attend`: eager float32 attention with grouped K/V heads; masked scores are set to the float32
   minimum (not -inf), so a fully masked row (a padded token's own query) is finite, as in SmolVLA;
+  the scores and softmax stay float32 under bf16 autocast too (`train.bf16` on CUDA), where the
+  float32 minimum would round to -inf in bf16 and a fully masked row would turn into NaN;
 - `block_mask`: big_vision's rule - a token sees the real tokens whose cumulative block id is <= its own.
 """
 
@@ -31,11 +33,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     groups = h // k.shape[2]
     k = k.repeat_interleave(groups, dim=2)  # [B, Lk, H, d]
     v = v.repeat_interleave(groups, dim=2)  # [B, Lk, H, d]
-    scores = (
-        torch.matmul(q.float().transpose(1, 2), k.float().permute(0, 2, 3, 1)) * d**-0.5
-    )  # [B, H, Lq, Lk]
-    scores = torch.where(mask[:, None], scores, torch.finfo(torch.float32).min)
-    probs = scores.softmax(dim=-1).to(v.dtype)  # [B, H, Lq, Lk]
+    with torch.autocast(q.device.type, enabled=False):  # float32 scores even under bf16 autocast
+        scores = (
+            torch.matmul(q.float().transpose(1, 2), k.float().permute(0, 2, 3, 1)) * d**-0.5
+        )  # [B, H, Lq, Lk]
+        scores = torch.where(mask[:, None], scores, torch.finfo(torch.float32).min)
+        probs = scores.softmax(dim=-1).to(v.dtype)  # [B, H, Lq, Lk]
     out = torch.matmul(probs, v.transpose(1, 2))  # [B, H, Lq, d]
     return out.transpose(1, 2).reshape(b, lq, h * d)
 

@@ -14,7 +14,7 @@ It returns a `BackboneOutput`, a `TrunkOutput` (what every `ActionHead` takes) p
 
 Two implementations: `TrunkBackbone` (today's conv stem + sentence encoder + block-wise trunk, a view
 over the policy's own modules so checkpoints keep their tensor names) and `SmolVLMBackbone`
-(transformers SmolVLM / Idefics3, SmolVLA's VLM).
+(transformers SmolVLM / Idefics3, SmolVLA's VLM), and `PaliGemmaBackbone` (pi0's SigLIP + Gemma).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ class BackboneOutput(TrunkOutput):
 
     layer_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     lm_logits: torch.Tensor | None = None
+    # The normalized last state [B, S] for a head that embeds it itself (pi0's expert state token).
+    state: torch.Tensor | None = None
 
 
 class Backbone(ABC):

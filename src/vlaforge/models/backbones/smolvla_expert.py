@@ -50,6 +50,16 @@ def expert_text_config(text_config: Any, bb: BackboneConfig, num_vlm_layers: int
     return cfg
 
 
+def embed_action_time(head: nn.Module, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """pi0's (and SmolVLA's) action tokens: `head.action_in_proj(x)` [B, H, W] concatenated with the
+    sinusoidal time embedding of t [B] (periods 4e-3 to 4, float64 angles) -> `action_time_mlp_in`
+    -> SiLU -> `action_time_mlp_out` -> [B, H, W]."""
+    a = head.action_in_proj(x)  # [B, H, W]
+    temb = sinusoidal_embedding(t, a.shape[-1], 4e-3, 4.0, precision=torch.float64).to(a.dtype)  # [B, W]
+    h = torch.cat([a, temb[:, None, :].expand_as(a)], dim=-1)  # [B, H, 2W]
+    return head.action_time_mlp_out(F.silu(head.action_time_mlp_in(h)))  # [B, H, W]
+
+
 class SmolVLAExpertHead(_FlowMatchingHead):
     """`smolvla-expert`: flow matching with SmolVLA's interleaved cross/self-attention expert."""
 
@@ -96,10 +106,7 @@ class SmolVLAExpertHead(_FlowMatchingHead):
 
     def embed_actions(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Noisy chunk x [B, H, A] and times t [B] -> action tokens [B, H, W]."""
-        a = self.action_in_proj(x)  # [B, H, W]
-        temb = sinusoidal_embedding(t, self.width, 4e-3, 4.0, precision=torch.float64).to(a.dtype)  # [B, W]
-        h = torch.cat([a, temb[:, None, :].expand_as(a)], dim=-1)  # [B, H, 2W]
-        return self.action_time_mlp_out(F.silu(self.action_time_mlp_in(h)))  # [B, H, W]
+        return embed_action_time(self, x, t)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, context: dict[str, Any]) -> torch.Tensor:
         pad = context["pad"]  # [B, P]

@@ -277,7 +277,9 @@ class SmolVLMBackbone(nn.Module, Backbone):
     def lora_modules(self, targets: str = "lm") -> list[nn.Module]:
         """`lm`: the text model; `vision`: the vision tower and connector; `lm+vision`: both."""
         vision = [self.vlm.model.vision_model, self.vlm.model.connector]
-        return {"lm": [self.lora_target()], "vision": vision, "lm+vision": [self.lora_target(), *vision]}[targets]
+        return {"lm": [self.lora_target()], "vision": vision, "lm+vision": [self.lora_target(), *vision]}[
+            targets
+        ]
 
     def logits(self, out: BackboneOutput) -> torch.Tensor:
         """LM logits [B, P, V] of the prefix (through the kept layers only)."""

@@ -11,6 +11,7 @@
 | `ar-bins`     | decoder.py    | `num_readouts` + trunk tokens | 256-bin tokens one by one, KV cache     |
 | `smolvla-expert` | backbones/smolvla_expert.py | the VLM's per-layer K/V | SmolVLA's expert, flow matching (built by the smolvlm backbone) |
 | `lm-bins`     | backbones/lm_actions.py | the prismatic prefix embeddings | the LM's last 256 vocabulary tokens, decoded by the LM (OpenVLA) |
+| `pi0-expert` | backbones/pi0_expert.py | PaliGemma's per-layer K/V + state | pi0's Gemma expert, flow matching (built by the paligemma backbone) |
 
 Every head receives normalized actions [B, H, A] and a bool `action_mask` [B, H, A] (True = real).
 """
@@ -24,8 +25,9 @@ from vlaforge.errors import VlaforgeError, unknown
 from vlaforge.models.heads.base import ActionHead, TrunkOutput
 
 HeadKind = Literal[
-    "regression", "tokens", "diffusion", "flow", "flow-expert", "ar-fast", "ar-bins", "smolvla-expert", "lm-bins"
-]
+    "regression", "tokens", "diffusion", "flow", "flow-expert", "ar-fast", "ar-bins", "smolvla-expert",
+    "lm-bins", "pi0-expert",
+]  # fmt: skip
 HEAD_KINDS: tuple[str, ...] = (
     "regression",
     "tokens",
@@ -35,7 +37,7 @@ HEAD_KINDS: tuple[str, ...] = (
     "ar-fast",
     "ar-bins",
 )
-VLM_HEAD_KINDS: tuple[str, ...] = ("smolvla-expert", "lm-bins")
+VLM_HEAD_KINDS: tuple[str, ...] = ("smolvla-expert", "lm-bins", "pi0-expert")
 """Heads built by a VLM backbone on its own layout (`vlaforge.models.backbones`), not by `build_head`."""
 AR_KINDS: tuple[str, ...] = ("ar-fast", "ar-bins")
 """The autoregressive decoder heads (they need normalization="bounds" and are not ONNX-exportable)."""
@@ -140,9 +142,9 @@ def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -
         "ar-fast": decoder.ARDecoderHead.from_config,
         "ar-bins": decoder.ARDecoderHead.from_config,
     }
-    if cfg.kind not in builders:  # smolvla-expert, lm-bins: built by their backbone (its layout)
-        backbone = {"lm-bins": "prismatic"}.get(cfg.kind, "smolvlm")
-        raise VlaforgeError(f'head.kind="{cfg.kind}" needs model.backbone.kind="{backbone}"')
+    if cfg.kind not in builders:  # smolvla-expert, lm-bins, pi0-expert: built by their backbone (its layout)
+        vlm = {"lm-bins": "prismatic", "pi0-expert": "paligemma"}.get(cfg.kind, "smolvlm")
+        raise VlaforgeError(f'head.kind="{cfg.kind}" needs model.backbone.kind="{vlm}"')
     return builders[cfg.kind](cfg, embed_dim, action_dim, horizon)
 
 
