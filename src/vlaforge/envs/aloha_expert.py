@@ -57,9 +57,8 @@ PICK_DOWN, GRASP_X, GRASP_Z = -0.03, 0.08, -0.045
 #: 0.06, socket 0.06, pin 0.04; the socket's opening leaves 8 mm around the peg).
 ENTRY_START, ENTRY_END, ENTRY_TOLERANCE, PUSH_RATE, ALIGN_STEPS = 0.03, -0.03, 0.004, 0.001, 40
 PEG_HALF, SOCKET_HALF = 0.06, 0.06
-#: Insertion plans per seed at most (each checked by a replay in the joint scene), and the steps at
-#: the end of the alignment phase over which the replay's offset from the planned line is averaged.
-REPLANS, ALIGN_WINDOW = 3, 10
+#: Insertion: check replays per plan at most, and the learning gain on their joint tracking errors.
+REPLAYS, ILC_GAIN = 4, 1.0
 #: insertion grasps: gripper pitch (degrees, ACT's 60: steeper targets are out of the arms' reach and
 #: the soft weld then lands the fingers centimetres off), pinch-point heights above the table, and
 #: the peg is held PEG_GRASP m outward of its centre (its inner end goes in).
@@ -283,59 +282,50 @@ class Planner:
         self.servo = task == "insertion"  # grasp waypoints are pinch-point targets (see insertion_waypoints)
         self.start_pinch = self.start.copy()
         self.start_pinch[:, :3] = [self.pinch(i) for i in range(2)]
-        self.bias = np.zeros(3)  # insertion: the peg end's target offset from the socket's axis (socket frame)
         self.replays = 0  # the check replays the last plan took (insertion; diagnostics)
         if self.servo:
             self.joint_model = scene.load_model(task)
             self.joint_data = mujoco.MjData(self.joint_model)
             self.joint_reward = scene.ContactReward.for_model(task, self.joint_model)
-            self.joint_bodies = [mujoco.mj_name2id(self.joint_model, mujoco.mjtObj.mjOBJ_BODY, b) for b in BODIES[task]]
 
     def plan(self, objects: np.ndarray, steps: int = PLAN_STEPS) -> np.ndarray:
         """The joint-space action sequence [steps, 14] for objects placed at `objects`.
 
-        Insertion: the joint scene's position servos sag differently under load than the welds, so the
-        replayed peg meets the socket up to ~1.5 cm off the planned line (the opening leaves 8 mm).
-        The planner therefore replays each plan in its own copy of the joint scene (deterministic, the
-        same steps as `AlohaEnv.step`) and, if that replay fails, shifts the peg's target off the
-        socket's axis by minus the replay's error there and plans again, up to `REPLANS` plans; it
-        returns the first plan whose replay succeeds, else the last."""
+        Insertion: the joint scene's position servos (weak at the wrist: kp 10-50) lag and sag where
+        the welds do not, so a replayed peg meets the socket up to ~1.5 cm off the planned line (the
+        opening leaves 8 mm). The planner therefore replays the plan in its own copy of the joint
+        scene (deterministic, the same steps as `AlohaEnv.step`) and, while that replay fails, adds
+        each step's arm-joint tracking error (planned minus replayed joint positions) to that step's
+        action and replays again (iterative learning control), up to `REPLAYS` replays; it returns
+        the first action sequence whose replay succeeds, else the last. The gripper commands stay."""
+        out = self._plan_once(objects, steps)
         if not self.servo:
-            return self._plan_once(objects, steps)
-        self.bias = np.zeros(3)
-        for self.replays in range(1, REPLANS + 1):
-            out = self._plan_once(objects, steps)
-            planned = self._window_mean(self._offsets)
-            success, offsets = self.replay(objects, out)
-            if success:
+            return out
+        actions, arm = out.copy(), np.r_[0:6, 7:13]
+        for self.replays in range(1, REPLAYS + 1):
+            success, joints = self.replay(objects, actions)
+            if success or self.replays == REPLAYS:
                 break
-            self.bias = self.bias - (self._window_mean(offsets) - planned) * [0.0, 1.0, 1.0]
-        return out
+            n = len(joints)
+            actions[:n, arm] += ILC_GAIN * (out[:n, arm] - joints[:, arm])
+        return actions
 
-    @staticmethod
-    def _window_mean(offsets: dict[int, np.ndarray]) -> np.ndarray:
-        """Mean [3] of the entry offsets over the last steps of the insertion's alignment phase."""
-        start = CHECK["insertion"] + ALIGN_STEPS
-        window = [offsets[i] for i in range(start - ALIGN_WINDOW, start) if i in offsets]
-        return np.mean(window, axis=0) if window else np.zeros(3)
-
-    def replay(self, objects: np.ndarray, actions: np.ndarray) -> tuple[bool, dict[int, np.ndarray]]:
-        """Replays `actions` in the joint scene: (reached the maximum reward, entry offsets by step)."""
+    def replay(self, objects: np.ndarray, actions: np.ndarray) -> tuple[bool, np.ndarray]:
+        """Replays `actions` in the joint scene: (reached the maximum reward, joint states [T, 14])."""
         m, d = self.joint_model, self.joint_data
         scene.reset_data(m, d, objects)
-        offsets = {}
-        for i, action in enumerate(actions):
+        joints = []
+        for action in actions:
             d.ctrl[:] = scene.joint_ctrl(np.clip(action.astype(np.float64), self.low, self.high))
             scene.advance(m, d)
-            offsets[i] = entry_offset(d, *self.joint_bodies)
+            joints.append(scene.joint_state(d.qpos))
             if self.joint_reward(d) == scene.MAX_REWARD:
-                return True, offsets
-        return False, offsets
+                return True, np.array(joints)
+        return False, np.array(joints)
 
     def _plan_once(self, objects: np.ndarray, steps: int) -> np.ndarray:
         """One plan in the end-effector scene: the joint-space action sequence [steps, 14]."""
         m, d = self.model, self.data
-        self._offsets: dict[int, np.ndarray] = {}
         live = objects.copy()
         left, right = self._tracks(objects, live, steps)
         scene.reset_data(m, d, objects)
@@ -358,7 +348,6 @@ class Planner:
             d.ctrl[:] = self._grip_ctrl(left[i, 7], right[i, 7])
             scene.advance(m, d)
             if self.servo:
-                self._offsets[i] = entry_offset(d, *self.bodies)
                 for arm, track in enumerate((left, right)):
                     if track[i, 7] > 0.5 or track[i, 2] > CARRY_Z:  # reaching open, or carrying high
                         pinch = self.pinch(arm)
@@ -402,7 +391,7 @@ class Planner:
         rs, rp = d.xmat[socket].reshape(3, 3), d.xmat[peg].reshape(3, 3)
         self._cmd_quat[0] = _turn(self._cmd_quat[0], rs[:, 0], np.array([1.0, 0.0, 0.0]))
         self._cmd_quat[1] = _turn(self._cmd_quat[1], rp[:, 0], rs[:, 0])
-        error = np.array([self._entry, 0.0, 0.0]) + self.bias - entry_offset(d, peg, socket)  # socket frame
+        error = np.array([self._entry, 0.0, 0.0]) - entry_offset(d, peg, socket)  # [3] socket frame
         if k >= ALIGN_STEPS and np.linalg.norm(error[1:]) < ENTRY_TOLERANCE:
             self._entry = max(self._entry - PUSH_RATE, ENTRY_END)
         move = POS_GAIN * (rs @ error)
