@@ -129,7 +129,7 @@ class AlohaEnv(RenderedEnv):
             if self._planner is None:
                 from vlaforge.envs.aloha_expert import Planner
 
-                self._planner = Planner(self.task)
+                self._planner = Planner(self.task, self._low, self._high)
             plan = self._planner.plan(self.objects)
         self._plans[self._seed] = plan
         while len(self._plans) > _CACHED_PLANS:

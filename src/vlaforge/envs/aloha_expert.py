@@ -51,21 +51,46 @@ def _quat(axis: tuple[float, float, float], degrees: float) -> np.ndarray:
 #: transfer-cube: the right tool point's grasp height relative to the cube's initial centre (z 0.05),
 #: and the left tool point's grasp relative to the held cube (success rates: benchmarks/results).
 PICK_DOWN, GRASP_X, GRASP_Z = -0.03, 0.08, -0.045
-#: Insertion servo: the peg centre's target distance from the socket centre along the socket's
-#: axis, from lined up (the peg's end 3 cm outside the entrance) to pushed in (its end 1 cm past the
-#: pin's face: peg half-length 0.06, pin half-length 0.04), over SERVO_STEPS; and the gains.
-PEG_START, PEG_END, ALIGN_STEPS, SERVO_STEPS = 0.17, 0.09, 60, 70
-#: insertion grasps: both grippers point straight down (degrees of pitch), tool-point heights relative
-#: to the parts' initial centres, and the peg is held PEG_GRASP m outward of its centre.
-PEG_PITCH, PEG_DOWN, PEG_GRASP = 90.0, -0.045, 0.03
-SOCKET_PITCH, SOCKET_DOWN = 90.0, -0.04
+#: Insertion servo (`Planner._insert`): the peg's inner end starts ENTRY_START m outside the
+#: socket's open end, on its axis, for ALIGN_STEPS, then moves in PUSH_RATE m per step while within
+#: ENTRY_TOLERANCE m of the axis, to ENTRY_END (the pin's face is 0.02 m inside: peg half-length
+#: 0.06, socket 0.06, pin 0.04; the socket's opening leaves 8 mm around the peg).
+ENTRY_START, ENTRY_END, ENTRY_TOLERANCE, PUSH_RATE, ALIGN_STEPS = 0.03, -0.03, 0.004, 0.001, 40
+PEG_HALF, SOCKET_HALF = 0.06, 0.06
+#: Insertion: check replays per plan at most, and the learning gain on their joint tracking errors.
+REPLAYS, ILC_GAIN = 4, 1.0
+#: insertion grasps: gripper pitch (degrees, ACT's 60: steeper targets are out of the arms' reach and
+#: the soft weld then lands the fingers centimetres off), pinch-point heights above the table, and
+#: the peg is held PEG_GRASP m outward of its centre (its inner end goes in).
+PEG_PITCH, PEG_Z, PEG_GRASP = 60.0, 0.028, 0.0
+SOCKET_PITCH, SOCKET_Z, SOCKET_GRASP = 60.0, 0.016, -0.01
+#: Pinch servo (insertion grasps): gain per step on the pinch point's position error, and its
+#: largest accumulated correction (m).
+PINCH_GAIN, MAX_CORRECTION = 0.15, 0.1
+#: The pinch point sits this far (m) short of the fingertips, so that the pads close on the part.
+PINCH_BACK = 0.012
+#: ... and holds its correction while closing and lifting, until the target is CARRY_Z (m) up.
+CARRY_Z = 0.08
+#: The servo keeps the lowest finger point this high (m) above the table: fingers dragging on it jam.
+FINGER_CLEARANCE = 0.004
 #: Servo gains per step (position, orientation) and the largest position command change per step (m).
-POS_GAIN, ROT_GAIN, MAX_MOVE = 0.1, 0.05, 0.004
+POS_GAIN, ROT_GAIN, MAX_MOVE = 0.1, 0.02, 0.004
 IDENTITY = np.array([1.0, 0.0, 0.0, 0.0])
 PITCH_DOWN_RIGHT = _quat((0, 1, 0), -60)  # right gripper tilted down toward the table
 ROLL_LEFT = _quat((1, 0, 0), 90)  # left jaws vertical, to take the cube from the side
 #: The arms' base positions (x, y) on the table: the left arm points along +x, the right along -x.
 BASE_LEFT, BASE_RIGHT = np.array([-0.469, 0.5]), np.array([0.469, 0.5])
+
+
+def _turn(quat: np.ndarray, axis: np.ndarray, target: np.ndarray, gain: float | None = None) -> np.ndarray:
+    """`quat` pre-rotated (world frame) by `gain` of the smallest rotation taking `axis` onto `target`."""
+    gain = ROT_GAIN if gain is None else gain
+    cross = np.cross(axis, target)
+    norm = np.linalg.norm(cross)
+    if norm < 1e-9:
+        return quat
+    angle = np.arctan2(norm, axis @ target)
+    return _mul(_quat(tuple(cross / norm), np.rad2deg(gain * angle)), quat)
 
 
 def _mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -150,28 +175,25 @@ def transfer_cube_waypoints(objects: np.ndarray, start: np.ndarray, live: np.nda
 
 
 def insertion_waypoints(objects: np.ndarray, start: np.ndarray, live: np.ndarray) -> Tracks:
-    """(left, right) waypoints: the left gripper takes the socket, the right the peg, both lift and
-    hold them up beside the meeting point; from `CHECK["insertion"]` on the right arm is steered by
-    `Planner._insert` (the peg is servoed into the socket), so its waypoints end there."""
+    """(left, right) *pinch-point* waypoints: the left gripper takes the socket, the right the peg, both
+    lift and hold them up beside the meeting point; from `CHECK["insertion"]` on the right arm is
+    steered by `Planner._insert` (the peg is servoed into the socket), so its waypoints end there.
+
+    Unlike transfer-cube's, these positions are for the point between the fingertips
+    (`Planner.pinch`), which `Planner` servoes onto them; `start[:, :3]` are the pinch points at rest."""
     peg, socket = objects[:3], objects[7:10]
     meet = np.array([0.0, 0.5, 0.15])
     # One orientation per arm from the grasp on: turning the wrist would turn the part in the hand.
     qleft = facing(_quat((0, 1, 0), SOCKET_PITCH), socket, right=False)
     qright = facing(_quat((0, 1, 0), -PEG_PITCH), peg, right=True)
-    up, down, sdown = np.array([0, 0, 0.09]), np.array([0, 0, PEG_DOWN]), np.array([0, 0, SOCKET_DOWN])
-    peg = peg + [PEG_GRASP, 0, 0]  # hold the peg by its outer end: its inner end goes in
+    peg = np.array([peg[0] + PEG_GRASP, peg[1], PEG_Z])  # by its outer end: the inner end goes in
+    socket = np.array([socket[0] + SOCKET_GRASP, socket[1], SOCKET_Z])
+    up = np.array([0, 0, 0.08])
     hold_left, hold_right = meet + [-0.1, 0, 0], meet + [0.12, 0, 0]
     # above it (open), straight down, close, hold: the same timing for both arms
-    grasp = [
-        (70, up, 1.0),
-        (85, up, 1.0),
-        (115, down, 1.0),
-        (125, down, 1.0),
-        (145, down, 0.0),
-        (155, down, 0.0),
-    ]
+    grasp = [(70, up, 1.0), (85, up, 1.0), (115, 0, 1.0), (125, 0, 1.0), (145, 0, 0.0), (155, 0, 0.0)]
     left = [Waypoint(0, start[0, :3], start[0, 3:], 0.0)]
-    left += [Waypoint(t, socket + (sdown if dz is down else dz), qleft, g) for t, dz, g in grasp]
+    left += [Waypoint(t, socket + dz, qleft, g) for t, dz, g in grasp]
     left += [Waypoint(200, hold_left, qleft, 0.0), Waypoint(PLAN_STEPS, hold_left, qleft, 0.0)]
     right = [Waypoint(0, start[1, :3], start[1, 3:], 0.0)]
     right += [Waypoint(t, peg + dz, qright, g) for t, dz, g in grasp]
@@ -205,20 +227,104 @@ def start_mocap(model: mujoco.MjModel, data: mujoco.MjData, objects: np.ndarray)
     return out
 
 
+def entry_offset(data: mujoco.MjData, peg: int, socket: int) -> np.ndarray:
+    """[3] the peg's inner end relative to the middle of the socket's open end, in the socket's frame
+    (x along its axis, outward: negative is inside)."""
+    rs, rp = data.xmat[socket].reshape(3, 3), data.xmat[peg].reshape(3, 3)
+    tip = data.xpos[peg] - rp[:, 0] * PEG_HALF
+    return rs.T @ (tip - data.xpos[socket] - rs[:, 0] * SOCKET_HALF)
+
+
+def finger_geometry(model: mujoco.MjModel, data: mujoco.MjData, back: float = PINCH_BACK) -> tuple[np.ndarray, np.ndarray]:
+    """The pinch point [3] and the fingers' mesh vertices [V, 3], in the left gripper_link's frame.
+
+    The pinch point lies between the fingers, `back` m short of their tips (the vertices farthest
+    along the link's x axis, its pointing direction). Both arms' grippers are the same mesh, so one
+    geometry serves both; the vertices are those of the start pose's finger opening."""
+    mujoco.mj_forward(model, data)
+    body = int(model.eq_obj2id[0])
+    rot, origin, tips, verts_all = data.xmat[body].reshape(3, 3), data.xpos[body], [], []
+    for geom in np.flatnonzero(model.geom_bodyid >= 0):
+        if model.geom_type[geom] != mujoco.mjtGeom.mjGEOM_MESH or model.body_parentid[model.geom_bodyid[geom]] != body:
+            continue
+        name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, int(geom)) or ""
+        if not name.endswith("_gripper_finger"):
+            continue
+        mesh = model.geom_dataid[geom]
+        verts = model.mesh_vert[model.mesh_vertadr[mesh] : model.mesh_vertadr[mesh] + model.mesh_vertnum[mesh]]
+        world = verts @ data.geom_xmat[geom].reshape(3, 3).T + data.geom_xpos[geom]  # [V, 3]
+        local = (world - origin) @ rot  # [V, 3] in the gripper_link's frame
+        tips.append(local[local[:, 0] > local[:, 0].max() - 0.01].mean(axis=0))
+        verts_all.append(local)
+    if len(tips) != 2:
+        raise RuntimeError(f"expected two finger meshes on the left gripper, found {len(tips)}")
+    out = np.mean(tips, axis=0)
+    out[0] -= back
+    return out, np.concatenate(verts_all)
+
+
 class Planner:
     """Plans one task's expert trajectories in its end-effector scene (the model is loaded once)."""
 
-    def __init__(self, task: str):
+    def __init__(self, task: str, low: np.ndarray | None = None, high: np.ndarray | None = None):
+        """`low`/`high`: the joint env's action bounds (its `step` clips to them), for the check replays."""
         self.task = task
+        self.low = np.full(14, -np.inf) if low is None else np.asarray(low, dtype=np.float64)
+        self.high = np.full(14, np.inf) if high is None else np.asarray(high, dtype=np.float64)
         self.model = scene.load_model(task, end_effector=True)
         self.data = mujoco.MjData(self.model)
         self.reward = scene.ContactReward.for_model(task, self.model)
         self.best_reward = 0  # the highest reward the last plan reached in this scene (diagnostics)
         self.bodies = [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, b) for b in BODIES[task]]
         self.start = start_mocap(self.model, self.data, scene.sample_placement(task, 0))  # [2, 7] left, right
+        self.grippers = [int(b) for b in self.model.eq_obj2id[:2]]  # (left, right) gripper_link bodies
+        self.pinch_offset, self.finger_verts = finger_geometry(self.model, self.data)  # [3], [V, 3] link frame
+        self.servo = task == "insertion"  # grasp waypoints are pinch-point targets (see insertion_waypoints)
+        self.start_pinch = self.start.copy()
+        self.start_pinch[:, :3] = [self.pinch(i) for i in range(2)]
+        self.replays = 0  # the check replays the last plan took (insertion; diagnostics)
+        if self.servo:
+            self.joint_model = scene.load_model(task)
+            self.joint_data = mujoco.MjData(self.joint_model)
+            self.joint_reward = scene.ContactReward.for_model(task, self.joint_model)
 
     def plan(self, objects: np.ndarray, steps: int = PLAN_STEPS) -> np.ndarray:
-        """The joint-space action sequence [steps, 14] for objects placed at `objects`."""
+        """The joint-space action sequence [steps, 14] for objects placed at `objects`.
+
+        Insertion: the joint scene's position servos (weak at the wrist: kp 10-50) lag and sag where
+        the welds do not, so a replayed peg meets the socket up to ~1.5 cm off the planned line (the
+        opening leaves 8 mm). The planner therefore replays the plan in its own copy of the joint
+        scene (deterministic, the same steps as `AlohaEnv.step`) and, while that replay fails, adds
+        each step's arm-joint tracking error (planned minus replayed joint positions) to that step's
+        action and replays again (iterative learning control), up to `REPLAYS` replays; it returns
+        the first action sequence whose replay succeeds, else the last. The gripper commands stay."""
+        out = self._plan_once(objects, steps)
+        if not self.servo:
+            return out
+        actions, arm = out.copy(), np.r_[0:6, 7:13]
+        for self.replays in range(1, REPLAYS + 1):
+            success, joints = self.replay(objects, actions)
+            if success or self.replays == REPLAYS:
+                break
+            n = len(joints)
+            actions[:n, arm] += ILC_GAIN * (out[:n, arm] - joints[:, arm])
+        return actions
+
+    def replay(self, objects: np.ndarray, actions: np.ndarray) -> tuple[bool, np.ndarray]:
+        """Replays `actions` in the joint scene: (reached the maximum reward, joint states [T, 14])."""
+        m, d = self.joint_model, self.joint_data
+        scene.reset_data(m, d, objects)
+        joints = []
+        for action in actions:
+            d.ctrl[:] = scene.joint_ctrl(np.clip(action.astype(np.float64), self.low, self.high))
+            scene.advance(m, d)
+            joints.append(scene.joint_state(d.qpos))
+            if self.joint_reward(d) == scene.MAX_REWARD:
+                return True, np.array(joints)
+        return False, np.array(joints)
+
+    def _plan_once(self, objects: np.ndarray, steps: int) -> np.ndarray:
+        """One plan in the end-effector scene: the joint-space action sequence [steps, 14]."""
         m, d = self.model, self.data
         live = objects.copy()
         left, right = self._tracks(objects, live, steps)
@@ -229,48 +335,73 @@ class Planner:
         mujoco.mj_forward(m, d)
         out = np.empty((steps, 14), dtype=np.float32)
         self.best_reward = 0
+        correction = np.zeros((2, 3))  # the pinch servo's accumulated mocap offsets (left, right)
         for i in range(steps):
             if i == CHECK[self.task]:  # aim the rest at where the objects are now
                 for k, body in enumerate(self.bodies):
                     live[7 * k : 7 * k + 3] = d.xpos[body]
                 left, right = self._tracks(objects, live, steps)
-            d.mocap_pos[:] = left[i, :3], right[i, :3]
+            d.mocap_pos[:] = left[i, :3] + correction[0], right[i, :3] + correction[1]
             d.mocap_quat[:] = left[i, 3:7], right[i, 3:7]
             if self.task == "insertion" and i >= CHECK["insertion"]:
-                d.mocap_pos[1], d.mocap_quat[1] = self._insert(i - CHECK["insertion"])
+                self._insert(i - CHECK["insertion"])
             d.ctrl[:] = self._grip_ctrl(left[i, 7], right[i, 7])
             scene.advance(m, d)
+            if self.servo:
+                for arm, track in enumerate((left, right)):
+                    if track[i, 7] > 0.5 or track[i, 2] > CARRY_Z:  # reaching open, or carrying high
+                        pinch = self.pinch(arm)
+                        error = track[i, :3] - pinch
+                        # no lower than keeps the fingers off the table (dragging on it, they jam)
+                        error[2] = max(error[2], FINGER_CLEARANCE - self.lowest_finger(arm))
+                        correction[arm] += PINCH_GAIN * error
+                        norm = np.linalg.norm(correction[arm])
+                        correction[arm] *= min(1.0, MAX_CORRECTION / max(norm, 1e-9))
             self.best_reward = max(self.best_reward, self.reward(d))
             out[i] = scene.joint_state(d.qpos)
             out[i, 6], out[i, 13] = left[i, 7], right[i, 7]  # the commanded openings
         return out
 
-    def _insert(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Step k of the insertion servo: the right mocap pose that moves the peg onto the socket's axis.
+    def pinch(self, arm: int) -> np.ndarray:
+        """World position [3] of the point between `arm`'s fingertips (0 left, 1 right)."""
+        body = self.grippers[arm]
+        return self.data.xpos[body] + self.data.xmat[body].reshape(3, 3) @ self.pinch_offset
 
-        Privileged feedback (the planner sees both parts' poses): the peg's position error to its
-        target on the socket's axis, and its orientation error to the socket's, are integrated into
-        the mocap command with small gains (the weld is soft, so a proportional command alone would
-        leave an offset). Only the resulting joint trajectory is replayed."""
+    def lowest_finger(self, arm: int) -> float:
+        """World height of `arm`'s lowest finger point (the table top is z = 0)."""
+        body = self.grippers[arm]
+        return float((self.finger_verts @ self.data.xmat[body].reshape(3, 3)[2] + self.data.xpos[body][2]).min())
+
+    def _insert(self, k: int) -> None:
+        """Step k of the insertion servo: sets both mocap orientations and the right mocap position.
+
+        Privileged feedback (the planner sees both parts' poses), integrated into the mocap commands
+        with small gains (the weld is soft, so a proportional command alone would leave an offset):
+        the left wrist turns the socket's axis onto the world x axis and the right wrist the peg's onto
+        the socket's (each arm does half the turning); the right arm moves the peg's inner end onto
+        the socket's axis, `ENTRY_START` m outside the entrance, and then pushes it in at
+        `PUSH_RATE` m per step, but only while that end is within `ENTRY_TOLERANCE` of the axis (a
+        slow, gated final approach), to `ENTRY_END` m inside (the pin's face is 0.02 m in). Only the
+        resulting joint trajectory is replayed."""
         d, (peg, socket) = self.data, self.bodies
         if k == 0:
-            self._cmd_pos, self._cmd_quat = d.mocap_pos[1].copy(), d.mocap_quat[1].copy()
-        rot = d.xmat[socket].reshape(3, 3)
-        depth = PEG_START + (PEG_END - PEG_START) * np.clip((k - ALIGN_STEPS) / SERVO_STEPS, 0.0, 1.0)
-        move = POS_GAIN * (d.xpos[socket] + rot[:, 0] * depth - d.xpos[peg])
+            self._cmd_pos = d.mocap_pos[1].copy()
+            self._cmd_quat = d.mocap_quat.copy()  # [2, 4]
+            self._entry = ENTRY_START
+        rs, rp = d.xmat[socket].reshape(3, 3), d.xmat[peg].reshape(3, 3)
+        self._cmd_quat[0] = _turn(self._cmd_quat[0], rs[:, 0], np.array([1.0, 0.0, 0.0]))
+        self._cmd_quat[1] = _turn(self._cmd_quat[1], rp[:, 0], rs[:, 0])
+        error = np.array([self._entry, 0.0, 0.0]) - entry_offset(d, peg, socket)  # [3] socket frame
+        if k >= ALIGN_STEPS and np.linalg.norm(error[1:]) < ENTRY_TOLERANCE:
+            self._entry = max(self._entry - PUSH_RATE, ENTRY_END)
+        move = POS_GAIN * (rs @ error)
         self._cmd_pos = self._cmd_pos + move * min(1.0, MAX_MOVE / max(np.linalg.norm(move), 1e-9))
-        err, inv, vel = np.zeros(4), np.zeros(4), np.zeros(3)
-        mujoco.mju_negQuat(inv, d.xquat[peg])
-        mujoco.mju_mulQuat(err, d.xquat[socket], inv)  # world-frame rotation taking the peg to the socket
-        mujoco.mju_quat2Vel(vel, err, 1.0)
-        angle = np.linalg.norm(vel)
-        if angle > 1e-9:
-            self._cmd_quat = _mul(_quat(tuple(vel / angle), np.rad2deg(ROT_GAIN * angle)), self._cmd_quat)
-        return self._cmd_pos, self._cmd_quat
+        d.mocap_pos[1] = self._cmd_pos
+        d.mocap_quat[:] = self._cmd_quat
 
     def _tracks(self, objects: np.ndarray, live: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """(left, right) [steps, 8] targets; waypoints after CHECK depend on `live`, those before do not."""
-        left, right = WAYPOINTS[self.task](objects, self.start, live)
+        left, right = WAYPOINTS[self.task](objects, self.start_pinch if self.servo else self.start, live)
         return _track(left, steps), _track(right, steps)
 
     @staticmethod
