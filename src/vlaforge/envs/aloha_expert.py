@@ -235,7 +235,9 @@ def entry_offset(data: mujoco.MjData, peg: int, socket: int) -> np.ndarray:
     return rs.T @ (tip - data.xpos[socket] - rs[:, 0] * SOCKET_HALF)
 
 
-def finger_geometry(model: mujoco.MjModel, data: mujoco.MjData, back: float = PINCH_BACK) -> tuple[np.ndarray, np.ndarray]:
+def finger_geometry(
+    model: mujoco.MjModel, data: mujoco.MjData, back: float = PINCH_BACK
+) -> tuple[np.ndarray, np.ndarray]:
     """The pinch point [3] and the fingers' mesh vertices [V, 3], in the left gripper_link's frame.
 
     The pinch point lies between the fingers, `back` m short of their tips (the vertices farthest
@@ -245,13 +247,18 @@ def finger_geometry(model: mujoco.MjModel, data: mujoco.MjData, back: float = PI
     body = int(model.eq_obj2id[0])
     rot, origin, tips, verts_all = data.xmat[body].reshape(3, 3), data.xpos[body], [], []
     for geom in np.flatnonzero(model.geom_bodyid >= 0):
-        if model.geom_type[geom] != mujoco.mjtGeom.mjGEOM_MESH or model.body_parentid[model.geom_bodyid[geom]] != body:
+        if (
+            model.geom_type[geom] != mujoco.mjtGeom.mjGEOM_MESH
+            or model.body_parentid[model.geom_bodyid[geom]] != body
+        ):
             continue
         name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, int(geom)) or ""
         if not name.endswith("_gripper_finger"):
             continue
         mesh = model.geom_dataid[geom]
-        verts = model.mesh_vert[model.mesh_vertadr[mesh] : model.mesh_vertadr[mesh] + model.mesh_vertnum[mesh]]
+        verts = model.mesh_vert[
+            model.mesh_vertadr[mesh] : model.mesh_vertadr[mesh] + model.mesh_vertnum[mesh]
+        ]
         world = verts @ data.geom_xmat[geom].reshape(3, 3).T + data.geom_xpos[geom]  # [V, 3]
         local = (world - origin) @ rot  # [V, 3] in the gripper_link's frame
         tips.append(local[local[:, 0] > local[:, 0].max() - 0.01].mean(axis=0))
@@ -278,7 +285,9 @@ class Planner:
         self.bodies = [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, b) for b in BODIES[task]]
         self.start = start_mocap(self.model, self.data, scene.sample_placement(task, 0))  # [2, 7] left, right
         self.grippers = [int(b) for b in self.model.eq_obj2id[:2]]  # (left, right) gripper_link bodies
-        self.pinch_offset, self.finger_verts = finger_geometry(self.model, self.data)  # [3], [V, 3] link frame
+        self.pinch_offset, self.finger_verts = finger_geometry(
+            self.model, self.data
+        )  # [3], [V, 3] link frame
         self.servo = task == "insertion"  # grasp waypoints are pinch-point targets (see insertion_waypoints)
         self.start_pinch = self.start.copy()
         self.start_pinch[:, :3] = [self.pinch(i) for i in range(2)]
@@ -370,7 +379,9 @@ class Planner:
     def lowest_finger(self, arm: int) -> float:
         """World height of `arm`'s lowest finger point (the table top is z = 0)."""
         body = self.grippers[arm]
-        return float((self.finger_verts @ self.data.xmat[body].reshape(3, 3)[2] + self.data.xpos[body][2]).min())
+        return float(
+            (self.finger_verts @ self.data.xmat[body].reshape(3, 3)[2] + self.data.xpos[body][2]).min()
+        )
 
     def _insert(self, k: int) -> None:
         """Step k of the insertion servo: sets both mocap orientations and the right mocap position.

@@ -37,7 +37,7 @@ from torch import nn
 
 from vlaforge.models.backbones.attention import attend, block_mask, rope
 from vlaforge.models.backbones.base import Backbone, BackboneOutput
-from vlaforge.models.backbones.smolvlm import _LOAD_WEIGHTS, ImageSettings, resolve_folder
+from vlaforge.models.backbones.smolvlm import ImageSettings, load_or_build, resolve_folder
 from vlaforge.models.backbones.tokenizer import char_tokenizer
 from vlaforge.models.checkpointing import checkpointed
 from vlaforge.models.config import BackboneConfig
@@ -78,14 +78,7 @@ class PaliGemmaBackbone(nn.Module, Backbone):
             folder = resolve_folder(bb.id)
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            weights = _LOAD_WEIGHTS.get() and any(folder.glob("*.safetensors"))
-            self.vlm = (
-                PaliGemmaForConditionalGeneration.from_pretrained(
-                    folder, local_files_only=True, dtype=torch.float32
-                )
-                if weights
-                else PaliGemmaForConditionalGeneration(config)
-            )
+            self.vlm = load_or_build(PaliGemmaForConditionalGeneration, folder, config)
             self.images = ImageSettings.from_folder(folder, config.vision_config.image_size)
         else:
             self.tokenizer = char_tokenizer()

@@ -48,6 +48,14 @@ _LOAD_WEIGHTS = contextvars.ContextVar("vlaforge_vlm_weights", default=True)
 NEEDED_FILES = ("config.json", "preprocessor_config.json")
 
 
+def load_or_build(model_cls, folder, config):
+    """`model_cls` with the folder's float32 weights when it has safetensors and loading is on (not
+    under `no_pretrained_weights`), else `model_cls(config)` at random init."""
+    if _LOAD_WEIGHTS.get() and any(folder.glob("*.safetensors")):
+        return model_cls.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    return model_cls(config)
+
+
 @contextlib.contextmanager
 def no_pretrained_weights():
     """Build VLM backbones without reading their weights (a vlaforge checkpoint brings them)."""
@@ -143,14 +151,7 @@ class SmolVLMBackbone(nn.Module, Backbone):
             folder = resolve_folder(bb.id)
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            weights = _LOAD_WEIGHTS.get() and (folder / "model.safetensors").exists()
-            self.vlm = (
-                SmolVLMForConditionalGeneration.from_pretrained(
-                    folder, local_files_only=True, dtype=torch.float32
-                )
-                if weights
-                else SmolVLMForConditionalGeneration(config)
-            )
+            self.vlm = load_or_build(SmolVLMForConditionalGeneration, folder, config)
             self.images = ImageSettings.from_folder(folder, config.vision_config.image_size)
         else:
             self.tokenizer = char_tokenizer()
