@@ -37,8 +37,7 @@ from torch import nn
 
 from vlaforge.models.backbones.attention import attend, block_mask, rope
 from vlaforge.models.backbones.base import Backbone, BackboneOutput
-from vlaforge.models.backbones.smolvlm import ImageSettings, load_or_build, resolve_folder
-from vlaforge.models.backbones.tokenizer import char_tokenizer
+from vlaforge.models.backbones.smolvlm import open_vlm
 from vlaforge.models.checkpointing import checkpointed
 from vlaforge.models.config import BackboneConfig
 
@@ -71,20 +70,12 @@ class PaliGemmaBackbone(nn.Module, Backbone):
 
     def __init__(self, bb: BackboneConfig) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoTokenizer, PaliGemmaForConditionalGeneration
+        from transformers import PaliGemmaForConditionalGeneration
 
         self.bb, self.grad_checkpointing = bb, False
-        if bb.id:
-            folder = resolve_folder(bb.id)
-            config = AutoConfig.from_pretrained(folder, local_files_only=True)
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            self.vlm = load_or_build(PaliGemmaForConditionalGeneration, folder, config)
-            self.images = ImageSettings.from_folder(folder, config.vision_config.image_size)
-        else:
-            self.tokenizer = char_tokenizer()
-            config = tiny_config(bb, max(bb.vocab_size, len(self.tokenizer)))
-            self.vlm = PaliGemmaForConditionalGeneration(config)
-            self.images = ImageSettings(config.vision_config.image_size)
+        self.tokenizer, self.vlm, self.images, config = open_vlm(
+            PaliGemmaForConditionalGeneration, bb, tiny_config
+        )
         self.text_config = config.text_config
         # PaliGemma ties its LM head to the text embeddings; a second name for one tensor cannot be
         # saved to safetensors, so `logits` multiplies by the embeddings directly (the same values).

@@ -56,6 +56,23 @@ def load_or_build(model_cls, folder, config):
     return model_cls(config)
 
 
+def open_vlm(model_cls, bb: BackboneConfig, tiny_config):
+    """(tokenizer, model, image settings, transformers config) for `bb.id` (a local folder or a Hub id
+    in the cache; its weights when it has them) or, without an id, a random `tiny_config(bb, vocab)`
+    model with the character tokenizer (the `-tiny` presets)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if bb.id:
+        folder = resolve_folder(bb.id)
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        images = ImageSettings.from_folder(folder, config.vision_config.image_size)
+        return tokenizer, load_or_build(model_cls, folder, config), images, config
+    tokenizer = char_tokenizer()
+    config = tiny_config(bb, max(bb.vocab_size, len(tokenizer)))
+    return tokenizer, model_cls(config), ImageSettings(config.vision_config.image_size), config
+
+
 @contextlib.contextmanager
 def no_pretrained_weights():
     """Build VLM backbones without reading their weights (a vlaforge checkpoint brings them)."""
@@ -144,20 +161,12 @@ class SmolVLMBackbone(nn.Module, Backbone):
 
     def __init__(self, bb: BackboneConfig, state_dim: int) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoTokenizer, SmolVLMForConditionalGeneration
+        from transformers import SmolVLMForConditionalGeneration
 
         self.bb = bb
-        if bb.id:
-            folder = resolve_folder(bb.id)
-            config = AutoConfig.from_pretrained(folder, local_files_only=True)
-            self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            self.vlm = load_or_build(SmolVLMForConditionalGeneration, folder, config)
-            self.images = ImageSettings.from_folder(folder, config.vision_config.image_size)
-        else:
-            self.tokenizer = char_tokenizer()
-            config = tiny_config(bb, max(bb.vocab_size, len(self.tokenizer)))
-            self.vlm = SmolVLMForConditionalGeneration(config)
-            self.images = ImageSettings(config.vision_config.image_size)
+        self.tokenizer, self.vlm, self.images, config = open_vlm(
+            SmolVLMForConditionalGeneration, bb, tiny_config
+        )
         self.text_config = config.text_config
         text = self.vlm.model.text_model
         if bb.num_vlm_layers:
