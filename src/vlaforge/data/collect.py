@@ -232,9 +232,8 @@ def check_output(root: Path, cfg: Collection, overwrite: bool) -> bool:
         raise VlaforgeError(
             f"output directory {str(root)!r} already holds a finished dataset; pass --overwrite to replace it or choose another --out"
         )
-    before = {"protocol": cfg.protocol, **(saved.get("config") or {})}  # older sidecars: the default
-    if before != _jsonable(asdict(cfg)):
-        diff = _differences(before, _jsonable(asdict(cfg)))
+    diff = _option_differences(saved, cfg)
+    if diff:
         raise VlaforgeError(
             f"{str(root)!r} holds an unfinished collection made with other options ({diff}); rerun it with the same options to resume, or pass --overwrite"
         )
@@ -252,13 +251,19 @@ def is_collected(cfg: CollectConfig) -> bool:
     saved = layout.read_json(side, "collection settings")
     if not saved.get("complete"):
         return False
-    before = {"protocol": c.protocol, **(saved.get("config") or {})}
-    if before != _jsonable(asdict(c)):
-        diff = _differences(before, _jsonable(asdict(c)))
+    diff = _option_differences(saved, c)
+    if diff:
         raise VlaforgeError(
             f"{str(root)!r} holds a dataset collected with other options ({diff}); move it away or collect elsewhere"
         )
     return True
+
+
+def _option_differences(saved: dict, cfg: Collection) -> str:
+    """The options a sidecar's collection was made with that differ from `cfg` ("" when none)."""
+    before = {"protocol": cfg.protocol, **(saved.get("config") or {})}  # older sidecars: the default
+    now = _jsonable(asdict(cfg))
+    return _differences(before, now) if before != now else ""
 
 
 def _staged_but_empty(root: Path) -> bool:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from vlaforge.config import apply_overrides, from_dict, option, pretrained_dir, vlaforge_home
+from vlaforge.config import apply_overrides, from_dict, option, vlaforge_home
 from vlaforge.errors import VlaforgeError
 from vlaforge.train.config import TrainConfig, validate
 from vlaforge.train.recipes import Recipe, Source, Tier, get_recipe, get_tier
@@ -79,7 +79,6 @@ class PretrainConfig:
 class Plan:
     recipe: Recipe
     tier_name: str
-    tier: Tier
     collects: tuple  # CollectConfig per source
     data: tuple[str, ...]  # DIR:WEIGHT per source
     run: Path
@@ -163,15 +162,13 @@ def make_plan(cfg: PretrainConfig) -> Plan:
     name = cfg.name or recipe.name
     if "/" in name or not name or name.startswith("."):
         raise VlaforgeError(f"--name {name!r}: a published name is a plain word (e.g. base)")
-    publish = (home / "pretrained" / name) if cfg.home else pretrained_dir(name)
     return Plan(
         recipe=recipe,
         tier_name=cfg.tier,
-        tier=tier,
         collects=tuple(collects),
         data=tuple(f"{c.out}:{s.weight}" for c, s in zip(collects, recipe.sources, strict=True)),
         run=home / "runs" / f"{recipe.name}-{cfg.tier}",
-        publish=publish,
+        publish=home / "pretrained" / name,
         train=train,
         model=model,
         device=cfg.device or tier.device,
