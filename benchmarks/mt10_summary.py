@@ -24,6 +24,7 @@ def eval_summary(eval_dir: Path) -> dict:
     return {
         "created": info["created"],
         "suite": info["suite"],
+        "protocol": (info.get("env") or {}).get("protocol", "heldout"),
         "episodes_per_task": info["episodes_per_task"],
         "execution": info["execution"],
         "train_seeds": info["train_seeds"]["status"],

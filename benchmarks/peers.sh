@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# What a user would pick instead, at the same CPU budget: LeRobot 0.4.4's ACT and Diffusion Policy
+# trained on the quickstart's data for the wall-clock vlaforge's quickstart trained, each served by
+# benchmarks/peers/lerobot_serve.py (openpi protocol) and evaluated by `vlaforge eval --policy ws://`
+# on the quickstart's evaluation seeds. Writes benchmarks/results/peers.json and prints the table.
+#   bash benchmarks/peers.sh [OUT]         (default /tmp/peers; ~15 min quickstart + per peer its
+#                                           training minutes + evaluation)
+# PEERS="act diffusion" picks peers; PEER_MINUTES fixes their budget (default: the quickstart's
+# measured training minutes); DP_EPISODES (default 2) episodes per task for Diffusion Policy, whose
+# chunks take seconds each on a CPU (10 DDIM steps of a 263 M-parameter U-Net; LeRobot's default is
+# 100 DDPM steps, minutes per episode); LEROBOT_VENV is the side venv (made if missing).
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+V="$repo/.venv/bin/vlaforge"
+OUT="${1:-/tmp/peers}"
+PEERS="${PEERS:-act diffusion}"
+LR="${LEROBOT_VENV:-/tmp/lerobot-venv}"
+mkdir -p "$OUT"
+[ -x "$LR/bin/python" ] || bash "$repo/benchmarks/peers/setup_venv.sh" "$LR"
+
+# 1. vlaforge's quickstart: collect, train to the 15-minute budget, evaluate (reused when done).
+[ -f "$OUT/ours/eval/eval_info.json" ] || "$V" quickstart --out "$OUT/ours"
+"$V" bench latency --policy "$OUT/ours/run/checkpoints/last" --threads 1 --iters 50 --json > "$OUT/ours/latency.json"
+TASKS="$("$repo/.venv/bin/python" -c "import json,sys; print(','.join(json.load(open(sys.argv[1]))['per_task']))" "$OUT/ours/eval/eval_info.json")"
+MINUTES="${PEER_MINUTES:-$("$repo/.venv/bin/python" "$repo/benchmarks/peers_summary.py" --train-minutes "$OUT/ours")}"
+echo "peers get $MINUTES min of training each on $TASKS"
+
+port=8310
+for peer in $PEERS; do
+  run="$OUT/$peer"
+  episodes=10
+  extra=()
+  if [ "$peer" = diffusion ]; then
+    episodes="${DP_EPISODES:-2}"
+    extra=(--config noise_scheduler_type=DDIM --config num_inference_steps=10)
+  fi
+  [ -f "$run/train.json" ] || HF_HUB_OFFLINE=1 "$LR/bin/python" "$repo/benchmarks/peers/lerobot_train.py" \
+    --policy "$peer" --data "$OUT/ours/data" --minutes "$MINUTES" --out "$run" "${extra[@]}"
+  PYTHONPATH="$repo/src" "$LR/bin/python" "$repo/benchmarks/peers/lerobot_serve.py" --run "$run" \
+    --threads 1 --latency "$([ "$peer" = diffusion ] && echo 5 || echo 30)" | tail -1 > "$run/latency.json"
+  PYTHONPATH="$repo/src" "$LR/bin/python" "$repo/benchmarks/peers/lerobot_serve.py" --run "$run" --port "$port" \
+    > "$run/serve.log" 2>&1 &
+  server=$!
+  trap 'kill $server 2>/dev/null || true' EXIT
+  for _ in $(seq 120); do grep -q "serving" "$run/serve.log" && break; sleep 1; done
+  "$V" eval --policy "ws://127.0.0.1:$port" --suite "$TASKS" --episodes-per-task "$episodes" --seed 0 \
+    --out "$run/eval" --overwrite --no-progress
+  kill "$server"; wait "$server" 2>/dev/null || true
+  port=$((port + 1))
+done
+"$repo/.venv/bin/python" "$repo/benchmarks/peers_summary.py" "$OUT" "$repo/benchmarks/results/peers.json"
