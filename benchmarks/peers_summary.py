@@ -90,13 +90,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("result", type=Path, nargs="?")
-    parser.add_argument("--train-minutes", action="store_true", help="print OUT's quickstart training minutes")
+    parser.add_argument(
+        "--train-minutes", action="store_true", help="print OUT's quickstart training minutes"
+    )
     args = parser.parse_args()
     if args.train_minutes:
         print(round(_json(args.out / "quickstart.json")["seconds"]["train"] / 60, 2))
         return 0
     rows = [ours(args.out / "ours")]
-    rows += [peer(args.out / p) for p in ("act", "diffusion") if (args.out / p / "eval" / "eval_info.json").exists()]
+    rows += [
+        peer(args.out / p)
+        for p in ("act", "diffusion")
+        if (args.out / p / "eval" / "eval_info.json").exists()
+    ]
     load = os.getloadavg()[0]
     result = {"command": "bash benchmarks/peers.sh", "load_1min_at_summary": round(load, 1), "rows": rows}
     print(table(rows))

@@ -57,7 +57,10 @@ class Peer:
         tasks = record["tasks"] if isinstance(record["tasks"], dict) else {}
         seeds = [{"task": t, "seed": s} for t, v in tasks.items() for s in v.get("seeds", [])]
         obs = {k: {"shape": info["features"][k]["shape"], "dtype": "uint8"} for k in self.image_keys}
-        obs["observation.state"] = {"shape": info["features"]["observation.state"]["shape"], "dtype": "float32"}
+        obs["observation.state"] = {
+            "shape": info["features"]["observation.state"]["shape"],
+            "dtype": "float32",
+        }
         return {
             "server": f"lerobot-{self.kind}",
             "reset": True,
@@ -143,7 +146,11 @@ def latency(peer: Peer, iters: int) -> dict:
 
     meta = peer.metadata()
     rng = np.random.default_rng(0)
-    frame = {k: rng.integers(0, 256, v["shape"], dtype=np.uint8) for k, v in meta["observation"].items() if v["dtype"] == "uint8"}
+    frame = {
+        k: rng.integers(0, 256, v["shape"], dtype=np.uint8)
+        for k, v in meta["observation"].items()
+        if v["dtype"] == "uint8"
+    }
     frame["observation.state"] = np.zeros(meta["state_dim"], np.float32)
     frame["task"] = ""
     frames = [frame] * peer.history

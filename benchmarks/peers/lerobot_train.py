@@ -46,7 +46,9 @@ def policy_config(kind: str, meta, camera: str, overrides: dict):
     h, w, c = feats[image_key]["shape"]
     inputs = {
         image_key: PolicyFeature(type=FeatureType.VISUAL, shape=(c, h, w)),
-        "observation.state": PolicyFeature(type=FeatureType.STATE, shape=tuple(feats["observation.state"]["shape"])),
+        "observation.state": PolicyFeature(
+            type=FeatureType.STATE, shape=tuple(feats["observation.state"]["shape"])
+        ),
     }
     outputs = {"action": PolicyFeature(type=FeatureType.ACTION, shape=tuple(feats["action"]["shape"]))}
     extra = {"pretrained_backbone_weights": None} if kind == "act" else {}
@@ -95,7 +97,10 @@ def main() -> int:
     meta = LeRobotDatasetMetadata("local/vlaforge", root=args.data)
     cfg = policy_config(args.policy, meta, args.camera, overrides)
     dataset = LeRobotDataset(
-        "local/vlaforge", root=args.data, delta_timestamps=resolve_delta_timestamps(cfg, meta), video_backend="pyav"
+        "local/vlaforge",
+        root=args.data,
+        delta_timestamps=resolve_delta_timestamps(cfg, meta),
+        video_backend="pyav",
     )
     policy = make_policy(cfg, ds_meta=meta)
     pre, post = make_pre_post_processors(cfg, dataset_stats=meta.stats)
@@ -106,7 +111,10 @@ def main() -> int:
         persistent_workers=args.workers > 0, generator=torch.Generator().manual_seed(args.seed),
     )  # fmt: skip
     params = sum(p.numel() for p in policy.parameters())
-    print(f"{args.policy}: {params / 1e6:.1f} M parameters, {len(dataset)} frames, budget {args.minutes} min", flush=True)
+    print(
+        f"{args.policy}: {params / 1e6:.1f} M parameters, {len(dataset)} frames, budget {args.minutes} min",
+        flush=True,
+    )
 
     budget_s, scheduler, log, step = args.minutes * 60, None, [], 0
     start = time.perf_counter()
