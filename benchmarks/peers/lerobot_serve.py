@@ -29,6 +29,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lerobot_shim  # noqa: E402
 
@@ -98,12 +100,12 @@ class Peer:
         return self.post(chunk)[0].cpu().numpy()
 
 
-def _frames(message: dict, history: int) -> list[dict]:
+def _frames(message: dict) -> list[dict]:
     """A request's frames: one frame, or a window [T, ...] of them (vlaforge's eval client)."""
     state = message.get("observation.state")
     if state is None:
         raise ValueError("the request has no observation.state")
-    state = __import__("numpy").asarray(state)
+    state = np.asarray(state)
     if state.ndim == 1:
         return [message]
     return [{k: (v if k == "task" else v[t]) for k, v in message.items()} for t in range(state.shape[0])]
@@ -126,7 +128,7 @@ async def serve(peer: Peer, host: str, port: int) -> None:
                     window.clear()
                     await ws.send(packb({"reset": True}))
                     continue
-                for frame in _frames(message, peer.history):
+                for frame in _frames(message):
                     if not window:  # episode start: frame 0 fills the window
                         window.extend([frame] * (peer.history - 1))
                     window.append(frame)
@@ -141,9 +143,7 @@ async def serve(peer: Peer, host: str, port: int) -> None:
 
 
 def latency(peer: Peer, iters: int) -> dict:
-    """p50/p90 ms per chunk, batch 1, on a frame of the training data (after a warm-up call)."""
-    import numpy as np
-
+    """p50/p90 ms per chunk, batch 1, on a random frame of the served size (after a warm-up call)."""
     meta = peer.metadata()
     rng = np.random.default_rng(0)
     frame = {
