@@ -116,3 +116,47 @@ def test_missing_tensorboard_is_said_once_and_training_goes_on(pretrain_data, tm
     assert not (tmp_path / "tensorboard").exists()
     records = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "val_loss" in r] == [3, 6]
+
+
+def test_a_clocked_schedule_anneals_by_the_time_budget_and_the_budget_spans_resumes(
+    pretrain_data, tmp_path, monkeypatch, capsys
+):
+    """train.lr_follows_clock: each step takes 10 s of a (controlled) clock against a 1-minute budget
+    and 1,000 planned steps: the cosine follows the clock (reaching its floor at the 7th step, which
+    starts with the minute spent), not the steps; the elapsed time is saved, so a resume gets no fresh minute."""
+    import types
+
+    from vlaforge.train import trainer as trainer_module
+    from vlaforge.train.optim import lr_factor
+
+    now = [0.0]
+    fake = types.SimpleNamespace(perf_counter=lambda: now[0], time=trainer_module.time.time)
+    monkeypatch.setattr(trainer_module, "time", fake)
+
+    def tick(trainer):
+        now[0] += 10.0
+
+    budget = ["train.steps=1000", "train.max_minutes=1", "train.warmup_steps=0", "train.min_lr_ratio=0.1",
+              "train.save_every=1000", "train.log_every=1", "train.ema_decay=0"]  # fmt: skip
+    clocked = tmp_path / "clocked"
+    assert execute(spec(pretrain_data, budget + ["train.lr_follows_clock=true"]), clocked, False,
+                   device="cpu", on_step=tick) == 0  # fmt: skip
+    assert "stopped at step 7 of 1000" in capsys.readouterr().out
+    lrs = [json.loads(x)["lr"] for x in (clocked / "log.jsonl").read_text().splitlines() if '"lr"' in x]
+    # the lr after step k was set with (k - 1) * 10 s of the 60 s used
+    assert lrs == pytest.approx([1e-3 * lr_factor(k, 1000, 0, 0.1, (k - 1) / 6) for k in range(1, 8)])
+    assert lrs[-1] == pytest.approx(1e-4) and ckpt.load_training_state(clocked / "checkpoints" / "last")["elapsed_s"] == 60.0
+    steps_only = tmp_path / "steps"  # the same budget without the clock: the lr stays near its peak
+    assert execute(spec(pretrain_data, budget), steps_only, False, device="cpu", on_step=tick) == 0
+    last = [json.loads(x) for x in (steps_only / "log.jsonl").read_text().splitlines() if '"lr"' in x][-1]
+    assert last["step"] == 7 and last["lr"] > 0.99e-3
+    capsys.readouterr()
+    assert main(["train", "--resume", str(clocked), "--steps", "1000"]) == 0  # the minute is spent
+    assert "stopped at step 8 of 1000" in capsys.readouterr().out
+
+
+def test_a_clocked_schedule_needs_a_time_budget(pretrain_data, tmp_path):
+    from vlaforge.errors import VlaforgeError
+
+    with pytest.raises(VlaforgeError, match="lr_follows_clock=true needs a time budget"):
+        execute(spec(pretrain_data, ["train.lr_follows_clock=true"]), tmp_path, False, device="cpu")

@@ -91,9 +91,15 @@ class TrainConfig:
     """Also write TensorBoard event files under RUN/tensorboard (when tensorboard is installed;
     without it training says so once and logs to RUN/log.jsonl only)."""
     max_minutes: float = 0.0
-    """Stop after this much training wall time with a final checkpoint at that step (0 = off). A
-    safety net for time-boxed runs such as the quickstart: the lr schedule still spans `steps`, so a
-    run cut short ends above its minimum lr (and a resumed run gets a fresh allowance)."""
+    """Stop after this much training wall time with a final checkpoint at that step (0 = off). The
+    time is counted across resumes (it is saved with the training state). A safety net for
+    time-boxed runs such as the quickstart: unless `lr_follows_clock`, the lr schedule spans `steps`,
+    so a run cut short ends above its minimum lr."""
+    lr_follows_clock: bool = False
+    """With `max_minutes`: the cosine schedule's progress is the larger of steps done / `steps` and
+    minutes used / `max_minutes`, so a time-boxed run reaches its minimum lr when its time runs out,
+    however fast the machine is (set `steps` above what fits and the clock decides). The lr then
+    depends on the machine's speed: such a run is not bit-reproducible."""
     camera_map: str = ""
     """Explicit camera -> slot mapping for the datasets, "CAMERA=SLOT,..." (e.g. "top=primary");
     otherwise a slot of `model.cameras` takes the camera of that name, else the first camera whose
@@ -130,6 +136,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise VlaforgeError(f"train.betas must be two numbers, got {list(cfg.betas)}")
     for beta in cfg.betas:
         _number("train.betas", beta, 0.0, 1.0)
+    if cfg.lr_follows_clock and cfg.max_minutes <= 0:
+        raise VlaforgeError("train.lr_follows_clock=true needs a time budget: set train.max_minutes > 0")
     if cfg.fsdp and cfg.ema_decay > 0:
         raise VlaforgeError("train.fsdp=true needs train.ema_decay=0 (no EMA of sharded weights)")
     _integer("train.augment.shift", cfg.augment.shift, 0)

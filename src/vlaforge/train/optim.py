@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -32,20 +33,26 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None)
 
 
-def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
+def lr_factor(step: int, total: int, warmup: int, min_ratio: float, clock: float = 0.0) -> float:
     """Multiplier of the peak lr for optimizer step `step` (0-based): linear warmup, then cosine.
 
-    The warmup is capped at total // 5 so short runs still spend most steps near the peak.
+    The warmup is capped at total // 5 so short runs still spend most steps near the peak. `clock`
+    (the fraction of a wall-clock budget used, `train.lr_follows_clock`) advances the cosine when it
+    is ahead of the steps; it never shortens the warmup.
     """
     warmup = min(warmup, total // 5)
     if step < warmup:
         return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup - 1))
+    progress = min(1.0, max((step - warmup) / max(1, total - warmup - 1), clock))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-optimizer-step schedule; its state (last_epoch) is saved with the training state."""
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, clock: Callable[[], float] | None = None
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-optimizer-step schedule; its state (last_epoch) is saved with the training state.
+    `clock()` is the fraction of the time budget used, read at each step (`train.lr_follows_clock`)."""
+    read = clock or (lambda: 0.0)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
+        optimizer, lambda s: lr_factor(s, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio, read())
     )

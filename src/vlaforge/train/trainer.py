@@ -89,7 +89,10 @@ class Trainer:
         self.model = (wrap_fsdp if self.sharded else wrap_ddp)(LossModule(self.policy), self.dist)
         self._full: tuple[nn.Module, dict] | None = None  # FSDP: the gathered policy and optimizer state
         self.optimizer = build_optimizer(self.policy, cfg)
-        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.elapsed_s = 0.0  # training wall time before this fit() (saved: the cap spans resumes)
+        self._fit_start: float | None = None
+        clocked = cfg.lr_follows_clock and cfg.max_minutes > 0
+        self.scheduler = build_scheduler(self.optimizer, cfg, self._budget_used if clocked else None)
         self.step, self.best = 0, math.inf
         self.last_val: float | None = None
         self._recent: list[float] = []
@@ -112,6 +115,7 @@ class Trainer:
         state = {
             "step": self.step,
             "best": self.best,
+            "elapsed_s": self._elapsed(),
             "model": (self._full[0] if self._full else self.policy).state_dict(),
             "optimizer": self._full[1] if self._full else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -134,6 +138,7 @@ class Trainer:
         self.loader.load_state_dict(state["loader"])
         _set_rng_state(state["rng"])
         self.step, self.best = state["step"], state["best"]
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))  # older checkpoints: none recorded
         self._data = None
 
     def resume(self, ckpt_dir: Path) -> None:
@@ -151,7 +156,7 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not main, dynamic_ncols=True, desc="train",
                    mininterval=every)  # fmt: skip
         window_start, window_samples = time.perf_counter(), 0
-        deadline = time.perf_counter() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
+        self._fit_start = time.perf_counter()
         record: dict = {}
         try:
             while self.step < cfg.steps:
@@ -171,7 +176,7 @@ class Trainer:
                     self._log(record)
                     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}")
                     window_start, window_samples = time.perf_counter(), 0
-                out_of_time = deadline is not None and self._any_process(time.perf_counter() > deadline)
+                out_of_time = cfg.max_minutes > 0 and self._any_process(self._budget_used() >= 1.0)
                 self._maybe_validate_and_save(final=out_of_time)
                 if on_step:
                     on_step(self)
@@ -182,9 +187,19 @@ class Trainer:
                         )
                     break
         finally:
+            self.elapsed_s, self._fit_start = self._elapsed(), None
             bar.close()
             self._close_logs()
         return record
+
+    def _elapsed(self) -> float:
+        """Training wall time in seconds, this fit() included."""
+        running = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return self.elapsed_s + running
+
+    def _budget_used(self) -> float:
+        """Fraction of `train.max_minutes` used (0 when there is no cap)."""
+        return self._elapsed() / (self.cfg.max_minutes * 60) if self.cfg.max_minutes > 0 else 0.0
 
     def train_step(self) -> tuple[float, dict[str, float]]:
         """One optimizer step; returns the (process-averaged) loss and the last micro-batch metrics."""
