@@ -145,7 +145,10 @@ def test_a_clocked_schedule_anneals_by_the_time_budget_and_the_budget_spans_resu
     lrs = [json.loads(x)["lr"] for x in (clocked / "log.jsonl").read_text().splitlines() if '"lr"' in x]
     # the lr after step k was set with (k - 1) * 10 s of the 60 s used
     assert lrs == pytest.approx([1e-3 * lr_factor(k, 1000, 0, 0.1, (k - 1) / 6) for k in range(1, 8)])
-    assert lrs[-1] == pytest.approx(1e-4) and ckpt.load_training_state(clocked / "checkpoints" / "last")["elapsed_s"] == 60.0
+    assert (
+        lrs[-1] == pytest.approx(1e-4)
+        and ckpt.load_training_state(clocked / "checkpoints" / "last")["elapsed_s"] == 60.0
+    )
     steps_only = tmp_path / "steps"  # the same budget without the clock: the lr stays near its peak
     assert execute(spec(pretrain_data, budget), steps_only, False, device="cpu", on_step=tick) == 0
     last = [json.loads(x) for x in (steps_only / "log.jsonl").read_text().splitlines() if '"lr"' in x][-1]
