@@ -15,39 +15,21 @@ REFERENCE.md). Writes benchmarks/results/prismatic_latency.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import resource
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from vlaforge.models.policy import VLAPolicy
 from vlaforge.models.presets import get_preset
-
-
-def _ms(fn, iters: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append(1000 * (time.perf_counter() - t))
-    return out
+from vlm_timing import chunk_figures, observation, timed_ms, write_result
 
 
 def measure(name: str, iters: int) -> dict:
     cfg = get_preset(name)
     torch.manual_seed(0)
     policy = VLAPolicy(cfg).eval()
-    side = cfg.image_size
-    obs = {
-        "observation.images.corner2": torch.randint(0, 256, (1, 1, side, side, 3), dtype=torch.uint8),
-        "observation.state": torch.randn(1, 1, cfg.state_dim),
-        "task": "reach the goal",
-    }
+    obs = observation(cfg.image_size, cfg.state_dim)
     head = policy.head
     with torch.inference_mode():
         out = policy.encode(obs)
@@ -61,20 +43,18 @@ def measure(name: str, iters: int) -> dict:
             steps.append(1000 * (time.perf_counter() - t))
 
         steps: list[float] = []
-        chunk = _ms(lambda: policy.sample_actions(obs), iters)
-        encode = _ms(lambda: policy.encode(obs), iters)
-        prefill = _ms(lambda: head.prefill(prefix, real), iters)
+        chunk = timed_ms(lambda: policy.sample_actions(obs), iters)
+        encode = timed_ms(lambda: policy.encode(obs), iters)
+        prefill = timed_ms(lambda: head.prefill(prefix, real), iters)
         for _ in range(iters):
             one_step()
-    q = statistics.quantiles(chunk, n=10)
     return {
         "preset": name,
         "params_total": sum(p.numel() for p in policy.parameters()),
         "prefix_tokens": int(prefix.shape[1]),
         "chunk": cfg.chunk,
         "action_tokens_per_chunk": cfg.chunk * cfg.action_dim,
-        "chunk_p50_ms": round(statistics.median(chunk), 2),
-        "chunk_p90_ms": round(q[8], 2),
+        **chunk_figures(chunk),
         "chunks_per_s": round(1000 / statistics.median(chunk), 1),
         "prefix_embed_p50_ms": round(statistics.median(encode), 2),
         "lm_prefill_p50_ms": round(statistics.median(prefill), 2),
@@ -89,17 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [measure("openvla-prismatic-tiny", args.iters)]
-    result = {
-        "rows": rows,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "torch_threads": args.threads,
-        "load_average": os.getloadavg()[0],
-        "cpu_count": os.cpu_count(),
-        "published": "OpenVLA (7B) ~6 Hz on an RTX 4090 (users measure 4.4 Hz), one 7-d action per call",
-    }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "prismatic_latency.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    published = "OpenVLA (7B) ~6 Hz on an RTX 4090 (users measure 4.4 Hz), one 7-d action per call"
+    write_result("prismatic_latency", rows, args.threads, published=published)
 
 
 if __name__ == "__main__":

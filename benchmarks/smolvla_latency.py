@@ -16,27 +16,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import resource
 import statistics
-import time
-from pathlib import Path
 
 import torch
 
 from vlaforge.models.policy import VLAPolicy
 from vlaforge.models.presets import get_preset
-
-
-def _ms(fn, iters: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        out.append(1000 * (time.perf_counter() - t))
-    return out
+from vlm_timing import chunk_figures, observation, timed_ms, write_result
 
 
 def measure(name: str, iters: int) -> dict:
@@ -45,28 +31,21 @@ def measure(name: str, iters: int) -> dict:
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, id=""))
     torch.manual_seed(0)
     policy = VLAPolicy(cfg).eval()
-    side = cfg.backbone.vision_image_size
-    obs = {
-        "observation.images.corner2": torch.randint(0, 256, (1, 1, side, side, 3), dtype=torch.uint8),
-        "observation.state": torch.randn(1, 1, cfg.state_dim),
-        "task": "reach the goal",
-    }
+    obs = observation(cfg.backbone.vision_image_size, cfg.state_dim)
     with torch.inference_mode():
         out = policy.encode(obs)
         ctx = policy.head.context(out, 1)
         x, t = torch.randn(1, cfg.chunk, cfg.action_dim), torch.ones(1)
-        chunk = _ms(lambda: policy.sample_actions(obs), iters)
-        prefix = _ms(lambda: policy.encode(obs), iters)
-        step = _ms(lambda: policy.head.velocity(x, t, ctx), iters)
-    q = statistics.quantiles(chunk, n=10)
+        chunk = timed_ms(lambda: policy.sample_actions(obs), iters)
+        prefix = timed_ms(lambda: policy.encode(obs), iters)
+        step = timed_ms(lambda: policy.head.velocity(x, t, ctx), iters)
     return {
         "preset": name,
         "params_total": sum(p.numel() for p in policy.parameters()),
         "prefix_tokens": int(out.tokens.shape[1]),
         "chunk": cfg.chunk,
         "flow_steps": cfg.head.flow_steps,
-        "chunk_p50_ms": round(statistics.median(chunk), 2),
-        "chunk_p90_ms": round(q[8], 2),
+        **chunk_figures(chunk),
         "prefix_p50_ms": round(statistics.median(prefix), 2),
         "expert_step_p50_ms": round(statistics.median(step), 2),
     }
@@ -82,16 +61,7 @@ def main() -> None:
     rows = [measure("smolvla-tiny", args.iters)]
     if args.full:
         rows.append(measure("smolvla", max(3, args.iters // 5)))
-    result = {
-        "rows": rows,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "torch_threads": args.threads,
-        "load_average": os.getloadavg()[0],
-        "cpu_count": os.cpu_count(),
-    }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "smolvla_latency.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result("smolvla_latency", rows, args.threads)
 
 
 if __name__ == "__main__":

@@ -149,9 +149,12 @@ def make_plan(cfg: PretrainConfig) -> Plan:
         except VlaforgeError as err:
             raise VlaforgeError(f"recipe {recipe.name!r}, source {source.name!r}: {err}") from err
         collects.append(collect)
+    minutes = tier.max_minutes if cfg.max_minutes is None else cfg.max_minutes
     loop = [
         f"train.batch_size={tier.batch_size}",
-        f"train.max_minutes={tier.max_minutes if cfg.max_minutes is None else cfg.max_minutes}",
+        f"train.max_minutes={minutes}",
+        # a capped tier anneals when its time runs out, however fast the machine is
+        *(["train.lr_follows_clock=true"] if minutes > 0 else []),
         "train.mixed_fps=true",
         "train.tensorboard=false",
         *cfg.train,
