@@ -10,7 +10,8 @@ Not a test (CI has no LeRobot): run it with a side environment that has `lerobot
 
 On our CPU machines neither of LeRobot's video backends can be installed (PyPI's torchvision and
 torchcodec wheels for torch 2.13 are CUDA builds). With `--shim-torchvision` this script puts a
-tiny stand-in `torchvision` on the path: `torchvision.io.VideoReader` implemented with PyAV the way
+tiny stand-in `torchvision` on the path whose `torchvision.io.VideoReader` is the PyAV reader of
+benchmarks/peers/lerobot_shim.py (the one the peer benchmark gives a real torchvision), behaving the way
 torchvision's "pyav" backend behaves (seek, then iterate frames as `{"data": uint8 CHW, "pts": s}`),
 so that LeRobot's own `decode_video_frames_torchvision` code runs on it. Everything else (metadata,
 parquet loading through `datasets`, delta-timestamp windows, padding, timestamp -> frame matching
@@ -24,36 +25,32 @@ import json
 import os
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
-SHIM = """
-import av, torch
-_backend = "pyav"
+PEERS = Path(__file__).parent / "peers"
+# The stand-in package: LeRobot only needs `torchvision.io.VideoReader` (the one PyAV reader of
+# benchmarks/peers/lerobot_shim.py), `set_video_backend` and a `transforms` it never calls here.
+SHIM = f"""
+import sys
+sys.path.insert(0, {str(PEERS)!r})
+from lerobot_shim import VideoReader
+
 def set_video_backend(name):
-    global _backend
-    _backend = name
+    pass
+
 class _IO:
-    class VideoReader:
-        def __init__(self, path, stream="video"):
-            self.container = av.open(path)
-            self._stream = self.container.streams.video[0]
-            self._iter = None
-        def seek(self, ts, keyframes_only=True):
-            self.container.seek(int(ts / self._stream.time_base), stream=self._stream, any_frame=not keyframes_only, backward=True)
-            self._iter = None
-            return self
-        def __iter__(self):
-            for frame in self.container.decode(self._stream):
-                data = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-                yield {"data": data, "pts": float(frame.pts * self._stream.time_base)}
+    VideoReader = VideoReader
+
 io = _IO()
+
 class _Anything:
     def __getattr__(self, name):
         return _Anything()
+
     def __call__(self, *a, **k):
         return _Anything()
+
 transforms = _Anything()
 """
 
@@ -61,7 +58,7 @@ transforms = _Anything()
 def install_shim() -> None:
     root = Path(tempfile.mkdtemp(prefix="tv-shim-"))
     (root / "torchvision").mkdir()
-    (root / "torchvision" / "__init__.py").write_text(textwrap.dedent(SHIM))
+    (root / "torchvision" / "__init__.py").write_text(SHIM)
     sys.path.insert(0, str(root))
 
 
