@@ -11,8 +11,8 @@ Not a test (CI has no LeRobot): run it with a side environment that has `lerobot
 On our CPU machines neither of LeRobot's video backends can be installed (PyPI's torchvision and
 torchcodec wheels for torch 2.13 are CUDA builds). With `--shim-torchvision` this script puts a
 tiny stand-in `torchvision` on the path whose `torchvision.io.VideoReader` is the PyAV reader of
-benchmarks/peers/lerobot_shim.py (the one the peer benchmark gives a real torchvision), behaving the way
-torchvision's "pyav" backend behaves (seek, then iterate frames as `{"data": uint8 CHW, "pts": s}`),
+benchmarks/peers/lerobot_shim.py (the one the peer benchmark gives a real torchvision), which
+behaves as torchvision's "pyav" backend did (seek, then iterate frames as `{"data": uint8 CHW, "pts": s}`),
 so that LeRobot's own `decode_video_frames_torchvision` code runs on it. Everything else (metadata,
 parquet loading through `datasets`, delta-timestamp windows, padding, timestamp -> frame matching
 with its tolerance) is LeRobot's real code. Writes benchmarks/results/lerobot_compat.json.
