@@ -2,8 +2,8 @@
 # Meta-World MT10 on a 2-core CPU in about an hour: collect 50 expert demos per task at 96 px
 # (~4 min), train the default preset at 96 px with batch 64 for 60 minutes (MT10_MAX_MINUTES; the
 # cosine lr follows the clock, train.lr_follows_clock, so it anneals when the time runs out on any
-# machine; MT10_STEPS, default 20000, is only an upper limit: ~13,000 steps fit an hour on a quiet
-# 2-core machine, half that under load 3), evaluate 10 episodes per task on seeds disjoint from the
+# machine; MT10_STEPS, default 20000, is only an upper limit: 12,180 steps fitted an hour on a quiet
+# 2-core machine (load ~2), about half that under load 3), evaluate 10 episodes per task on seeds disjoint from the
 # demonstrations' (~4 min), and write the summary to benchmarks/results/mt10_cpu.json. Everything else stays under $OUT (default /tmp/mt10).
 # MT10_PROTOCOL=published collects and evaluates on the benchmark's 50 fixed placements per task
 # (docs/meta-world-protocols.md) and writes benchmarks/results/mt10_cpu_published.json instead.

@@ -67,7 +67,7 @@ RECIPES: dict[str, Recipe] = {
             Source("aloha-transfer-cube", "aloha", "transfer-cube", weight=0.15),
         ),
         tiers={
-            # ~110 samples/s at 64 px on 2 cores under load: 12,000 steps of 64 is ~2 h (the cap stops it there)
+            # ~110 samples/s at 64 px on 2 cores: 12,000 steps of 64 is ~2 h (the cap stops it there)
             "cpu": Tier(episodes_per_task=10, image_size=64, steps=12_000, batch_size=64, max_minutes=120),
             "gpu": Tier(
                 episodes_per_task=50,

@@ -91,8 +91,9 @@ class Trainer:
         self.optimizer = build_optimizer(self.policy, cfg)
         self.elapsed_s = 0.0  # training wall time before this fit() (saved: the cap spans resumes)
         self._fit_start: float | None = None
+        self._clock = 0.0  # budget fraction used when the last step ended, the same on every process
         clocked = cfg.lr_follows_clock and cfg.max_minutes > 0
-        self.scheduler = build_scheduler(self.optimizer, cfg, self._budget_used if clocked else None)
+        self.scheduler = build_scheduler(self.optimizer, cfg, (lambda: self._clock) if clocked else None)
         self.step, self.best = 0, math.inf
         self.last_val: float | None = None
         self._recent: list[float] = []
@@ -139,6 +140,7 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.step, self.best = state["step"], state["best"]
         self.elapsed_s = float(state.get("elapsed_s", 0.0))  # older checkpoints: none recorded
+        self._clock = self._budget_used()
         self._data = None
 
     def resume(self, ckpt_dir: Path) -> None:
@@ -176,7 +178,8 @@ class Trainer:
                     self._log(record)
                     bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{rate:.0f}")
                     window_start, window_samples = time.perf_counter(), 0
-                out_of_time = cfg.max_minutes > 0 and self._any_process(self._budget_used() >= 1.0)
+                self._clock = self._shared_budget_used()  # the stop now, and the next step's lr
+                out_of_time = self._clock >= 1.0
                 self._maybe_validate_and_save(final=out_of_time)
                 if on_step:
                     on_step(self)
@@ -198,8 +201,15 @@ class Trainer:
         return self.elapsed_s + running
 
     def _budget_used(self) -> float:
-        """Fraction of `train.max_minutes` used (0 when there is no cap)."""
+        """Fraction of `train.max_minutes` used by this process's clock (0 when there is no cap)."""
         return self._elapsed() / (self.cfg.max_minutes * 60) if self.cfg.max_minutes > 0 else 0.0
+
+    def _shared_budget_used(self) -> float:
+        """The budget fraction averaged over processes, so that every process sets the same lr and
+        stops at the same step (one scalar all-reduce per step, only under a time cap)."""
+        if self.cfg.max_minutes <= 0 or not self.dist.enabled:
+            return self._budget_used()
+        return float(self.dist.mean(torch.tensor(self._budget_used(), device=self.dist.device)))
 
     def train_step(self) -> tuple[float, dict[str, float]]:
         """One optimizer step; returns the (process-averaged) loss and the last micro-batch metrics."""
@@ -264,12 +274,6 @@ class Trainer:
         return TrainingDiverged(f"{what} is {value} at step {step}; stopped before applying it ({where})")
 
     # ------------------------------------------------------- validate / save
-    def _any_process(self, flag: bool) -> bool:
-        """True when any process says so (every process then stops at the same step)."""
-        if not self.dist.enabled:
-            return flag
-        return float(self.dist.mean(torch.tensor(float(flag), device=self.dist.device))) > 0
-
     def _maybe_validate_and_save(self, final: bool = False) -> None:
         cfg, final = self.cfg, final or self.step == self.cfg.steps
         save = self.step % cfg.save_every == 0 or final
