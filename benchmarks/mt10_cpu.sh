@@ -7,8 +7,11 @@
 # demonstrations' (~4 min), and write the summary to benchmarks/results/mt10_cpu.json. Everything else stays under $OUT (default /tmp/mt10).
 # MT10_PROTOCOL=published collects and evaluates on the benchmark's 50 fixed placements per task
 # (docs/meta-world-protocols.md) and writes benchmarks/results/mt10_cpu_published.json instead.
+# A lever study changes the recipe with MT10_SET (extra --set overrides, space-separated) and
+# writes its own summary with MT10_RESULT (a path), leaving the recipe's JSON alone.
 #   bash benchmarks/mt10_cpu.sh [OUT]
 #   MT10_PROTOCOL=published bash benchmarks/mt10_cpu.sh /tmp/mt10-published
+#   MT10_SET="model.history=1" MT10_RESULT=/tmp/h1.json bash benchmarks/mt10_cpu.sh /tmp/mt10-h1
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 V="$repo/.venv/bin/vlaforge"
@@ -20,6 +23,9 @@ case "$PROTOCOL" in
   published) RESULT="$repo/benchmarks/results/mt10_cpu_published.json" ;;
   *) echo "MT10_PROTOCOL must be heldout or published, not '$PROTOCOL'" >&2; exit 2 ;;
 esac
+RESULT="${MT10_RESULT:-$RESULT}"
+EXTRA=()
+for kv in ${MT10_SET:-}; do EXTRA+=(--set "$kv"); done
 mkdir -p "$OUT"
 [ -f "$OUT/data/meta/info.json" ] || \
   "$V" collect metaworld --tasks mt10 --episodes-per-task 50 --image-size 96 --workers 2 \
@@ -29,9 +35,9 @@ if [ -f "$OUT/run/run.json" ]; then  # an interrupted run continues where it sto
 else
   "$V" train --preset default --data "$OUT/data" --steps "$STEPS" --batch-size 64 --out "$OUT/run" \
     --set model.image_size=96 --set train.max_minutes="${MT10_MAX_MINUTES:-60}" --set train.lr_follows_clock=true --set train.val_every=500 \
-    --set train.save_every=1000 --set train.tensorboard=false
+    --set train.save_every=1000 --set train.tensorboard=false ${EXTRA[@]+"${EXTRA[@]}"}
 fi
 "$V" eval --policy "$OUT/run/checkpoints/last" --suite mt10 --episodes-per-task 10 --workers 2 \
   --out "$OUT/eval" --overwrite
 "$repo/.venv/bin/python" "$repo/benchmarks/mt10_summary.py" cpu "$OUT" "$RESULT" \
-  --recipe "$PROTOCOL protocol; 50 demos/task at 96 px; default preset at 96 px, batch 64, ${MT10_MAX_MINUTES:-60} min with the lr following the clock (at most $STEPS steps); 10 eval episodes/task on seeds disjoint from training"
+  --recipe "$PROTOCOL protocol; 50 demos/task at 96 px; default preset at 96 px, batch 64, ${MT10_MAX_MINUTES:-60} min with the lr following the clock (at most $STEPS steps)${MT10_SET:+; with $MT10_SET}; 10 eval episodes/task on seeds disjoint from training"
