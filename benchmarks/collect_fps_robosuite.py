@@ -8,9 +8,13 @@ machine the CPU-second figure says what a dedicated core would do):
 
 - `ablation`: env steps/s of lift-panda rendering both cameras, robosuite's own renderer first, then
   our `mujoco.Renderer` with the fast settings switched on one at a time (cumulative), then physics
-  alone. The last rendered row is what `RobosuiteEnv` uses for collection and evaluation.
-- `worker_frames_per_s`: recorded frames/s of one expert attempt as a collection worker runs it
-  (`run_attempt`: physics, expert, both cameras; video encoding is in the main process, not here).
+  alone. The row marked `(= RobosuiteEnv)` is what collection and evaluation use.
+- `mesh_fidelity`: per arm, the visual triangles before and after `MESH_KEEP` decimation and the
+  mean absolute difference (0-255 levels) between full-mesh and decimated frames of the same states
+  (seed 3, expert steps 0, 20, 40), per camera.
+- `worker_frames_per_s`: recorded frames/s of expert attempts as a collection worker runs them
+  (`run_attempt`: physics, expert, both cameras; video encoding is in the main process, not here),
+  per arm on Lift (`lift-panda` first: the headline figure).
 - `expert_success`: successes / seeds per arm and task, seeds 0..N-1, physics only.
 
 Writes benchmarks/results/collect_fps_robosuite.json.
@@ -26,6 +30,8 @@ from pathlib import Path
 
 import vlaforge  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 from collect_fps import Clock  # benchmarks/ is on the path when this script runs
+from vlaforge.envs.robosuite import ARMS, MESH_KEEP
+from vlaforge.keys import image_key
 
 RESULTS = Path(__file__).resolve().parent / "results" / "collect_fps_robosuite.json"
 CAMS = ("agentview", "robot0_eye_in_hand")
@@ -74,7 +80,7 @@ def ablation(n: int, size: int) -> list[dict]:
     from vlaforge.envs.robosuite import RobosuiteEnv
 
     rows = [{"setting": "robosuite default renderer (camera observables)", **robosuite_default(n, size)}]
-    env = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=size)
+    env = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=size, mesh_keep=1.0)
     quality = env.model.vis.quality
     flags = mujoco.mjtRndFlag
     steps = [
@@ -83,7 +89,7 @@ def ablation(n: int, size: int) -> list[dict]:
         ("+ no multisampling (offsamples 0)", {"shadow": True, "msaa": True}),
         ("+ no reflections (mjRND_REFLECTION off)", {"shadow": True, "msaa": True, "refl": True}),
         ("+ no skybox (mjRND_SKYBOX off)", {"shadow": True, "msaa": True, "refl": True, "sky": True}),
-        ("+ collision geoms hidden (= RobosuiteEnv)", {"shadow": True, "msaa": True, "refl": True, "sky": True, "geoms": True}),
+        ("+ collision geoms hidden", {"shadow": True, "msaa": True, "refl": True, "sky": True, "geoms": True}),
     ]  # fmt: skip
     try:
         for name, on in steps:
@@ -112,17 +118,54 @@ def ablation(n: int, size: int) -> list[dict]:
         )
     finally:
         env.close()
+    env = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=size)
+    try:
+        before, after = env.mesh_triangles
+        name = f"+ visual meshes decimated to {MESH_KEEP:.0%} ({before:,} -> {after:,} triangles) (= RobosuiteEnv)"
+        rows.insert(-2, {"setting": name, **rate(n, _steps(env, n, render=True))})
+        print(rows[-3], flush=True)
+    finally:
+        env.close()
     return rows
 
 
-def worker_frames(size: int, seeds: int) -> dict:
+def mesh_fidelity(size: int, steps: tuple[int, ...] = (0, 20, 40)) -> dict:
+    """Per arm: triangles before/after decimation and the mean |full - decimated| frame difference."""
+    import numpy as np
+
+    from vlaforge.envs.robosuite import RobosuiteEnv
+
+    def frames(task: str, keep: float) -> tuple[list[list[np.ndarray]], tuple[int, int]]:
+        env = RobosuiteEnv(task, cameras=CAMS, image_size=size, mesh_keep=keep)
+        obs, out = env.reset(3), []
+        for i in range(max(steps) + 1):
+            if i in steps:
+                out.append([obs[image_key(c)].astype(np.int16) for c in CAMS])  # [H, W, 3] each
+            obs, _, done, _ = env.step(env.expert_action())
+            if done:
+                break
+        env.close()
+        return out, env.mesh_triangles
+
+    table = {}
+    for arm in ARMS:
+        task = f"lift-{arm.lower()}"
+        (full, _), (thin, (before, after)) = frames(task, 1.0), frames(task, MESH_KEEP)
+        diff = {c: round(float(np.mean([np.abs(a[i] - b[i]).mean() for a, b in zip(full, thin, strict=True)])), 2)
+                for i, c in enumerate(CAMS)}  # fmt: skip
+        table[task] = {"triangles": before, "triangles_kept": after, "mean_abs_diff": diff}
+        print(task, table[task], flush=True)
+    return table
+
+
+def worker_frames(size: int, seeds: int, task: str = "lift-panda") -> dict:
     from vlaforge.envs.rollout import AttemptSpec, run_attempt
 
     frames = 0
-    run_attempt(AttemptSpec("lift-panda", 0, CAMS, size, 0, 400, "robosuite"))  # builds the env: not timed
+    run_attempt(AttemptSpec(task, 0, CAMS, size, 0, 400, "robosuite"))  # builds the env: not timed
     with Clock() as clock:
         for seed in range(1, seeds + 1):
-            out = run_attempt(AttemptSpec("lift-panda", seed, CAMS, size, 10, 400, "robosuite"))
+            out = run_attempt(AttemptSpec(task, seed, CAMS, size, 10, 400, "robosuite"))
             frames += len(out.frames["action"]) if out.success else 0
     return {"frames": frames, **rate(frames, clock)}
 
@@ -161,8 +204,15 @@ def main() -> None:
         "image_size": args.image_size, "cameras": list(CAMS), "task": "lift-panda",
     }  # fmt: skip
     out["ablation"] = ablation(args.steps, args.image_size)
+    out["mesh_keep"] = MESH_KEEP
+    out["mesh_fidelity"] = mesh_fidelity(args.image_size)
     out["worker_frames_per_s"] = worker_frames(args.image_size, 3)
     print("worker", out["worker_frames_per_s"], flush=True)
+    out["worker_frames_per_s_by_arm"] = {}
+    for arm in ARMS:
+        task = f"lift-{arm.lower()}"
+        out["worker_frames_per_s_by_arm"][task] = worker_frames(args.image_size, 3, task)
+        print("worker", task, out["worker_frames_per_s_by_arm"][task], flush=True)
     if not args.skip_experts:
         out["expert_success"] = expert_success(args.seeds)
     out["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]

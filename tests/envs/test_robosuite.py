@@ -121,6 +121,41 @@ def test_images_are_upright_where_robosuite_renders_them_upside_down(env):
     assert up[2] > 0
 
 
+def test_decimated_meshes_change_the_pixels_a_little_and_the_physics_not_at_all(env):
+    from vlaforge.envs import render as R
+    from vlaforge.envs.robosuite import MESH_KEEP
+
+    full = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=SIZE, mesh_keep=1.0)
+    try:
+        before, after = env.mesh_triangles
+        assert full.mesh_triangles == (before, before) and after < 0.3 * before  # ~168k -> ~30k
+        m, f = env.model, full.model
+        for mid in range(m.nmesh):  # collision meshes (used by a colliding geom) are left bitwise equal
+            if mid not in R.visual_only_meshes(m):
+                a, n = m.mesh_faceadr[mid], m.mesh_facenum[mid]
+                assert n == f.mesh_facenum[mid]
+                np.testing.assert_array_equal(m.mesh_face[a : a + n], f.mesh_face[a : a + n])
+        obs_thin, obs_full = env.reset(3), full.reset(3)
+        diffs = []
+        for step in range(30):  # same actions -> bitwise the same states; frames close, not equal
+            diffs += [np.abs(obs_thin[k].astype(int) - obs_full[k].astype(int)).mean() for k in (AGENT, WRIST)]
+            np.testing.assert_array_equal(env.data.qpos, full.data.qpos)
+            action = env.expert_action()
+            obs_thin, obs_full = env.step(action)[0], full.step(action)[0]
+        assert 0 < np.mean(diffs) < 6 and max(diffs) < 12, diffs  # of 255 levels
+        # deterministic: simplifying again from scratch (no cache) writes the same meshes
+        again = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=SIZE, mesh_keep=1.0)
+        R._SIMPLIFIED.clear()
+        assert R.simplify_visual_meshes(again.model, MESH_KEEP) == env.mesh_triangles
+        np.testing.assert_array_equal(again.model.mesh_face, m.mesh_face)
+        np.testing.assert_array_equal(again.model.mesh_normal, m.mesh_normal)
+        again.close()
+        with pytest.raises(ValueError, match="keep must be > 0"):
+            R.simplify_visual_meshes(again.model, 0.0)
+    finally:
+        full.close()
+
+
 def test_lift_expert_succeeds_and_actions_stay_in_the_box(env):
     env.reset(1, render=False)
     for _step in range(env.max_steps):

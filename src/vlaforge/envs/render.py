@@ -9,9 +9,15 @@ Orientation: Meta-World's corner cameras are mounted upside down, so their raw r
 180 degrees. LeRobot flips `corner2` on both axes; we do the same for `corner2` and also for the other
 upside-down corner cameras (`corner`, `corner3`, `corner4`), which LeRobot leaves as rendered (a
 deliberate deviation: every camera we return is upright). `corner2` is moved where LeRobot moves it.
+
+`simplify_visual_meshes(model, keep)` thins, in place, the meshes that only visual geoms draw (for
+scenes such as robosuite's arms, whose CAD meshes cost the software rasterizer most of a frame);
+collision geometry, and so the physics, is untouched.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
@@ -59,3 +65,112 @@ def render(renderer: mujoco.Renderer, data: mujoco.MjData, camera: str) -> np.nd
     if camera in FLIPPED_CAMERAS:
         image = np.ascontiguousarray(image[::-1, ::-1])
     return image
+
+
+#: Meshes with fewer faces than this are left as they are by `simplify_visual_meshes`.
+MIN_FACES = 500
+#: Angle between a face and a vertex's mean normal beyond which the face is shaded flat there.
+CREASE_DEG = 60.0
+#: Simplified (vertices, faces, corner normals) per (mesh content, keep): collection workers build several
+#: envs of one scene, and a mesh is simplified once per process.
+_SIMPLIFIED: dict[tuple[bytes, float], tuple[np.ndarray, ...]] = {}
+
+
+def visual_only_meshes(model: mujoco.MjModel) -> list[int]:
+    """Ids of the meshes that only non-colliding geoms use (contype = conaffinity = 0, group != 0)."""
+    mesh = mujoco.mjtGeom.mjGEOM_MESH
+    geoms = np.flatnonzero(model.geom_type == mesh)
+    collides = (
+        (model.geom_contype[geoms] != 0)
+        | (model.geom_conaffinity[geoms] != 0)
+        | (model.geom_group[geoms] == 0)
+    )
+    physical = set(model.geom_dataid[geoms[collides]].tolist())
+    return sorted(set(model.geom_dataid[geoms[~collides]].tolist()) - physical)
+
+
+def _textured(model: mujoco.MjModel, mesh_id: int) -> bool:
+    mats = model.geom_matid[(model.geom_type == mujoco.mjtGeom.mjGEOM_MESH) & (model.geom_dataid == mesh_id)]
+    return any(m >= 0 and int(model.mat_texid[m].max()) >= 0 for m in mats)
+
+
+def _weld(verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge bitwise-equal vertices (compiled meshes repeat a vertex per normal or texture coordinate,
+    which leaves a decimator nothing to collapse) and drop the faces that become degenerate."""
+    unique, inverse = np.unique(verts, axis=0, return_inverse=True)  # [V', 3], [V]
+    faces = inverse.reshape(-1)[faces]  # [F, 3]
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    return unique, faces[keep]
+
+
+def _corner_normals(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit normals per face corner [F, 3, 3], smooth except across creases: a face whose normal is
+    more than `CREASE_DEG` from a vertex's area-weighted mean normal keeps its own flat normal there
+    and is left out of that vertex's mean (the rule MuJoCo's compiler applies to meshes without
+    normals, `smoothnormal="false"`)."""
+    tri = verts[faces]  # [F, 3 corners, 3]
+    face_n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # [F, 3], length = 2 x area
+    unit_n = face_n / np.maximum(np.linalg.norm(face_n, axis=1, keepdims=True), 1e-12)  # [F, 3]
+
+    def vertex_mean(take: np.ndarray) -> np.ndarray:  # take: [F, 3] bool -> unit [V, 3]
+        acc = np.zeros_like(verts)
+        for corner in range(3):
+            np.add.at(acc, faces[take[:, corner], corner], face_n[take[:, corner]])
+        return acc / np.maximum(np.linalg.norm(acc, axis=1, keepdims=True), 1e-12)
+
+    mean = vertex_mean(np.ones(faces.shape, bool))[faces]  # [F, 3, 3]
+    smooth = (mean * unit_n[:, None]).sum(-1) > np.cos(np.radians(CREASE_DEG))  # [F, 3]
+    mean = vertex_mean(smooth)[faces]  # [F, 3, 3], over the faces that agree
+    return np.where(smooth[..., None], mean, unit_n[:, None])  # [F, 3, 3]
+
+
+def _simplify(verts: np.ndarray, faces: np.ndarray, keep: float) -> tuple[np.ndarray, ...]:
+    """Weld, decimate to about `keep` of the faces (quadric error), and give corner normals:
+    (vertices [V', 3], faces [F', 3], distinct normals [N, 3], each corner's normal id [F', 3])."""
+    import fast_simplification
+
+    key = (hashlib.blake2b(verts.tobytes() + faces.tobytes(), digest_size=16).digest(), keep)
+    if key not in _SIMPLIFIED:
+        v, f = _weld(verts, faces)
+        v, f = fast_simplification.simplify(v, f, target_reduction=1.0 - keep)  # [V', 3], [F', 3]
+        normals, corner = np.unique(_corner_normals(v, f).reshape(-1, 3), axis=0, return_inverse=True)
+        _SIMPLIFIED[key] = (v, f.astype(np.int32), normals, corner.reshape(-1, 3).astype(np.int32))
+    return _SIMPLIFIED[key]
+
+
+def simplify_visual_meshes(model: mujoco.MjModel, keep: float) -> tuple[int, int]:
+    """Decimate, in place, every visual-only mesh of `model` to about `keep` of its triangles.
+
+    For rendering only: a mesh that any colliding geom uses is skipped, so contacts, inertias and the
+    physics are those of the original model; textured meshes and meshes under `MIN_FACES` faces are
+    skipped too (a simplified mesh loses its texture coordinates). A mesh's arrays are rewritten within
+    its own slots (fewer vertices, faces and normals; corner normals, smooth but for creases), so call this before the
+    model's first renderer is made: a renderer uploads the meshes when it is created. `keep >= 1` does
+    nothing. Deterministic: the same model and `keep` give the same meshes (and images) in every
+    process. Returns (triangles before, after) over the visual-only meshes.
+    """
+    if keep <= 0.0:
+        raise ValueError(f"keep must be > 0, got {keep}")
+    before = after = 0
+    for mid in visual_only_meshes(model):
+        vadr, vnum = int(model.mesh_vertadr[mid]), int(model.mesh_vertnum[mid])
+        fadr, fnum = int(model.mesh_faceadr[mid]), int(model.mesh_facenum[mid])
+        before += fnum
+        if keep >= 1.0 or fnum < MIN_FACES or _textured(model, mid):
+            after += fnum
+            continue
+        verts = model.mesh_vert[vadr : vadr + vnum].astype(np.float64)  # [V, 3] mesh frame
+        faces = model.mesh_face[fadr : fadr + fnum].astype(np.int64)  # [F, 3] local vertex ids
+        v, f, n, corner = _simplify(verts, faces, keep)
+        if len(v) > vnum or len(n) > int(model.mesh_normalnum[mid]) or len(f) > fnum:  # no room: keep it
+            after += fnum
+            continue
+        nadr = int(model.mesh_normaladr[mid])
+        model.mesh_vert[vadr : vadr + len(v)] = v
+        model.mesh_normal[nadr : nadr + len(n)] = n
+        model.mesh_face[fadr : fadr + len(f)] = f
+        model.mesh_facenormal[fadr : fadr + len(f)] = corner
+        model.mesh_vertnum[mid], model.mesh_normalnum[mid], model.mesh_facenum[mid] = len(v), len(n), len(f)
+        model.mesh_texcoordadr[mid], model.mesh_texcoordnum[mid] = -1, 0
+        after += len(f)
+    return before, after

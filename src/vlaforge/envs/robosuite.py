@@ -25,7 +25,11 @@ Cameras: `agentview` (role primary), `robot0_eye_in_hand` (wrist), `frontview`, 
 `has_offscreen_renderer=False`, `use_camera_obs=False`); `mujoco.Renderer` returns images top row
 first, so they are upright (robosuite's own renders are bottom row first, i.e. upside down).
 Render settings (see `render.py`, measured in docs/robots-robosuite.md): no shadows, no
-multisampling, no reflections, no skybox, collision geoms (group 0) hidden, only the asked cameras.
+multisampling, no reflections, no skybox, collision geoms (group 0) hidden, only the asked cameras,
+and the arms' visual meshes decimated to `MESH_KEEP` of their triangles (quadric error; the CAD
+meshes are ~168,000 triangles per arm, which a software rasterizer pays per camera and frame; the
+collision meshes and the physics are untouched). Deviation: robosuite renders the full meshes; the
+images differ from those by a few intensity levels at 128 px (the benchmark measures it).
 
 Seeds: robosuite draws object placements and the arm's initial joint noise from `env.rng`; we reseed
 that generator in place at every reset (`hard_reset=False`: the model is built once per env), so the
@@ -75,6 +79,8 @@ GRIPPER_QPOS = {
     "Robotiq140Gripper": (0.0137, 0.493),
     "JacoThreeFingerGripper": (1.056, 0.756),
 }
+#: Fraction of its triangles each visual-only mesh keeps (`render.simplify_visual_meshes`; 1 = none).
+MESH_KEEP = 0.15
 #: OSC_POSE output scale of a unit action (robosuite's default controller configs, all arms).
 POS_SCALE, ROT_SCALE = 0.05, 0.5
 
@@ -226,6 +232,8 @@ class RobosuiteEnv(RenderedEnv):
         cameras: cameras rendered at every step (see `CAMERAS`).
         image_size: square image side in pixels.
         max_steps: episode step limit (`done` turns True there).
+        mesh_keep: fraction of the triangles the visual meshes keep (1 = robosuite's full meshes);
+            datasets and evaluation must use the same value, as for every render setting.
     """
 
     def __init__(
@@ -235,6 +243,7 @@ class RobosuiteEnv(RenderedEnv):
         cameras: tuple[str, ...] = ("agentview",),
         image_size: int = 128,
         max_steps: int = MAX_STEPS,
+        mesh_keep: float = MESH_KEEP,
     ):
         self.task = canonical(task)
         self.base, self.arm_name = split_task(self.task)
@@ -245,6 +254,7 @@ class RobosuiteEnv(RenderedEnv):
         self._env = _make_suite_env(self.base, self.arm_name)
         self.model, self.data = self._env.sim.model._model, self._env.sim.data._data
         self.arm = _Arm(self._env)
+        self.mesh_triangles = _render.simplify_visual_meshes(self.model, mesh_keep)  # (before, after)
         self._renderer = _render.make_renderer(self.model, self.image_size)
         self._vopt = _scene_option()
         self._own_renderer(self._renderer)
