@@ -137,8 +137,10 @@ def test_decimated_meshes_change_the_pixels_a_little_and_the_physics_not_at_all(
                 np.testing.assert_array_equal(m.mesh_face[a : a + n], f.mesh_face[a : a + n])
         obs_thin, obs_full = env.reset(3), full.reset(3)
         diffs = []
-        for step in range(30):  # same actions -> bitwise the same states; frames close, not equal
-            diffs += [np.abs(obs_thin[k].astype(int) - obs_full[k].astype(int)).mean() for k in (AGENT, WRIST)]
+        for _ in range(30):  # same actions -> bitwise the same states; frames close, not equal
+            diffs += [
+                np.abs(obs_thin[k].astype(int) - obs_full[k].astype(int)).mean() for k in (AGENT, WRIST)
+            ]
             np.testing.assert_array_equal(env.data.qpos, full.data.qpos)
             action = env.expert_action()
             obs_thin, obs_full = env.step(action)[0], full.step(action)[0]
