@@ -10,13 +10,14 @@ Orientation: Meta-World's corner cameras are mounted upside down, so their raw r
 upside-down corner cameras (`corner`, `corner3`, `corner4`), which LeRobot leaves as rendered (a
 deliberate deviation: every camera we return is upright). `corner2` is moved where LeRobot moves it.
 
-`simplify_visual_meshes(model, keep)` thins, in place, the meshes that only visual geoms draw (for
-scenes such as robosuite's arms, whose CAD meshes cost the software rasterizer most of a frame);
-collision geometry, and so the physics, is untouched.
+`render_copy(model, keep)` gives a render-only copy of a model with its drawn meshes decimated (for
+scenes such as robosuite's arms, whose CAD meshes cost the software rasterizer most of a frame); the
+physics model is untouched.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 import mujoco  # noqa: E402
@@ -67,7 +68,7 @@ def render(renderer: mujoco.Renderer, data: mujoco.MjData, camera: str) -> np.nd
     return image
 
 
-#: Meshes with fewer faces than this are left as they are by `simplify_visual_meshes`.
+#: Meshes with fewer faces than this are left as they are by `render_copy`.
 MIN_FACES = 500
 #: Angle between a face and a vertex's mean normal beyond which the face is shaded flat there.
 CREASE_DEG = 60.0
@@ -76,17 +77,11 @@ CREASE_DEG = 60.0
 _SIMPLIFIED: dict[tuple[bytes, float], tuple[np.ndarray, ...]] = {}
 
 
-def visual_only_meshes(model: mujoco.MjModel) -> list[int]:
-    """Ids of the meshes that only non-colliding geoms use (contype = conaffinity = 0, group != 0)."""
-    mesh = mujoco.mjtGeom.mjGEOM_MESH
-    geoms = np.flatnonzero(model.geom_type == mesh)
-    collides = (
-        (model.geom_contype[geoms] != 0)
-        | (model.geom_conaffinity[geoms] != 0)
-        | (model.geom_group[geoms] == 0)
-    )
-    physical = set(model.geom_dataid[geoms[collides]].tolist())
-    return sorted(set(model.geom_dataid[geoms[~collides]].tolist()) - physical)
+def drawn_meshes(model: mujoco.MjModel) -> list[int]:
+    """Ids of the meshes that visual geoms draw (geom group != 0; group 0 holds the collision geoms our
+    renderers hide)."""
+    geoms = np.flatnonzero((model.geom_type == mujoco.mjtGeom.mjGEOM_MESH) & (model.geom_group != 0))
+    return sorted(set(model.geom_dataid[geoms].tolist()))
 
 
 def _textured(model: mujoco.MjModel, mesh_id: int) -> bool:
@@ -138,32 +133,50 @@ def _simplify(verts: np.ndarray, faces: np.ndarray, keep: float) -> tuple[np.nda
     return _SIMPLIFIED[key]
 
 
-def simplify_visual_meshes(model: mujoco.MjModel, keep: float) -> tuple[int, int]:
-    """Decimate, in place, every visual-only mesh of `model` to about `keep` of its triangles.
+#: Model fields a simulator may change at run time that change the picture (robosuite's `visualize()`
+#: sets geom and site colours at every reset); `sync_copy` carries them into a render copy.
+APPEARANCE = (
+    "geom_rgba", "geom_matid", "geom_size", "geom_pos", "geom_quat", "site_rgba", "site_size", "site_pos",
+    "mat_rgba", "body_pos", "body_quat", "cam_pos", "cam_quat", "cam_fovy", "light_pos", "light_dir",
+    "light_diffuse", "light_active",
+)  # fmt: skip
 
-    For rendering only: a mesh that any colliding geom uses is skipped, so contacts, inertias and the
-    physics are those of the original model; textured meshes and meshes under `MIN_FACES` faces are
-    skipped too (a simplified mesh loses its texture coordinates). A mesh's arrays are rewritten within
-    its own slots (fewer vertices, faces and normals; corner normals, smooth but for creases), so call this before the
-    model's first renderer is made: a renderer uploads the meshes when it is created. `keep >= 1` does
-    nothing. Deterministic: the same model and `keep` give the same meshes (and images) in every
-    process. Returns (triangles before, after) over the visual-only meshes.
+
+def sync_copy(model: mujoco.MjModel, copy_: mujoco.MjModel) -> None:
+    """Copy the `APPEARANCE` fields of `model` into its render copy (no-op when they are one model)."""
+    if copy_ is not model:
+        for field in APPEARANCE:
+            np.copyto(getattr(copy_, field), getattr(model, field))
+
+
+def render_copy(model: mujoco.MjModel, keep: float) -> tuple[mujoco.MjModel, tuple[int, int]]:
+    """A copy of `model` for rendering only, its drawn meshes decimated to about `keep` of their faces.
+
+        The physics model is not touched: the copy has the same bodies, geoms and cameras, so a renderer
+        made on it draws any `MjData` of `model` (`renderer.update_scene(data)`); call `sync_copy` before
+    drawing so that run-time colour and placement changes to `model` show. Textured meshes and
+        meshes under `MIN_FACES` faces keep every face (a decimated mesh loses its texture coordinates);
+        each decimated mesh is rewritten within its own slots (fewer vertices, faces and normals; corner
+        normals, smooth but for creases). `keep >= 1` returns `model` itself. Deterministic: the same model
+        and `keep` give the same meshes (and images) in every process. Returns the copy and (triangles
+        before, after) over the drawn meshes.
     """
     if keep <= 0.0:
         raise ValueError(f"keep must be > 0, got {keep}")
-    before = after = 0
-    for mid in visual_only_meshes(model):
+    meshes = drawn_meshes(model)
+    before = int(sum(model.mesh_facenum[m] for m in meshes))
+    if keep >= 1.0:
+        return model, (before, before)
+    model = copy.deepcopy(model)
+    for mid in meshes:
         vadr, vnum = int(model.mesh_vertadr[mid]), int(model.mesh_vertnum[mid])
         fadr, fnum = int(model.mesh_faceadr[mid]), int(model.mesh_facenum[mid])
-        before += fnum
-        if keep >= 1.0 or fnum < MIN_FACES or _textured(model, mid):
-            after += fnum
+        if fnum < MIN_FACES or _textured(model, mid):
             continue
         verts = model.mesh_vert[vadr : vadr + vnum].astype(np.float64)  # [V, 3] mesh frame
         faces = model.mesh_face[fadr : fadr + fnum].astype(np.int64)  # [F, 3] local vertex ids
         v, f, n, corner = _simplify(verts, faces, keep)
         if len(v) > vnum or len(n) > int(model.mesh_normalnum[mid]) or len(f) > fnum:  # no room: keep it
-            after += fnum
             continue
         nadr = int(model.mesh_normaladr[mid])
         model.mesh_vert[vadr : vadr + len(v)] = v
@@ -172,5 +185,4 @@ def simplify_visual_meshes(model: mujoco.MjModel, keep: float) -> tuple[int, int
         model.mesh_facenormal[fadr : fadr + len(f)] = corner
         model.mesh_vertnum[mid], model.mesh_normalnum[mid], model.mesh_facenum[mid] = len(v), len(n), len(f)
         model.mesh_texcoordadr[mid], model.mesh_texcoordnum[mid] = -1, 0
-        after += len(f)
-    return before, after
+    return model, (before, int(sum(model.mesh_facenum[m] for m in meshes)))

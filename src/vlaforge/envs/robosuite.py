@@ -26,9 +26,9 @@ Cameras: `agentview` (role primary), `robot0_eye_in_hand` (wrist), `frontview`, 
 first, so they are upright (robosuite's own renders are bottom row first, i.e. upside down).
 Render settings (see `render.py`, measured in docs/robots-robosuite.md): no shadows, no
 multisampling, no reflections, no skybox, collision geoms (group 0) hidden, only the asked cameras,
-and the arms' visual meshes decimated to `MESH_KEEP` of their triangles (quadric error; the CAD
-meshes are ~168,000 triangles per arm, which a software rasterizer pays per camera and frame; the
-collision meshes and the physics are untouched). Deviation: robosuite renders the full meshes; the
+and the visual meshes decimated to `MESH_KEEP` of their triangles in a render-only copy of the model
+(quadric error; the CAD meshes are ~168,000 triangles per arm, which a software rasterizer pays per
+camera and frame; the physics model is untouched). Deviation: robosuite renders the full meshes; the
 images differ from those by a few intensity levels at 128 px (the benchmark measures it).
 
 Seeds: robosuite draws object placements and the arm's initial joint noise from `env.rng`; we reseed
@@ -79,7 +79,7 @@ GRIPPER_QPOS = {
     "Robotiq140Gripper": (0.0137, 0.493),
     "JacoThreeFingerGripper": (1.056, 0.756),
 }
-#: Fraction of its triangles each visual-only mesh keeps (`render.simplify_visual_meshes`; 1 = none).
+#: Fraction of its triangles each drawn mesh keeps when rendered (`render.render_copy`; 1 = all).
 MESH_KEEP = 0.15
 #: OSC_POSE output scale of a unit action (robosuite's default controller configs, all arms).
 POS_SCALE, ROT_SCALE = 0.05, 0.5
@@ -254,8 +254,8 @@ class RobosuiteEnv(RenderedEnv):
         self._env = _make_suite_env(self.base, self.arm_name)
         self.model, self.data = self._env.sim.model._model, self._env.sim.data._data
         self.arm = _Arm(self._env)
-        self.mesh_triangles = _render.simplify_visual_meshes(self.model, mesh_keep)  # (before, after)
-        self._renderer = _render.make_renderer(self.model, self.image_size)
+        self._render_model, self.mesh_triangles = _render.render_copy(self.model, mesh_keep)
+        self._renderer = _render.make_renderer(self._render_model, self.image_size)
         self._vopt = _scene_option()
         self._own_renderer(self._renderer)
         self._expert: Any = None
@@ -305,6 +305,7 @@ class RobosuiteEnv(RenderedEnv):
 
     def render(self, camera: str) -> np.ndarray:
         """An upright uint8 [H, W, 3] image of the current state from `camera`."""
+        _render.sync_copy(self.model, self._render_model)
         self._renderer.update_scene(self.data, camera=camera, scene_option=self._vopt)
         return self._renderer.render()  # [H, W, 3] uint8, top row first
 
