@@ -152,14 +152,14 @@ def sync_copy(model: mujoco.MjModel, copy_: mujoco.MjModel) -> None:
 def render_copy(model: mujoco.MjModel, keep: float) -> tuple[mujoco.MjModel, tuple[int, int]]:
     """A copy of `model` for rendering only, its drawn meshes decimated to about `keep` of their faces.
 
-        The physics model is not touched: the copy has the same bodies, geoms and cameras, so a renderer
-        made on it draws any `MjData` of `model` (`renderer.update_scene(data)`); call `sync_copy` before
-    drawing so that run-time colour and placement changes to `model` show. Textured meshes and
-        meshes under `MIN_FACES` faces keep every face (a decimated mesh loses its texture coordinates);
-        each decimated mesh is rewritten within its own slots (fewer vertices, faces and normals; corner
-        normals, smooth but for creases). `keep >= 1` returns `model` itself. Deterministic: the same model
-        and `keep` give the same meshes (and images) in every process. Returns the copy and (triangles
-        before, after) over the drawn meshes.
+    The physics model is not touched: the copy has the same bodies, geoms and cameras, so a renderer
+    made on it draws any `MjData` of `model` (`renderer.update_scene(data)`); call `sync_copy` before
+    drawing so that run-time colour and placement changes to `model` show. Textured meshes and meshes
+    under `MIN_FACES` faces keep every face (a decimated mesh loses its texture coordinates); each
+    decimated mesh is rewritten within its own slots (fewer vertices, faces and normals; corner
+    normals, smooth but for creases). `keep >= 1` returns `model` itself. Deterministic: the same
+    model and `keep` give the same meshes (and images) in every process. Returns the copy and
+    (triangles before, after) over the drawn meshes.
     """
     if keep <= 0.0:
         raise ValueError(f"keep must be > 0, got {keep}")
