@@ -123,7 +123,7 @@ def test_images_are_upright_where_robosuite_renders_them_upside_down(env):
 
 def test_decimated_meshes_change_the_pixels_a_little_and_the_physics_not_at_all(env):
     from vlaforge.envs import render as R
-    from vlaforge.envs.robosuite import MESH_KEEP
+    from vlaforge.envs.robosuite import MESH_KEEP, MESH_KEEP_NEAR
 
     full = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=SIZE, mesh_keep=1.0)
     try:
@@ -134,6 +134,15 @@ def test_decimated_meshes_change_the_pixels_a_little_and_the_physics_not_at_all(
             np.testing.assert_array_equal(getattr(env.model, field), getattr(full.model, field))  # physics
         thin = env._render_model
         assert sum(thin.mesh_facenum[m] for m in R.drawn_meshes(thin)) == after
+        # the hand the wrist camera rides on keeps more of its faces than the rest of the arm
+        near, faces = R.camera_meshes(full.model), full.model.mesh_facenum
+        big = [m for m in R.drawn_meshes(full.model) if faces[m] >= R.MIN_FACES]
+        hand = {full.model.geom_dataid[full.model.geom("gripper0_right_hand_visual").id]}
+        assert hand <= near and not near & {full.model.geom_dataid[full.model.geom("robot0_g0_vis").id]}
+        for m in big:  # a near mesh may keep all its faces (when its decimation does not fit its slots)
+            ratio = thin.mesh_facenum[m] / faces[m]
+            ok = ratio > MESH_KEEP_NEAR - 0.05 if m in near else abs(ratio - MESH_KEEP) < 0.05
+            assert ok, (m, thin.mesh_facenum[m], faces[m])
         obs_thin, obs_full = env.reset(3), full.reset(3)
         diffs = []
         for _ in range(30):  # same actions -> bitwise the same states; frames close, not equal
@@ -152,7 +161,7 @@ def test_decimated_meshes_change_the_pixels_a_little_and_the_physics_not_at_all(
         env.model.geom_rgba[0] = saved
         # deterministic: decimating again from scratch (no cache) writes the same meshes
         R._SIMPLIFIED.clear()
-        again, counts = R.render_copy(full.model, MESH_KEEP)
+        again, counts = R.render_copy(full.model, MESH_KEEP, keep_near=MESH_KEEP_NEAR)
         assert counts == env.mesh_triangles
         np.testing.assert_array_equal(again.mesh_face, thin.mesh_face)
         np.testing.assert_array_equal(again.mesh_normal, thin.mesh_normal)

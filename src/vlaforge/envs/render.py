@@ -10,9 +10,9 @@ Orientation: Meta-World's corner cameras are mounted upside down, so their raw r
 upside-down corner cameras (`corner`, `corner3`, `corner4`), which LeRobot leaves as rendered (a
 deliberate deviation: every camera we return is upright). `corner2` is moved where LeRobot moves it.
 
-`render_copy(model, keep)` gives a render-only copy of a model with its drawn meshes decimated (for
-scenes such as robosuite's arms, whose CAD meshes cost the software rasterizer most of a frame); the
-physics model is untouched.
+`render_copy(model, keep, keep_near=...)` gives a render-only copy of a model with its drawn meshes
+decimated (for scenes such as robosuite's arms, whose CAD meshes cost the software rasterizer most of
+a frame), less so where a wrist camera looks at its own hand; the physics model is untouched.
 """
 
 from __future__ import annotations
@@ -84,6 +84,19 @@ def drawn_meshes(model: mujoco.MjModel) -> list[int]:
     return sorted(set(model.geom_dataid[geoms].tolist()))
 
 
+def camera_meshes(model: mujoco.MjModel) -> set[int]:
+    """Ids of the drawn meshes on moving bodies that carry a camera or hang below one: a wrist camera
+    sees its own hand at a few centimetres, where a decimated mesh shows its facets. (Cameras on
+    bodies welded to the world, e.g. robosuite's `robotview` on the robot's base, do not count.)"""
+    bodies = model.cam_bodyid[model.body_weldid[model.cam_bodyid] != 0]
+    carriers = set(bodies.tolist())
+    below = np.zeros(model.nbody, bool)  # [nbody] body is a carrier or a descendant of one
+    for b in range(1, model.nbody):  # parents come before their children in a compiled model
+        below[b] = b in carriers or below[model.body_parentid[b]]
+    geoms = np.flatnonzero((model.geom_type == mujoco.mjtGeom.mjGEOM_MESH) & (model.geom_group != 0))
+    return {int(model.geom_dataid[g]) for g in geoms if below[model.geom_bodyid[g]]}
+
+
 def _textured(model: mujoco.MjModel, mesh_id: int) -> bool:
     mats = model.geom_matid[(model.geom_type == mujoco.mjtGeom.mjGEOM_MESH) & (model.geom_dataid == mesh_id)]
     return any(m >= 0 and int(model.mat_texid[m].max()) >= 0 for m in mats)
@@ -149,8 +162,11 @@ def sync_copy(model: mujoco.MjModel, copy_: mujoco.MjModel) -> None:
             np.copyto(getattr(copy_, field), getattr(model, field))
 
 
-def render_copy(model: mujoco.MjModel, keep: float) -> tuple[mujoco.MjModel, tuple[int, int]]:
-    """A copy of `model` for rendering only, its drawn meshes decimated to about `keep` of their faces.
+def render_copy(
+    model: mujoco.MjModel, keep: float, *, keep_near: float | None = None
+) -> tuple[mujoco.MjModel, tuple[int, int]]:
+    """A copy of `model` for rendering only, its drawn meshes decimated to about `keep` of their faces
+    (`keep_near` for the meshes a wrist camera sees up close, `camera_meshes`, when given).
 
     The physics model is not touched: the copy has the same bodies, geoms and cameras, so a renderer
     made on it draws any `MjData` of `model` (`renderer.update_scene(data)`); call `sync_copy` before
@@ -158,7 +174,7 @@ def render_copy(model: mujoco.MjModel, keep: float) -> tuple[mujoco.MjModel, tup
     under `MIN_FACES` faces keep every face (a decimated mesh loses its texture coordinates); each
     decimated mesh is rewritten within its own slots (fewer vertices, faces and normals; corner
     normals, smooth but for creases). `keep >= 1` returns `model` itself. Deterministic: the same
-    model and `keep` give the same meshes (and images) in every process. Returns the copy and
+    model and arguments give the same meshes (and images) in every process. Returns the copy and
     (triangles before, after) over the drawn meshes.
     """
     if keep <= 0.0:
@@ -167,15 +183,19 @@ def render_copy(model: mujoco.MjModel, keep: float) -> tuple[mujoco.MjModel, tup
     before = int(sum(model.mesh_facenum[m] for m in meshes))
     if keep >= 1.0:
         return model, (before, before)
+    near = camera_meshes(model) if keep_near is not None else set()
     model = copy.deepcopy(model)
     for mid in meshes:
+        fraction = max(keep, keep_near) if mid in near else keep
+        if fraction >= 1.0:
+            continue
         vadr, vnum = int(model.mesh_vertadr[mid]), int(model.mesh_vertnum[mid])
         fadr, fnum = int(model.mesh_faceadr[mid]), int(model.mesh_facenum[mid])
         if fnum < MIN_FACES or _textured(model, mid):
             continue
         verts = model.mesh_vert[vadr : vadr + vnum].astype(np.float64)  # [V, 3] mesh frame
         faces = model.mesh_face[fadr : fadr + fnum].astype(np.int64)  # [F, 3] local vertex ids
-        v, f, n, corner = _simplify(verts, faces, keep)
+        v, f, n, corner = _simplify(verts, faces, fraction)
         if len(v) > vnum or len(n) > int(model.mesh_normalnum[mid]) or len(f) > fnum:  # no room: keep it
             continue
         nadr = int(model.mesh_normaladr[mid])

@@ -17,6 +17,12 @@ function of the simulator state and the phase history: deterministic per seed. A
 error / 5 cm (OSC_POSE's unit) times a gain plus an integral term (OSC's steady-state error), rotation error as axis-angle / 0.5 rad, both rotated
 into the robot base frame and clipped to [-1, 1]. The target orientation is the arm's home
 orientation turned about the world z axis, so every arm grasps with its own fingers pointing down.
+
+The Sawyer's rotation gain is 0.1 (`ROT_GAIN`), not 1: near its grasp poses OSC turns even a small
+orientation command into wrist torques that stall the position motion (measured from an approach
+state: 10 steps of the expert's action moved the gripper 1.1 cm, the same position command without
+rotation 6.2 cm), which left it 2-4 cm off the cube (lift 6/20, stack 1/20 at gain 1; 20/20 and
+19/20 at 0.1).
 """
 
 from __future__ import annotations
@@ -31,10 +37,10 @@ GRASP_STEPS = 12  # steps the gripper closes before lifting (Robotiq grippers ne
 RELEASE_STEPS = 10
 PLACE_CLEARANCE = 0.01  # m between cubeA's bottom and cubeB's top when releasing
 POS_GAIN = 1.0
-POS_KI = 0.15  # integral gain per step: OSC leaves a steady-state error (Sawyer: ~3 cm) that P alone keeps
+POS_KI = 0.15  # integral gain per step: OSC leaves a small steady-state error that P alone keeps
 I_LIMIT = 0.06  # m, anti-windup bound of the integrated position error
 I_ZONE = 0.05  # m: the error is integrated only within this distance of the goal
-ROT_GAIN = 1.0
+ROT_GAIN = {"Sawyer": 0.1}  # per arm; 1.0 for the others (see the module docstring)
 XY_TOL, Z_TOL, ROT_TOL = 0.006, 0.008, 0.15  # m, m, rad (Sawyer keeps ~0.06 rad of pitch error)
 DROPPED = 0.03  # m: a held cube whose centre is this low above the table has fallen
 HOLD_SPEED = 0.6  # position actions are scaled to at most this while carrying (a Robotiq grasp slips)
@@ -147,7 +153,8 @@ class PickPlaceExpert:
         else:
             self.integral *= 0.8
         dpos = to_base @ (err * POS_GAIN + self.integral) / 0.05  # [3]
-        drot = to_base @ self._axis_angle(self.target_rot @ arm.rot.T) / 0.5 * ROT_GAIN  # [3]
+        gain = ROT_GAIN.get(self.env.arm_name, 1.0)
+        drot = to_base @ self._axis_angle(self.target_rot @ arm.rot.T) / 0.5 * gain  # [3]
         if self.phase in ("carry", "lower"):
             dpos = np.clip(dpos, -HOLD_SPEED, HOLD_SPEED)
         grip = 1.0 if close else -1.0
