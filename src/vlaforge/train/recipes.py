@@ -10,8 +10,9 @@ episodes per task, mixture weight) and the training settings, at two `Tier`s:
 tasks (ML45-test's 5 stay held out for transfer), robosuite Lift and Stack on three arms, ALOHA
 transfer-cube (insertion stays held out). Deviation: the issue names Panda and Sawyer; Sawyer was
 registered only after this recipe was fixed and measured (its expert needed a lower rotation gain,
-docs/robots-robosuite.md), so the arms are Panda, IIWA and Kinova3, and UR5e stays held out. Every policy is the default preset with two camera slots
-(`primary`, `wrist`), each robot at its own rate (`train.mixed_fps`).
+docs/robots-robosuite.md), so the arms are Panda, IIWA and Kinova3, and UR5e stays held out. Every
+policy is the default preset with two camera slots (`primary`, `wrist`), each robot at its own rate
+(`train.mixed_fps`).
 """
 
 from __future__ import annotations
