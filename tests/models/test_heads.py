@@ -131,7 +131,7 @@ class _OracleDiffusion(DiffusionHead):
 
     target: torch.Tensor
 
-    def epsilon(self, cond, x, k):
+    def epsilon(self, cond, x, k, embodiment=None):
         a = self.alpha_bar[k][:, None]
         return (x - a.sqrt() * self.target) / (1 - a).sqrt()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from train_helpers import FAST_TRAIN
+from train_helpers import FAST_TRAIN, TINY_MODEL
 
 from vlaforge.cli import main
 from vlaforge.models.policy import VLAPolicy, read_weights
@@ -108,3 +108,32 @@ def test_finetune_cli_freezes_globs_and_reports_trainable_count(
     bad[bad.index("trunk.*")] = "trunc.*"
     assert main(bad) == 2
     assert "matches no parameter" in capsys.readouterr().err
+
+
+def test_separate_embodiment_layers_train_per_dataset_and_finetune_from_the_matched_one(
+    pretrain_data, new_robot_data, tmp_path, capsys
+):
+    """`model.embodiment_layers=separate` on a two-robot mixture: one weight set per dataset; a
+    fine-tune on the second robot alone continues that robot's set, not the first's."""
+    sets = [a for s in FAST_TRAIN for a in ("--set", s)]
+    common = ["--batch-size", "4", "--lr", "1e-2", "--device", "cpu", *sets]
+    run = tmp_path / "mix"
+    tiny = [a for s in TINY_MODEL for a in ("--set", s)]
+    args = ["train", "--data", str(pretrain_data), "--data", str(new_robot_data), "--steps", "3"]
+    assert main([*args, "--out", str(run), *tiny, "--set", "model.embodiment_layers=separate", *common]) == 0
+    ckpt = run / "checkpoints" / "last"
+    mix = VLAPolicy.from_pretrained(ckpt)
+    assert (mix.config.embodiment_layers, mix.config.num_embodiments) == ("separate", 2)
+    weights = read_weights(ckpt)
+    assert tuple(weights["obs_encoder.state.weight"].shape) == (2, 32, 5)  # [E, width, padded S]
+    assert not torch.equal(weights["obs_encoder.state.weight"][0], weights["obs_encoder.state.weight"][1])
+    capsys.readouterr()
+
+    out = tmp_path / "ft"
+    ft = ["finetune", "--from", str(ckpt), "--data", str(new_robot_data), "--steps", "1"]
+    assert main([*ft, "--out", str(out), *common[:2], "--lr", "1e-9", *common[4:]]) == 0
+    assert "dataset 0 <- embodiment 1" in capsys.readouterr().err
+    tuned = read_weights(out / "checkpoints" / "last")
+    for key in ("obs_encoder.state.weight", "head.mlp.mlp.out.1.weight", "head.mlp.mlp.out.1.bias"):
+        assert tuned[key].shape[0] == 1, key
+        torch.testing.assert_close(tuned[key][0], weights[key][1], rtol=0, atol=1e-6)  # lr 1e-9

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vlaforge.errors import VlaforgeError
-from vlaforge.models.heads import AR_KINDS, HeadConfig
+from vlaforge.models.heads import AR_KINDS, EMBODIMENT_KINDS, HeadConfig
 from vlaforge.models.language import PACKAGED_MINILM
 
 
@@ -183,6 +183,15 @@ class PolicyConfig:
     raw_action_dims: tuple[int, ...] = ()
     # Proprio dims left unnormalized.
     raw_state_dims: tuple[int, ...] = ()
+    # Input/output layers of a mixture: "shared" = one projection of the padded state and action
+    # spaces for every robot, padded dims masked (Octo); "separate" = one weight set per training
+    # dataset, picked by dataset_index (HPT's embodiment-specific stems and heads): the proprio
+    # token's linear layer and the head's action layers (the output layer; for diffusion and flow
+    # also the layer that reads the noisy chunk). The trunk, image and language encoders stay
+    # shared. Heads: regression, diffusion, flow; the trunk backbone only.
+    embodiment_layers: Literal["shared", "separate"] = "shared"
+    # How many embodiments the separate layers hold (training sets it to the number of datasets).
+    num_embodiments: int = 1
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     language: LanguageConfig = field(default_factory=LanguageConfig)
     trunk: TrunkConfig = field(default_factory=TrunkConfig)
@@ -209,6 +218,17 @@ def validate(cfg: PolicyConfig) -> PolicyConfig:
             "head.decoder_heads must divide trunk.width",
         ),
         (all(0 <= d < cfg.action_dim for d in cfg.raw_action_dims), "raw_action_dims out of range"),
+        (cfg.num_embodiments >= 1, "num_embodiments must be >= 1"),
+        (
+            cfg.embodiment_layers in ("shared", "separate"),
+            f'embodiment_layers must be "shared" or "separate", got {cfg.embodiment_layers!r}',
+        ),
+        (
+            cfg.embodiment_layers == "shared"
+            or (cfg.head.kind in EMBODIMENT_KINDS and cfg.backbone.kind == "trunk"),
+            f'embodiment_layers="separate" is built for the {", ".join(EMBODIMENT_KINDS)} heads on the '
+            f"trunk backbone, not head {cfg.head.kind!r} on backbone {cfg.backbone.kind!r}",
+        ),
         (all(0 <= d < cfg.state_dim for d in cfg.raw_state_dims), "raw_state_dims out of range"),
     ]
     checks += _backbone_checks(cfg)
@@ -216,6 +236,11 @@ def validate(cfg: PolicyConfig) -> PolicyConfig:
         if not ok:
             raise VlaforgeError(f"bad policy config: {message}")
     return cfg
+
+
+def embodiment_count(cfg: PolicyConfig) -> int:
+    """Weight sets of the per-embodiment layers: `num_embodiments` when separate, 0 when shared."""
+    return cfg.num_embodiments if cfg.embodiment_layers == "separate" else 0
 
 
 def _backbone_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:

@@ -11,7 +11,8 @@
   Octo gives each camera its own stem; sharing keeps small presets small.
 - Language (`TaskEncoder`): the frozen, cached sentence embedding (`vlaforge.models.language`)
   -> a linear projection to `language.num_tokens` task tokens (+ goal-image tokens if enabled).
-- Proprio: one linear token per history step.
+- Proprio: one linear token per history step (one linear layer per embodiment with
+  `embodiment_layers="separate"`, picked by the dataset index).
 
 Position embeddings are learned per token group (task, each camera, proprio) and history step.
 """
@@ -25,7 +26,8 @@ from torch import nn
 
 from vlaforge.errors import VlaforgeError
 from vlaforge.image import resize
-from vlaforge.models.config import PolicyConfig
+from vlaforge.models.config import PolicyConfig, embodiment_count
+from vlaforge.models.heads.common import apply_linear, linear
 from vlaforge.models.language import TextEmbedder
 from vlaforge.models.vision import PIXEL_MEAN, PIXEL_STD, build_encoder
 
@@ -139,7 +141,7 @@ class ObservationEncoder(nn.Module):
         self.stem = stem
         self.cameras = cfg.cameras
         self.image_pos = _init_pos(len(cfg.cameras), history, stem.num_patches, width)
-        self.state = nn.Linear(cfg.state_dim, width) if cfg.state_dim > 0 else None
+        self.state = linear(cfg.state_dim, width, embodiment_count(cfg)) if cfg.state_dim > 0 else None
         if self.state is not None:
             self.state_pos = _init_pos(history, width)
 
@@ -154,12 +156,18 @@ class ObservationEncoder(nn.Module):
             return tokens
         return torch.cat([tokens, tokens.new_ones(tokens.shape[0], 1)], dim=1)  # [B, K]
 
-    def forward(self, images: list[torch.Tensor], state: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        images: list[torch.Tensor],
+        state: torch.Tensor | None,
+        embodiment: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         b, t = images[0].shape[:2]
         tokens = torch.stack([self.stem(im.flatten(0, 1)) for im in images])  # [C, B*T, P, D]
         tokens = tokens.view(len(images), b, t, self.stem.num_patches, -1)  # [C, B, T, P, D]
         tokens = tokens + self.image_pos[:, None, -t:]  # the last t steps' embeddings
         groups = list(tokens.unbind(0))  # C x [B, T, P, D]
         if self.state is not None:
-            groups.append((self.state(state) + self.state_pos[-t:])[:, :, None])  # [B, T, 1, D]
+            proprio = apply_linear(self.state, state, embodiment)  # [B, T, D]
+            groups.append((proprio + self.state_pos[-t:])[:, :, None])  # [B, T, 1, D]
         return torch.cat(groups, dim=2)  # [B, T, K, D]

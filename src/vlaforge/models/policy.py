@@ -38,7 +38,7 @@ from vlaforge import keys
 from vlaforge.config import from_dict, pretrained_dir, to_dict
 from vlaforge.errors import VlaforgeError
 from vlaforge.models.backbones import Backbone, TrunkBackbone, build_vlm, no_pretrained_weights
-from vlaforge.models.config import PolicyConfig, validate
+from vlaforge.models.config import PolicyConfig, embodiment_count, validate
 from vlaforge.models.encoders import GOAL_IMAGE, ImageStem, ObservationEncoder, TaskEncoder
 from vlaforge.models.heads import build_head
 from vlaforge.models.heads.base import TrunkOutput
@@ -101,7 +101,9 @@ class VLAPolicy(nn.Module):
             stem = ImageStem(cfg)
             self.obs_encoder = ObservationEncoder(cfg, stem)  # owns the (shared) stem
             self.task_encoder = TaskEncoder(cfg, stem)
-            self.head = build_head(cfg.head, cfg.trunk.width, cfg.action_dim, cfg.chunk)
+            self.head = build_head(
+                cfg.head, cfg.trunk.width, cfg.action_dim, cfg.chunk, embodiment_count(cfg)
+            )
             self.trunk = Trunk(cfg.trunk, self.head.num_readouts)
             self.backbone: Backbone = TrunkBackbone(self.obs_encoder, self.task_encoder, self.trunk)
         else:  # a transformers VLM (`backbone.*` tensors) and the head built on its layout
@@ -157,7 +159,7 @@ class VLAPolicy(nn.Module):
         pad = None if pad is None else _tensor(pad, dev)[:, keep].bool()  # [B, T]
         goal = None if goal is None else _tensor(goal, dev)
         mask = None if camera_mask is None else camera_mask.to(dev)
-        return self.backbone.encode(images, texts, state, pad, goal, camera_mask=mask)
+        return self.backbone.encode(images, texts, state, pad, goal, camera_mask=mask, embodiment=index)
 
     def _images(
         self, observation: dict[str, Any], keep: slice

@@ -11,6 +11,9 @@
   space the generalist never saw), the embodiment layers - every tensor whose shape follows the
   action or state width, found by building the same config one wider on the meta device - start
   fresh even where their shapes happen to fit; the trunk and image encoder load. Both are printed.
+  With per-embodiment layers (`model.embodiment_layers="separate"`), each known dataset's layers
+  start from those of the generalist's embodiment it matches (same name first, else the first
+  with the same spaces), one weight set per new dataset.
 - `--freeze GLOB` (fnmatch on parameter names, e.g. `obs_encoder.*`, `trunk.*`) freezes matches.
 - `--lora-rank R`: peft LoRA on the backbone's linear layers (`model.backbone.lora_targets`: the trunk /
   LM, the vision towers, or both); then only the adapters, the head and the
@@ -64,9 +67,11 @@ def same_space(new, old) -> bool:
 
 
 def fit_embodiments(spec: dict, metadata: dict, policy_cfg, action_dim: int, state_dim: int):
-    """(policy config with the widths to train at, names of the new data's unseen embodiments).
+    """(policy config with the widths to train at, names of the new data's unseen embodiments, the
+    generalist's embodiment each new dataset continues or None).
 
-    All known: the checkpoint's (padded) widths, so every layer loads. Any unseen: the data's widths,
+    All known: the checkpoint's (padded) widths, so every layer loads, and per-embodiment layers
+    start from the matched embodiment's (`prepare` reads them as `spec["embodiment_rows"]`). Any unseen: the data's widths,
     and `spec["new_embodiments"]` tells `prepare` to start the embodiment layers fresh."""
     import dataclasses
 
@@ -77,10 +82,42 @@ def fit_embodiments(spec: dict, metadata: dict, policy_cfg, action_dim: int, sta
     unseen = [e.name for e in new if not any(same_space(e, o) for o in old)] if old else []
     if not old and (policy_cfg.action_dim, policy_cfg.state_dim) != (action_dim, state_dim):
         unseen = [e.name for e in new]  # an old checkpoint without a record: the widths decide
+    count = max(len(new), 1)
     if unseen:
-        return dataclasses.replace(policy_cfg, action_dim=action_dim, state_dim=state_dim), unseen
+        cfg = dataclasses.replace(
+            policy_cfg, action_dim=action_dim, state_dim=state_dim, num_embodiments=count
+        )
+        return cfg, unseen, None
     widths = max(policy_cfg.action_dim, action_dim), max(policy_cfg.state_dim, state_dim)
-    return dataclasses.replace(policy_cfg, action_dim=widths[0], state_dim=widths[1]), []
+    cfg = dataclasses.replace(policy_cfg, action_dim=widths[0], state_dim=widths[1], num_embodiments=count)
+    return cfg, [], [matched_embodiment(e, old) for e in new] if new else None
+
+
+def matched_embodiment(new, old) -> int:
+    """Index of the generalist's embodiment a known dataset continues: the same name, else the first
+    with the same spaces (`same_space`); 0 for a checkpoint without a record."""
+    for e in old:
+        if e.name == new.name and same_space(new, e):
+            return e.index
+    return next((e.index for e in old if same_space(new, e)), 0)
+
+
+def embodiment_rows(policy: nn.Module, state: dict, rows: list[int]) -> dict:
+    """`state` with each per-embodiment tensor (`EmbodimentLinear`) re-indexed to the new datasets:
+    new weight set i = the checkpoint's set rows[i] (the rest of `state` as is)."""
+    from vlaforge.models.heads.common import EmbodimentLinear
+
+    state = dict(state)
+    for prefix, module in policy.named_modules():
+        if not isinstance(module, EmbodimentLinear):
+            continue
+        for name, own in module.named_parameters(recurse=False):
+            key = f"{prefix}.{name}"
+            old = state.get(key)
+            if old is None or tuple(old.shape[1:]) != tuple(own.shape[1:]) or max(rows) >= len(old):
+                continue  # left to `load_state_dict_partial`: fresh where it does not fit
+            state[key] = old[list(rows)]  # [E_new, ...]
+    return state
 
 
 def embodiment_tensors(policy: nn.Module) -> set[str]:
@@ -114,6 +151,14 @@ def prepare(policy: nn.Module, spec: dict, verbose: bool = True) -> Callable[[nn
     if unseen:  # a space the generalist never saw: its input/output layers start fresh
         fresh_layers = embodiment_tensors(policy)
         state = {k: v for k, v in state.items() if k not in fresh_layers}
+    rows = spec.get("embodiment_rows")
+    if rows:  # known embodiments: per-embodiment layers continue the matched generalist's sets
+        state = embodiment_rows(policy, state, rows)
+        if verbose and policy.config.embodiment_layers == "separate":
+            pairs = ", ".join(f"dataset {i} <- embodiment {r}" for i, r in enumerate(rows))
+            print(
+                f"fine-tuning: per-embodiment layers start from the checkpoint's ({pairs})", file=sys.stderr
+            )
     fresh = set(policy.load_state_dict_partial(state))
     fresh_params = {n for n, _ in policy.named_parameters() if n in fresh}
     freeze(policy, spec.get("freeze") or [])

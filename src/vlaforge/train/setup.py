@@ -241,12 +241,17 @@ def build_trainer(spec: dict, out: Path, resuming: bool, d: Dist) -> Trainer:
     if d.rank == 0:
         d.barrier()
     if finetune:  # known embodiments keep the checkpoint's padded widths; a new one gets its own
-        policy_cfg, unseen = ft.fit_embodiments(
+        policy_cfg, unseen, rows = ft.fit_embodiments(
             spec, data.metadata, policy_cfg, data.action_dim, data.state_dim
         )
-        spec = {**spec, "new_embodiments": unseen}
+        spec = {**spec, "new_embodiments": unseen, "embodiment_rows": rows}
     else:
-        policy_cfg = dataclasses.replace(policy_cfg, action_dim=data.action_dim, state_dim=data.state_dim)
+        policy_cfg = dataclasses.replace(
+            policy_cfg,
+            action_dim=data.action_dim,
+            state_dim=data.state_dim,
+            num_embodiments=len(data.stats),
+        )
     metadata = {
         **data.metadata,
         "preset": spec.get("preset"),

@@ -56,9 +56,12 @@ class Backbone(ABC):
         obs_is_pad: torch.Tensor | None = None,
         goal: torch.Tensor | None = None,
         camera_mask: torch.Tensor | None = None,
+        embodiment: torch.Tensor | None = None,
     ) -> BackboneOutput:
         """The prefix of one batch of observations. `camera_mask` [B, C] (True = the camera slot has
-        an image; None = all do): a missing slot's tokens must not be attended to."""
+        an image; None = all do): a missing slot's tokens must not be attended to. `embodiment` [B]
+        int64 (the dataset index, or None) picks per-embodiment layers where the policy has them
+        (`model.embodiment_layers="separate"`, the trunk backbone); the output carries it on."""
 
     def logits(self, out: BackboneOutput) -> torch.Tensor | None:
         """LM logits [B, P, V] of the prefix tokens; None for a backbone without an LM head."""

@@ -137,7 +137,9 @@ class PaliGemmaBackbone(nn.Module, Backbone):
             kv.append((k, v))
         return lm.norm(x), kv
 
-    def encode(self, images, texts, state, obs_is_pad=None, goal=None, camera_mask=None) -> BackboneOutput:
+    def encode(
+        self, images, texts, state, obs_is_pad=None, goal=None, camera_mask=None, embodiment=None
+    ) -> BackboneOutput:
         dev = self.vlm.model.language_model.embed_tokens.weight.device
         pixels = [self.images(frames[:, -1].to(dev)) for frames in images]  # each [B, C, S, S]
         ids, text_mask = self.tokenize(texts, dev)

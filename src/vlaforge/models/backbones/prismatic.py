@@ -192,7 +192,9 @@ class PrismaticBackbone(nn.Module, Backbone):
         ]  # [B, K, Dd] (no CLS)
         return self.projector(torch.cat([sig, dino], dim=-1))  # [B, K, D]
 
-    def encode(self, images, texts, state, obs_is_pad=None, goal=None, camera_mask=None) -> BackboneOutput:
+    def encode(
+        self, images, texts, state, obs_is_pad=None, goal=None, camera_mask=None, embodiment=None
+    ) -> BackboneOutput:
         dev = self.lm.get_input_embeddings().weight.device  # (an INT8 export quantizes the linears)
         patches = [self.embed_image(frames[:, -1].to(dev)) for frames in images]  # each [B, K, D]
         ids, text_mask = self.tokenize(texts, dev)

@@ -258,7 +258,9 @@ class SmolVLMBackbone(nn.Module, Backbone):
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return text.norm(x), kv
 
-    def encode(self, images, texts, state, obs_is_pad=None, goal=None, camera_mask=None) -> BackboneOutput:
+    def encode(
+        self, images, texts, state, obs_is_pad=None, goal=None, camera_mask=None, embodiment=None
+    ) -> BackboneOutput:
         dev = self.vlm.lm_head.weight.device
         pixels = [self.images(frames[:, -1].to(dev)) for frames in images]  # each [B, C, S, S]
         ids, text_mask = self.tokenize(texts, dev)

@@ -25,12 +25,14 @@ class TrunkBackbone(Backbone):
     def lora_target(self) -> Trunk:
         return self.trunk
 
-    def encode(self, images, texts, state, obs_is_pad=None, goal=None, camera_mask=None) -> BackboneOutput:
+    def encode(
+        self, images, texts, state, obs_is_pad=None, goal=None, camera_mask=None, embodiment=None
+    ) -> BackboneOutput:
         task_tokens = self.task_encoder(texts, goal)  # [B, L, D]
-        obs_tokens = self.obs_encoder(images, state)  # [B, T, K, D]
+        obs_tokens = self.obs_encoder(images, state, embodiment)  # [B, T, K, D]
         step_mask = None if camera_mask is None else self.obs_encoder.token_mask(camera_mask)  # [B, K]
         out = self.trunk(task_tokens, obs_tokens, obs_is_pad, step_mask)
-        return BackboneOutput(out.readouts, out.tokens, out.token_mask)
+        return BackboneOutput(out.readouts, out.tokens, out.token_mask, embodiment=embodiment)
 
 
 __all__ = ["TrunkBackbone"]

@@ -41,6 +41,8 @@ VLM_HEAD_KINDS: tuple[str, ...] = ("smolvla-expert", "lm-bins", "pi0-expert")
 """Heads built by a VLM backbone on its own layout (`vlaforge.models.backbones`), not by `build_head`."""
 AR_KINDS: tuple[str, ...] = ("ar-fast", "ar-bins")
 """The autoregressive decoder heads (they need normalization="bounds" and are not ONNX-exportable)."""
+EMBODIMENT_KINDS: tuple[str, ...] = ("regression", "diffusion", "flow")
+"""Heads that can give each embodiment its own action layers (`model.embodiment_layers="separate"`)."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +130,17 @@ class HeadConfig:
     expert_mlp_ratio: int = 4
 
 
-def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> ActionHead:
-    """The head `cfg.kind` for trunk width `embed_dim`, `action_dim` entries and chunk `horizon`."""
+def build_head(
+    cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int, embodiments: int = 0
+) -> ActionHead:
+    """The head `cfg.kind` for trunk width `embed_dim`, `action_dim` entries and chunk `horizon`;
+    `embodiments` > 0 gives that many sets of action layers (`EMBODIMENT_KINDS` only)."""
     _validate(cfg)
+    if embodiments and cfg.kind not in EMBODIMENT_KINDS:
+        raise VlaforgeError(
+            f'per-embodiment layers (model.embodiment_layers="separate") are built for the '
+            f"{', '.join(EMBODIMENT_KINDS)} heads, not {cfg.kind!r}"
+        )
     from vlaforge.models.heads import decoder, diffusion, flow, regression, tokens
 
     builders = {
@@ -145,7 +155,8 @@ def build_head(cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -
     if cfg.kind not in builders:  # smolvla-expert, lm-bins, pi0-expert: built by their backbone (its layout)
         vlm = {"lm-bins": "prismatic", "pi0-expert": "paligemma"}.get(cfg.kind, "smolvlm")
         raise VlaforgeError(f'head.kind="{cfg.kind}" needs model.backbone.kind="{vlm}"')
-    return builders[cfg.kind](cfg, embed_dim, action_dim, horizon)
+    extra = {"embodiments": embodiments} if embodiments else {}
+    return builders[cfg.kind](cfg, embed_dim, action_dim, horizon, **extra)
 
 
 _POSITIVE = (
@@ -178,6 +189,7 @@ def _validate(cfg: HeadConfig) -> None:
 
 __all__ = [
     "AR_KINDS",
+    "EMBODIMENT_KINDS",
     "HEAD_KINDS",
     "VLM_HEAD_KINDS",
     "ActionHead",

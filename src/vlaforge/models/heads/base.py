@@ -32,11 +32,13 @@ class TrunkOutput:
     readouts: [B, R, D] the head's readout tokens (R = head.num_readouts).
     tokens:   [B, N, D] the task + observation tokens after the last layer (for heads that attend).
     token_mask: [B, N] bool, True where a token is real (None: all real).
+    embodiment: [B] int64, the dataset index, for a head with per-embodiment layers (None: none given).
     """
 
     readouts: torch.Tensor
     tokens: torch.Tensor
     token_mask: torch.Tensor | None = None
+    embodiment: torch.Tensor | None = None
 
 
 class ActionHead(nn.Module, ABC):

@@ -7,6 +7,9 @@
 - `sinusoidal_embedding` / `TimeEmbedding`: time in [0, 1] -> features (pi0's period range).
 - `MLPResNet` / `MLPResNetBlock`: Octo's MLP-ResNet; `ConditionedMLP` splits its input layer so the
   observation's share of it is computed once per observation, not once per denoising step.
+- `EmbodimentLinear` / `linear` / `apply_linear`: a linear layer with one weight set per embodiment
+  (`model.embodiment_layers="separate"`), picked per sample by the dataset index; `linear` builds a
+  plain `nn.Linear` for shared layers, so their checkpoint tensors keep their names and shapes.
 - `bin_index` / `bin_centre`: the one uniform binning of [-1, 1] (the tokens head, the bins tokenizer).
 - `sample_categorical`: greedy or temperature sampling of token logits from an optional generator.
 """
@@ -19,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from vlaforge.errors import VlaforgeError
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,17 +131,85 @@ class MLPResNetBlock(nn.Module):
         return x + self.net(x)
 
 
-class MLPResNet(nn.Module):
-    """Linear(in -> hidden), `num_blocks` residual blocks, SiLU, Linear(hidden -> out) (Octo)."""
+class EmbodimentLinear(nn.Module):
+    """One Linear(in -> out) per embodiment (HPT's embodiment-specific stems and heads), picked per
+    sample by the dataset index.
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int, num_blocks: int, dropout: float = 0.0):
+    weight [E, out, in], bias [E, out]; each of the E slices is initialised as `nn.Linear`
+    initialises its own (Kaiming-uniform, a = sqrt(5); bias U(+-1/sqrt(in))). `forward(x, embodiment)`:
+    x [B, ..., in] and embodiment int64 [B] -> [B, ..., out], by gathering each sample's weights (one
+    batched matmul, no host sync). With one embodiment the index may be None (slice 0).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, count: int, bias: bool = True) -> None:
+        super().__init__()
+        if count < 1:
+            raise VlaforgeError(f"an embodiment layer needs at least one embodiment, got {count}")
+        self.in_features, self.out_features = in_dim, out_dim
+        self.weight = nn.Parameter(torch.empty(count, out_dim, in_dim))  # [E, out, in]
+        self.bias = nn.Parameter(torch.empty(count, out_dim)) if bias else None  # [E, out]
+        for e in range(count):
+            nn.init.kaiming_uniform_(self.weight[e], a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(in_dim) if in_dim > 0 else 0.0
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @property
+    def count(self) -> int:
+        return self.weight.shape[0]
+
+    def forward(self, x: torch.Tensor, embodiment: torch.Tensor | None = None) -> torch.Tensor:
+        if embodiment is None:
+            if self.count > 1:
+                raise VlaforgeError(
+                    f"this policy has per-embodiment layers for {self.count} embodiments: "
+                    "the batch needs dataset_index"
+                )
+            bias = None if self.bias is None else self.bias[0]
+            return nn.functional.linear(x, self.weight[0], bias)
+        index = embodiment.reshape(-1).long()  # [B]
+        y = torch.einsum("b...i,boi->b...o", x, self.weight[index])  # [B, ..., out]
+        if self.bias is None:
+            return y
+        return y + self.bias[index].view(index.shape[0], *([1] * (x.dim() - 2)), -1)  # [B, ..., out]
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, embodiments={self.count}"
+
+
+def linear(in_dim: int, out_dim: int, embodiments: int = 0, bias: bool = True) -> nn.Module:
+    """`nn.Linear` when `embodiments` is 0 (one shared layer), else an `EmbodimentLinear`."""
+    if embodiments == 0:
+        return nn.Linear(in_dim, out_dim, bias=bias)
+    return EmbodimentLinear(in_dim, out_dim, embodiments, bias=bias)
+
+
+def apply_linear(layer: nn.Module, x: torch.Tensor, embodiment: torch.Tensor | None) -> torch.Tensor:
+    """A layer from `linear` on x; the dataset index matters only to an `EmbodimentLinear`."""
+    return layer(x, embodiment) if isinstance(layer, EmbodimentLinear) else layer(x)
+
+
+class MLPResNet(nn.Module):
+    """Linear(in -> hidden), `num_blocks` residual blocks, SiLU, Linear(hidden -> out) (Octo); with
+    `embodiments` > 0 the output layer is per embodiment (`EmbodimentLinear`)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int,
+        num_blocks: int,
+        dropout: float = 0.0,
+        embodiments: int = 0,
+    ):
         super().__init__()
         self.inp = nn.Linear(in_dim, hidden_dim)
         self.body = nn.Sequential(*[MLPResNetBlock(hidden_dim, dropout) for _ in range(num_blocks)])
-        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, out_dim))
+        self.out = nn.Sequential(nn.SiLU(), linear(hidden_dim, out_dim, embodiments))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.body(self.inp(x)))
+    def forward(self, x: torch.Tensor, embodiment: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.out[0](self.body(self.inp(x)))  # [..., hidden]
+        return apply_linear(self.out[1], h, embodiment)  # [..., out]
 
 
 class ConditionedMLP(nn.Module):
@@ -144,24 +217,36 @@ class ConditionedMLP(nn.Module):
 
     Linear(concat(cond, x)) == Linear_c(cond) + Linear_x(x); `encode(cond)` computes the first term
     once per observation and `forward(cond_h, x)` only the rest, once per denoising/Euler step.
+    With `embodiments` > 0 the action-facing layers (Linear_x on the noisy chunk, the output layer)
+    are per embodiment; the conditioning layer and the body stay shared.
     """
 
     def __init__(
-        self, cond_dim: int, x_dim: int, out_dim: int, hidden_dim: int, num_blocks: int, dropout: float
+        self,
+        cond_dim: int,
+        x_dim: int,
+        out_dim: int,
+        hidden_dim: int,
+        num_blocks: int,
+        dropout: float,
+        embodiments: int = 0,
     ):
         super().__init__()
         self.cond_proj = nn.Linear(cond_dim, hidden_dim)
-        self.x_proj = nn.Linear(x_dim, hidden_dim, bias=False)
+        self.x_proj = linear(x_dim, hidden_dim, embodiments, bias=False)
         self.body = nn.Sequential(*[MLPResNetBlock(hidden_dim, dropout) for _ in range(num_blocks)])
-        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, out_dim))
+        self.out = nn.Sequential(nn.SiLU(), linear(hidden_dim, out_dim, embodiments))
 
     def encode(self, cond: torch.Tensor) -> torch.Tensor:
         """[B, cond_dim] -> [B, hidden] (the observation's share of the input layer)."""
         return self.cond_proj(cond)
 
-    def forward(self, cond_h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """cond_h [B, hidden] from `encode`, x [B, x_dim] -> [B, out_dim]."""
-        return self.out(self.body(cond_h + self.x_proj(x)))
+    def forward(
+        self, cond_h: torch.Tensor, x: torch.Tensor, embodiment: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """cond_h [B, hidden] from `encode`, x [B, x_dim], embodiment [B] or None -> [B, out_dim]."""
+        h = self.out[0](self.body(cond_h + apply_linear(self.x_proj, x, embodiment)))  # [B, hidden]
+        return apply_linear(self.out[1], h, embodiment)  # [B, out_dim]
 
 
 def pooled(readouts: torch.Tensor) -> torch.Tensor:
@@ -182,19 +267,26 @@ class PositionwiseMLP(nn.Module):
     """
 
     def __init__(
-        self, embed_dim: int, horizon: int, out_dim: int, hidden_dim: int, num_blocks: int, dropout: float
+        self,
+        embed_dim: int,
+        horizon: int,
+        out_dim: int,
+        hidden_dim: int,
+        num_blocks: int,
+        dropout: float,
+        embodiments: int = 0,
     ):
         super().__init__()
         self.position = nn.Parameter(torch.randn(horizon, embed_dim) * 0.02)  # [H, D]
         self.norm = nn.LayerNorm(embed_dim)
-        self.mlp = MLPResNet(embed_dim, out_dim, hidden_dim, num_blocks, dropout)
+        self.mlp = MLPResNet(embed_dim, out_dim, hidden_dim, num_blocks, dropout, embodiments)
 
-    def forward(self, readouts: torch.Tensor) -> torch.Tensor:
+    def forward(self, readouts: torch.Tensor, embodiment: torch.Tensor | None = None) -> torch.Tensor:
         if readouts.shape[1] != self.position.shape[0]:
             raise ValueError(
                 f"expected {self.position.shape[0]} readouts (one per chunk position), got {readouts.shape[1]}"
             )
-        return self.mlp(self.norm(readouts + self.position))  # [B, H, out_dim]
+        return self.mlp(self.norm(readouts + self.position), embodiment)  # [B, H, out_dim]
 
 
 def mlp_kwargs(cfg: Any) -> dict[str, Any]:

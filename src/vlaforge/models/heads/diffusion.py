@@ -63,6 +63,7 @@ class DiffusionHead(ActionHead):
         num_blocks: int = 3,
         dropout: float = 0.0,
         time_dim: int = 32,
+        embodiments: int = 0,
     ) -> None:
         super().__init__(embed_dim, action_dim, horizon, num_readouts)
         self.train_steps = train_steps
@@ -71,34 +72,41 @@ class DiffusionHead(ActionHead):
         self.sample_clip = sample_clip
         flat = horizon * action_dim
         self.time = TimeEmbedding(time_dim)
-        self.net = ConditionedMLP(embed_dim, flat + time_dim, flat, hidden_dim, num_blocks, dropout)
+        self.net = ConditionedMLP(
+            embed_dim, flat + time_dim, flat, hidden_dim, num_blocks, dropout, embodiments
+        )
         # Derived from the config, so not saved in checkpoints.
         schedule = cosine_schedule(train_steps)  # [T] float64
         self.register_buffer("alpha_bar", schedule.float(), persistent=False)  # [T], indexed in training
         self._alpha_bar = schedule.tolist()  # host floats for the sampler: no device sync per step
 
     @classmethod
-    def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> DiffusionHead:
+    def from_config(
+        cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int, embodiments: int = 0
+    ) -> DiffusionHead:
         return cls(
             embed_dim, action_dim, horizon,
             num_readouts=cfg.num_readouts, train_steps=cfg.diffusion_train_steps,
             sample_steps=cfg.sample_steps, eta=cfg.ddim_eta, sample_clip=cfg.sample_clip,
-            time_dim=cfg.time_dim, **mlp_kwargs(cfg),
+            time_dim=cfg.time_dim, embodiments=embodiments, **mlp_kwargs(cfg),
         )  # fmt: skip
 
     def condition(self, trunk: TrunkOutput) -> torch.Tensor:
         """The observation's part of the network, computed once per observation: [B, hidden]."""
         return self.net.encode(pooled(trunk.readouts))
 
-    def epsilon(self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Predicted noise [B, H*A] for noisy chunks x [B, H*A] at integer timesteps k [B].
+    def epsilon(
+        self, cond: torch.Tensor, x: torch.Tensor, k: torch.Tensor, embodiment: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Predicted noise [B, H*A] for noisy chunks x [B, H*A] at integer timesteps k [B]
+        (`embodiment` [B]: the dataset index for per-embodiment layers, else None).
 
         eps_hat = sqrt(1 - a_k) * x + sqrt(a_k) * f(cond, x, k): the skip carries the part of eps that
         x already holds at low signal-to-noise, so the network f (a v-prediction in effect) never has
         to learn the identity to 1/sqrt(a_k) precision; the loss stays Octo's epsilon MSE.
         """
         temb = self.time(k.to(x.dtype) / self.train_steps)  # [B, time_dim]
-        f = self.net(cond, torch.cat([x, temb], dim=-1))  # [B, H*A]
+        f = self.net(cond, torch.cat([x, temb], dim=-1), embodiment)  # [B, H*A]
         a = self.alpha_bar[k][:, None].to(x.dtype)  # [B, 1]
         return (1 - a).sqrt() * x + a.sqrt() * f  # [B, H*A]
 
@@ -109,7 +117,7 @@ class DiffusionHead(ActionHead):
         noise = torch.randn_like(x0)  # [B, H*A]
         a = self.alpha_bar[k][:, None].to(x0.dtype)  # [B, 1]
         x_k = a.sqrt() * x0 + (1 - a).sqrt() * noise  # [B, H*A]
-        eps = self.epsilon(cond, x_k, k)  # [B, H*A]
+        eps = self.epsilon(cond, x_k, k, trunk.embodiment)  # [B, H*A]
         loss = masked_mean((eps - noise) ** 2, action_mask.flatten(1))
         return loss, {"loss": loss.item()}
 
@@ -120,11 +128,12 @@ class DiffusionHead(ActionHead):
 
     def sample(self, trunk, num_samples=1, generator=None):
         cond = repeat_samples(self.condition(trunk), num_samples)  # [B*S, hidden], once
+        index = None if trunk.embodiment is None else repeat_samples(trunk.embodiment, num_samples)
         x = randn((cond.shape[0], self.horizon * self.action_dim), generator, like=cond)  # [B*S, H*A]
         steps = self.timesteps()
         for k, k_prev in zip(steps, [*steps[1:], -1], strict=True):
             k_vec = torch.full((x.shape[0],), k, dtype=torch.long, device=x.device)  # [B*S]
-            x = self.ddim_step(x, self.epsilon(cond, x, k_vec), k, k_prev, generator)
+            x = self.ddim_step(x, self.epsilon(cond, x, k_vec, index), k, k_prev, generator)
         return x.view(-1, self.horizon, self.action_dim)  # [B*S, H, A]
 
     def sample_inpainted(
@@ -152,7 +161,7 @@ class DiffusionHead(ActionHead):
             a = self._alpha_bar[k]
             with torch.enable_grad():
                 x_in = x.detach().requires_grad_(True)
-                eps = self.epsilon(cond, x_in, k_vec)  # [B, H*A]
+                eps = self.epsilon(cond, x_in, k_vec, trunk.embodiment)  # [B, H*A]
                 x0 = (x_in - math.sqrt(1 - a) * eps) / math.sqrt(a)  # [B, H*A]
                 (g,) = torch.autograd.grad(x0, x_in, grad_outputs=w * (y - x0.detach()))
             c = min(max_guidance, a / math.sqrt(1 - a)) if a < 1 else max_guidance

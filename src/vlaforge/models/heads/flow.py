@@ -190,25 +190,34 @@ class FlowHead(_FlowMatchingHead):
         num_blocks: int = 3,
         dropout: float = 0.0,
         time_dim: int = 32,
+        embodiments: int = 0,
         **flow_kwargs: Any,
     ) -> None:
         super().__init__(embed_dim, action_dim, horizon, **flow_kwargs)
         flat = horizon * action_dim
         self.time = TimeEmbedding(time_dim)
-        self.net = ConditionedMLP(embed_dim, flat + time_dim, flat, hidden_dim, num_blocks, dropout)
-
-    @classmethod
-    def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> FlowHead:
-        return cls(
-            embed_dim, action_dim, horizon, time_dim=cfg.time_dim, **mlp_kwargs(cfg), **_flow_kwargs(cfg)
+        self.net = ConditionedMLP(
+            embed_dim, flat + time_dim, flat, hidden_dim, num_blocks, dropout, embodiments
         )
 
+    @classmethod
+    def from_config(
+        cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int, embodiments: int = 0
+    ) -> FlowHead:
+        return cls(
+            embed_dim, action_dim, horizon, time_dim=cfg.time_dim, embodiments=embodiments,
+            **mlp_kwargs(cfg), **_flow_kwargs(cfg),
+        )  # fmt: skip
+
     def context(self, trunk, num_samples):
-        return repeat_samples(self.net.encode(pooled(trunk.readouts)), num_samples)  # [B*S, hidden]
+        cond = repeat_samples(self.net.encode(pooled(trunk.readouts)), num_samples)  # [B*S, hidden]
+        index = None if trunk.embodiment is None else repeat_samples(trunk.embodiment, num_samples)
+        return cond, index  # index [B*S]: the dataset index for per-embodiment layers
 
     def velocity(self, x, t, context):
+        cond, index = context
         inp = torch.cat([x.flatten(1), self.time(t)], dim=-1)  # [B, H*A + time_dim]
-        return self.net(context, inp).view_as(x)  # [B, H, A]
+        return self.net(cond, inp, index).view_as(x)  # [B, H, A]
 
 
 class ExpertFlowHead(_FlowMatchingHead):

@@ -42,20 +42,25 @@ class RegressionHead(ActionHead):
         hidden_dim: int = 256,
         num_blocks: int = 2,
         dropout: float = 0.0,
+        embodiments: int = 0,
     ) -> None:
         super().__init__(embed_dim, action_dim, horizon, num_readouts=horizon)
         if loss not in _LOSSES:
             raise ValueError(f"regression loss must be one of {sorted(_LOSSES)}, got {loss!r}")
         self.loss_name = loss
-        self.mlp = PositionwiseMLP(embed_dim, horizon, action_dim, hidden_dim, num_blocks, dropout)
+        self.mlp = PositionwiseMLP(
+            embed_dim, horizon, action_dim, hidden_dim, num_blocks, dropout, embodiments
+        )
 
     @classmethod
-    def from_config(cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int) -> RegressionHead:
-        return cls(embed_dim, action_dim, horizon, loss=cfg.loss, **mlp_kwargs(cfg))
+    def from_config(
+        cls, cfg: HeadConfig, embed_dim: int, action_dim: int, horizon: int, embodiments: int = 0
+    ) -> RegressionHead:
+        return cls(embed_dim, action_dim, horizon, loss=cfg.loss, embodiments=embodiments, **mlp_kwargs(cfg))
 
     def predict(self, trunk: TrunkOutput) -> torch.Tensor:
         """The predicted chunk [B, H, A]."""
-        return self.mlp(trunk.readouts)  # [B, H, A]
+        return self.mlp(trunk.readouts, trunk.embodiment)  # [B, H, A]
 
     def loss(self, trunk, actions, action_mask):
         pred = self.predict(trunk)  # [B, H, A]
