@@ -123,3 +123,47 @@ def test_bad_embodiment_layer_configs_are_named(tiny_config, fields, message):
     cfg = tiny_config(kind, **{"embodiment_layers": "separate", **fields})
     with pytest.raises(VlaforgeError, match=message):
         VLAPolicy(dataclasses.replace(cfg), None)
+
+
+def test_onnx_export_and_serving_pick_the_embodiments_layers(tmp_path, tiny_config, make_stats):
+    """One ONNX graph per embodiment bakes in that embodiment's weight set; the server's runtime
+    passes its index (the mixture record is the one of tests/models/test_camera_slots.py)."""
+    import numpy as np
+    from test_camera_slots import SLOTS, record
+
+    from vlaforge.deploy.export import ObservationToActions, OnnxPolicy, example_inputs, export_onnx
+    from vlaforge.serve.protocol import ObservationRequest
+    from vlaforge.serve.runtime import PolicyRuntime
+
+    torch.manual_seed(0)
+    cfg = tiny_config("regression", cameras=SLOTS, embodiment_layers="separate", num_embodiments=2)
+    policy = VLAPolicy(cfg, [make_stats(), make_stats()], metadata=record()).eval()
+    graph = ObservationToActions(policy, "panda").eval()
+    feed = example_inputs(policy, embodiment="panda")
+
+    def torch_actions() -> torch.Tensor:
+        with torch.no_grad():
+            return graph(*[feed[k] for k in graph.input_names()])  # [1, H, A]
+
+    ref = torch_actions()
+    onnx = OnnxPolicy(export_onnx(policy, tmp_path / "panda.onnx", embodiment="panda"))
+    np.testing.assert_allclose(onnx.sample_actions(feed), ref.numpy(), atol=1e-4)
+    with torch.no_grad():  # the panda graph reads weight set 1 only
+        policy.head.mlp.mlp.out[1].weight[0].add_(1.0)
+        torch.testing.assert_close(torch_actions(), ref, rtol=0, atol=0)
+        policy.head.mlp.mlp.out[1].weight[1].add_(1.0)
+        assert not torch.allclose(torch_actions(), ref)
+    runtime = PolicyRuntime(policy, embodiment="panda", warmup=True)
+    try:
+        request = ObservationRequest(
+            {
+                keys.image_key(c): np.zeros((1, 32, 32, 3), np.uint8)
+                for c in ("agentview", "robot0_eye_in_hand")
+            },
+            np.zeros((1, 4), np.float32),
+            "lift",
+        )
+        result = runtime.submit(runtime.connection().window(request)).result(timeout=60)
+        assert result["actions"].shape == (4, 4) and np.isfinite(result["actions"]).all()
+    finally:
+        runtime.close()
