@@ -254,4 +254,5 @@ def test_eval_frames_equal_the_recorded_frames_for_the_same_seed_and_state(datas
     assert min(_psnr(f, r) for f, r in zip(frames, recorded, strict=True)) >= 35.0
     write_mp4(tmp_path / "eval.mp4", frames, fps=ds.fps)
     np.testing.assert_array_equal(read_mp4(tmp_path / "eval.mp4"), recorded)
-    assert all(np.any(recorded[t] != recorded[t + 1]) for t in range(len(recorded) - 1))
+    moved = [np.any(recorded[t] != recorded[t + 1]) for t in range(len(recorded) - 1)]
+    assert np.mean(moved) >= 0.9  # not a frozen video (the hand holds still a few steps to grasp)

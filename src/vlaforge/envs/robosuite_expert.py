@@ -18,11 +18,14 @@ error / 5 cm (OSC_POSE's unit) times a gain plus an integral term (OSC's steady-
 into the robot base frame and clipped to [-1, 1]. The target orientation is the arm's home
 orientation turned about the world z axis, so every arm grasps with its own fingers pointing down.
 
-The Sawyer's rotation gain is 0.1 (`ROT_GAIN`), not 1: near its grasp poses OSC turns even a small
-orientation command into wrist torques that stall the position motion (measured from an approach
-state: 10 steps of the expert's action moved the gripper 1.1 cm, the same position command without
-rotation 6.2 cm), which left it 2-4 cm off the cube (lift 6/20, stack 1/20 at gain 1; 20/20 and
-19/20 at 0.1).
+The rotation gain (`ROT_GAIN`) is 0.5, and 0.1 on the Sawyer: near the grasp poses OSC turns an
+orientation command into wrist torques that slow or stall the position motion. On the Sawyer
+(measured from an approach state: 10 steps of the expert's action moved the gripper 1.1 cm, the
+same position command without rotation 6.2 cm) it stopped 2-4 cm off the cube at gain 1 (lift
+6/20, stack 1/20; 20/20 and 19/20 at 0.1). At gain 1 the other arms reached their goals slower and
+Kinova3 failed most: seeds 0-19 at gain 1 -> 0.5: Kinova3 lift 18 -> 20/20 (mean 93 -> 54 steps),
+stack 17 -> 20/20 (169 -> 104; 40/40 on seeds 20-59 at 0.5), UR5e and IIWA stack 19 -> 20/20,
+Panda lift and stack 20/20 (50 -> 42 and 95 -> 92 steps).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ POS_GAIN = 1.0
 POS_KI = 0.15  # integral gain per step: OSC leaves a small steady-state error that P alone keeps
 I_LIMIT = 0.06  # m, anti-windup bound of the integrated position error
 I_ZONE = 0.05  # m: the error is integrated only within this distance of the goal
-ROT_GAIN = {"Sawyer": 0.1}  # per arm; 1.0 for the others (see the module docstring)
+ROT_GAIN = {"Sawyer": 0.1}  # per arm; DEFAULT_ROT_GAIN for the others (see the module docstring)
+DEFAULT_ROT_GAIN = 0.5
 XY_TOL, Z_TOL, ROT_TOL = 0.006, 0.008, 0.15  # m, m, rad (Sawyer keeps ~0.06 rad of pitch error)
 DROPPED = 0.03  # m: a held cube whose centre is this low above the table has fallen
 HOLD_SPEED = 0.6  # position actions are scaled to at most this while carrying (a Robotiq grasp slips)
@@ -153,7 +157,7 @@ class PickPlaceExpert:
         else:
             self.integral *= 0.8
         dpos = to_base @ (err * POS_GAIN + self.integral) / 0.05  # [3]
-        gain = ROT_GAIN.get(self.env.arm_name, 1.0)
+        gain = ROT_GAIN.get(self.env.arm_name, DEFAULT_ROT_GAIN)
         drot = to_base @ self._axis_angle(self.target_rot @ arm.rot.T) / 0.5 * gain  # [3]
         if self.phase in ("carry", "lower"):
             dpos = np.clip(dpos, -HOLD_SPEED, HOLD_SPEED)

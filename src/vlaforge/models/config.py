@@ -218,6 +218,7 @@ def validate(cfg: PolicyConfig) -> PolicyConfig:
             "head.decoder_heads must divide trunk.width",
         ),
         (all(0 <= d < cfg.action_dim for d in cfg.raw_action_dims), "raw_action_dims out of range"),
+        (all(0 <= d < cfg.state_dim for d in cfg.raw_state_dims), "raw_state_dims out of range"),
         (cfg.num_embodiments >= 1, "num_embodiments must be >= 1"),
         (
             cfg.embodiment_layers in ("shared", "separate"),
@@ -229,7 +230,6 @@ def validate(cfg: PolicyConfig) -> PolicyConfig:
             f'embodiment_layers="separate" is built for the {", ".join(EMBODIMENT_KINDS)} heads on the '
             f"trunk backbone, not head {cfg.head.kind!r} on backbone {cfg.backbone.kind!r}",
         ),
-        (all(0 <= d < cfg.state_dim for d in cfg.raw_state_dims), "raw_state_dims out of range"),
     ]
     checks += _backbone_checks(cfg)
     for ok, message in checks:
