@@ -2,7 +2,7 @@
 # Per-embodiment input/output layers (HPT-style) against one shared padded projection (Octo-style),
 # on the same three-robot mixture, steps, batch and seed (issue 13, part 3), and so the first results
 # of one policy trained across Meta-World's Sawyer, ALOHA and a robosuite Panda, evaluated on each.
-#   bash benchmarks/embodiment_layers.sh [OUT] [DEMOS] [STEPS] [EVAL_EPISODES]   # /tmp/emb 50 3000 20
+#   bash benchmarks/embodiment_layers.sh [OUT] [DEMOS] [STEPS] [EVAL_EPISODES]   # /tmp/emb 50 3000 50
 # Data (64 px, seeds 0..DEMOS-1): Meta-World drawer-open, window-open, peg-insert-side (corner2 ->
 # primary); ALOHA transfer-cube (top -> primary); robosuite Lift on Panda (agentview -> primary,
 # eye-in-hand -> wrist). Each robot keeps its own rate (train.mixed_fps) and normalization.
@@ -16,7 +16,7 @@ V="$repo/.venv/bin/vlaforge"
 OUT="${1:-/tmp/emb}"
 DEMOS="${2:-50}"
 STEPS="${3:-3000}"
-EVAL="${4:-20}"
+EVAL="${4:-50}"
 MW_TASKS="drawer-open,window-open,peg-insert-side"
 export MUJOCO_GL="${MUJOCO_GL:-egl}" EGL_PLATFORM="${EGL_PLATFORM:-surfaceless}"
 mkdir -p "$OUT/data" "$OUT/runs" "$OUT/eval"

@@ -54,7 +54,7 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("json_out", type=Path)
     ap.add_argument("--demos", type=int, default=50)
-    ap.add_argument("--eval-episodes", type=int, default=20)
+    ap.add_argument("--eval-episodes", type=int, default=50)
     ap.add_argument("--steps", type=int, default=3000)
     args = ap.parse_args()
     arms = {
