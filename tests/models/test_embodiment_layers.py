@@ -3,8 +3,6 @@ shared padded projection: which weights each dataset uses, what trains, save/loa
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -119,10 +117,10 @@ def test_shared_layers_keep_their_checkpoint_tensors(tiny_config, make_stats):
     ],
 )
 def test_bad_embodiment_layer_configs_are_named(tiny_config, fields, message):
-    kind = fields.pop("head", "regression")
-    cfg = tiny_config(kind, **{"embodiment_layers": "separate", **fields})
+    rest = {k: v for k, v in fields.items() if k != "head"}  # the parametrized dict stays as given
+    cfg = tiny_config(fields.get("head", "regression"), **{"embodiment_layers": "separate", **rest})
     with pytest.raises(VlaforgeError, match=message):
-        VLAPolicy(dataclasses.replace(cfg), None)
+        VLAPolicy(cfg, None)
 
 
 def test_onnx_export_and_serving_pick_the_embodiments_layers(tmp_path, tiny_config, make_stats):

@@ -71,8 +71,9 @@ def fit_embodiments(spec: dict, metadata: dict, policy_cfg, action_dim: int, sta
     generalist's embodiment each new dataset continues or None).
 
     All known: the checkpoint's (padded) widths, so every layer loads, and per-embodiment layers
-    start from the matched embodiment's (`prepare` reads them as `spec["embodiment_rows"]`). Any unseen: the data's widths,
-    and `spec["new_embodiments"]` tells `prepare` to start the embodiment layers fresh."""
+    start from the matched embodiment's (`prepare` reads the list as `spec["embodiment_rows"]`).
+    Any unseen: the data's widths, and `spec["new_embodiments"]` tells `prepare` to start the
+    embodiment layers fresh."""
     import dataclasses
 
     from vlaforge.models.io import CheckpointRecord
