@@ -3,6 +3,7 @@ ablation, and the scripted experts' success per arm and task.
 
     python benchmarks/collect_fps_robosuite.py [--steps 60] [--seeds 20] [--image-size 128] [--skip-experts]
     python benchmarks/collect_fps_robosuite.py --experts-only   # re-measure the expert table alone
+    python benchmarks/collect_fps_robosuite.py --experts-only --expert-tasks pick-place-can   # one task's rows
 
 Figures (each per wall second and per CPU second of this process, `*_cpu`: on a shared, loaded
 machine the CPU-second figure says what a dedicated core would do):
@@ -172,20 +173,20 @@ def worker_frames(size: int, seeds: int, task: str = "lift-panda") -> dict:
     return {"frames": frames, **rate(frames, clock)}
 
 
-def expert_success(seeds: int) -> dict:
-    from vlaforge.envs.robosuite import ARMS, ENVS, RobosuiteEnv, task_name
+def expert_success(seeds: int, tasks: str = "all") -> dict:
+    from vlaforge.envs.registry import get_simulator
+    from vlaforge.envs.robosuite import RobosuiteEnv
     from vlaforge.envs.robosuite_expert import run_expert
 
     table: dict[str, dict] = {}
-    for arm in ARMS:
-        for task in ENVS:
-            env = RobosuiteEnv(task_name(task, arm), image_size=16)
-            runs = [run_expert(env, seed) for seed in range(seeds)]
-            wins, steps = sum(ok for ok, _ in runs), [n for _, n in runs]
-            env.close()
-            table[task_name(task, arm)] = {"successes": wins, "seeds": seeds, "rate": wins / seeds,
-                                            "mean_steps": round(sum(steps) / len(steps), 1)}  # fmt: skip
-            print(task_name(task, arm), table[task_name(task, arm)], flush=True)
+    for task in get_simulator("robosuite").resolve_tasks(tasks):  # registered (task, arm) pairs
+        env = RobosuiteEnv(task, image_size=16)
+        runs = [run_expert(env, seed) for seed in range(seeds)]
+        wins, steps = sum(ok for ok, _ in runs), [n for _, n in runs]
+        env.close()
+        table[task] = {"successes": wins, "seeds": seeds, "rate": wins / seeds,
+                       "mean_steps": round(sum(steps) / len(steps), 1)}  # fmt: skip
+        print(task, table[task], flush=True)
     return table
 
 
@@ -200,10 +201,18 @@ def main() -> None:
         action="store_true",
         help="measure expert_success alone; keep the JSON's other figures",
     )
+    parser.add_argument(
+        "--expert-tasks",
+        default="all",
+        help="with --experts-only: these tasks or suites (e.g. pick-place-can)",
+    )
     args = parser.parse_args()
     if args.experts_only:  # the experts run physics only: their table does not depend on rendering
         out = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        out["expert_success"] = expert_success(args.seeds)
+        out["expert_success"] = {
+            **out.get("expert_success", {}),
+            **expert_success(args.seeds, args.expert_tasks),
+        }
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(out, indent=2) + "\n")
         return

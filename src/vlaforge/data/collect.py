@@ -70,7 +70,7 @@ class CollectConfig:
     """Cameras to render, comma-separated (default: the simulator's default camera; upright)."""
     robots: str = ""
     """Robots, comma-separated, for simulators with a choice of arm (robosuite: Panda, UR5e,
-    Kinova3, IIWA): each task runs on each of them (default: on every arm)."""
+    Kinova3, IIWA, Sawyer): each task runs on each of them (default: on every arm)."""
     protocol: str = ""
     """How each episode's scene is placed, for simulators with a choice (Meta-World: heldout = a
     fresh placement per seed, the default; published = the benchmark's 50 fixed placements per task,

@@ -1,4 +1,4 @@
-"""Scripted experts for robosuite Lift and Stack, in OSC_POSE action space, from privileged poses.
+"""Scripted experts for robosuite Lift, Stack and PickPlaceCan, in OSC_POSE action space, from privileged poses.
 
 A waypoint state machine per episode (`make_expert(env)` after each reset):
 
@@ -6,11 +6,11 @@ A waypoint state machine per episode (`make_expert(env)` after each reset):
     descend   to the grasp point (the cube's centre), open
     grasp     hold still and close for `GRASP_STEPS`
     lift      straight up to `LIFT` m above the table                       (Lift ends here: success)
-    carry     above cubeB (Stack), holding
-    lower     until cubeA rests `PLACE_CLEARANCE` above cubeB's top
-    release   open for `RELEASE_STEPS`, then rise                           (Stack succeeds on release)
+    carry     above cubeB (Stack) or the can's bin quarter (PickPlaceCan: `BIN_LIFT` m up), holding
+    lower     until cubeA rests `PLACE_CLEARANCE` above cubeB's top, the can `BIN_DROP` above the floor
+    release   open for `RELEASE_STEPS`, then rise      (Stack succeeds on release, PickPlaceCan on rising)
 
-A cube that falls out of the hand while carrying sends the expert back to `approach`.
+An object that falls out of the hand while carrying sends the expert back to `approach`.
 
 Each phase ends on a distance threshold or a step count, never on wall time, so the expert is a
 function of the simulator state and the phase history: deterministic per seed. Actions: position
@@ -46,9 +46,17 @@ I_ZONE = 0.05  # m: the error is integrated only within this distance of the goa
 ROT_GAIN = {"Sawyer": 0.1}  # per arm; DEFAULT_ROT_GAIN for the others (see the module docstring)
 DEFAULT_ROT_GAIN = 0.5
 XY_TOL, Z_TOL, ROT_TOL = 0.006, 0.008, 0.15  # m, m, rad (Sawyer keeps ~0.06 rad of pitch error)
-DROPPED = 0.03  # m: a held cube whose centre is this low above the table has fallen
+DROPPED = 0.01  # m: a held object whose centre is this close to its start height has fallen
 HOLD_SPEED = 0.6  # position actions are scaled to at most this while carrying (a Robotiq grasp slips)
 CUBE_A_HALF, CUBE_B_HALF = 0.02, 0.025  # robosuite Stack's cube half-sizes (Lift's cube: 0.02)
+BIN_LIFT = 0.18  # m above the bins' reference height while carrying (the walls' tops are 0.1 up)
+BIN_DROP = 0.03  # m above its resting height the can is let go
+BIN_XY_TOL = 0.015  # m: the can's bin quarter is 20 x 25 cm
+#: The can is placed this far (x, y; m) from its quarter's centre, toward the robot (the quarter's
+#: far side is at the edge of some arms' reach); still 5.8 / 8.2 cm inside the quarter's walls.
+BIN_AIM = (-0.04, -0.04, 0.0)
+#: ... or, after this many carry steps, anywhere this far (m) inside the quarter's walls.
+BIN_CARRY_STEPS, BIN_MARGIN = 60, 0.045
 
 
 def _yaw_to_face(rot: np.ndarray) -> float:
@@ -63,7 +71,7 @@ def _rot_z(angle: float) -> np.ndarray:
 
 
 class PickPlaceExpert:
-    """Lift (`place=None`) or Stack (`place="cubeB"`) for one episode of a `RobosuiteEnv`."""
+    """Lift (`place=None`), Stack (`place="cubeB"`) or PickPlaceCan (`place="bin"`) for one episode."""
 
     def __init__(self, env: Any, obj: str, place: str | None) -> None:
         from vlaforge.envs.robosuite import _axis_angle
@@ -77,6 +85,8 @@ class PickPlaceExpert:
         self.grip_offset = 0.0  # eef z - object z at the grasp
         self.integral = np.zeros(3)  # [3] integrated position error, world frame, m
         self.hold = env.arm.pos  # [3] where the gripper was when the phase began
+        self.rest = float(env.object_pos(obj)[2] - env.table_z)  # the object's centre height at rest
+        self.lift = BIN_LIFT if place == "bin" else LIFT
 
     def action(self) -> np.ndarray:
         """float32 [7] for the current state (advances the phase when its goal is reached)."""
@@ -110,24 +120,30 @@ class PickPlaceExpert:
                 self._go("lift")
             return self.hold, True
         if self.phase == "lift":
-            goal = np.array([self.hold[0], self.hold[1], env.table_z + LIFT])
+            goal = np.array([self.hold[0], self.hold[1], env.table_z + self.lift])
             if self.place is not None and abs(eef[2] - goal[2]) < 0.02:
                 self._go("carry")
             return goal, True
         return self._place_target(eef, obj)
 
     def _place_target(self, eef: np.ndarray, obj: np.ndarray) -> tuple[np.ndarray, bool]:
-        if self.phase in ("carry", "lower") and obj[2] < self.env.table_z + DROPPED:
-            self._go("approach")  # the cube fell out of the hand: grasp it again
+        if self.phase in ("carry", "lower") and obj[2] < self.env.table_z + self.rest + DROPPED:
+            self._go("approach")  # the object fell out of the hand: grasp it again
             self.integral[:] = 0.0
             return obj + [0.0, 0.0, HOVER], False
-        base = self.env.object_pos(self.place)
-        rest_z = base[2] + CUBE_B_HALF + CUBE_A_HALF + PLACE_CLEARANCE + self.grip_offset
+        if self.place == "bin":
+            base, tol = self.env.place_target(self.obj) + BIN_AIM, BIN_XY_TOL
+            rest_z = base[2] + self.rest + BIN_DROP + self.grip_offset
+        else:
+            base, tol = self.env.object_pos(self.place), XY_TOL
+            rest_z = base[2] + CUBE_B_HALF + CUBE_A_HALF + PLACE_CLEARANCE + self.grip_offset
         above = np.array([base[0], base[1], max(self.hold[2], rest_z + 0.04)])
-        # steer the held cube (not the gripper) over cubeB: it may have slipped sideways in the grasp
+        # steer the held object (not the gripper) over its goal: it may have slipped sideways in the grasp
         shift = np.clip([eef[0] - obj[0], eef[1] - obj[1], 0.0], -0.03, 0.03)
         if self.phase == "carry":
-            if np.linalg.norm((obj - base)[:2]) < XY_TOL:
+            if np.linalg.norm((obj - base)[:2]) < tol or (
+                self.place == "bin" and self.count > BIN_CARRY_STEPS and self._inside_quarter(obj)
+            ):
                 self._go("lower")
             return above + shift, True
         if self.phase == "lower":
@@ -140,6 +156,11 @@ class PickPlaceExpert:
                 self._go("rise")
             return self.hold, False
         return self.hold + [0.0, 0.0, 0.08], False
+
+    def _inside_quarter(self, obj: np.ndarray) -> bool:
+        """Whether the object's centre is `BIN_MARGIN` inside the walls of its bin quarter."""
+        half = np.asarray(self.env.bin_size[:2]) / 4 - BIN_MARGIN  # a quarter is half the bin per axis
+        return bool(np.all(np.abs(obj[:2] - self.env.place_target(self.obj)[:2]) < half))
 
     def _reached(self, eef: np.ndarray, goal: np.ndarray) -> bool:
         err = goal - eef
@@ -171,6 +192,8 @@ def make_expert(env: Any) -> PickPlaceExpert:
         return PickPlaceExpert(env, "cube", None)
     if env.base == "stack":
         return PickPlaceExpert(env, "cubeA", "cubeB")
+    if env.base == "pick-place-can":
+        return PickPlaceExpert(env, "can", "bin")
     raise ValueError(f"no scripted expert for robosuite task {env.base!r}")
 
 
