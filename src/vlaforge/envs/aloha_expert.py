@@ -325,7 +325,7 @@ class Planner:
             right = mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_BODY, self.grippers[1])
             self.joint_right_gripper = mujoco.mj_name2id(jm, mujoco.mjtObj.mjOBJ_BODY, right)
             # per planned step: the peg's entry offset and axis in the socket's frame (`_servo_replay`)
-            self.reference = np.zeros((PLAN_STEPS, 6))
+            self.reference = np.zeros((PLAN_STEPS, 6))  # [steps, 6], rewritten by every plan
 
     def plan(self, objects: np.ndarray, steps: int = PLAN_STEPS) -> np.ndarray:
         """The joint-space action sequence [steps, 14] (float32) for objects placed at `objects`.
@@ -416,6 +416,8 @@ class Planner:
         d.ctrl[:] = self._grip_ctrl(0.0, 0.0)
         mujoco.mj_forward(m, d)
         out = np.empty((steps, 14), dtype=np.float32)
+        if self.servo:
+            self.reference = np.zeros((steps, 6))
         self.best_reward = 0
         correction = np.zeros((2, 3))  # the pinch servo's accumulated mocap offsets (left, right)
         for i in range(steps):
@@ -440,7 +442,7 @@ class Planner:
                         norm = np.linalg.norm(correction[arm])
                         correction[arm] *= min(1.0, MAX_CORRECTION / max(norm, 1e-9))
             self.best_reward = max(self.best_reward, self.reward(d))
-            if self.servo and i < PLAN_STEPS:
+            if self.servo:
                 rs, rp = d.xmat[self.bodies[1]].reshape(3, 3), d.xmat[self.bodies[0]].reshape(3, 3)
                 self.reference[i] = np.concatenate([entry_offset(d, *self.bodies), rs.T @ rp[:, 0]])
             out[i] = scene.joint_state(d.qpos)
