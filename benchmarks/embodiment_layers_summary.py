@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mt10_summary import eval_summary, train_summary  # noqa: E402
+from mt10_summary import eval_row, train_summary, wall_minutes  # noqa: E402
 
 ARMS = ("shared", "separate")
 EMBODIMENTS = {
@@ -32,17 +32,13 @@ def arm_summary(out: Path, arm: str) -> dict:
     policy = VLAPolicy.from_pretrained(run / "checkpoints" / "last")
     per_embodiment = {}
     for short, name in EMBODIMENTS.items():
-        ev = out / "eval" / f"{arm}-{short}"
-        if (ev / "eval_info.json").is_file():
-            e = eval_summary(ev)
-            per_embodiment[short] = {"name": name, "success": e["mean_over_tasks"], "per_task": e["per_task"],
-                                     "episodes_per_task": e["episodes_per_task"], "eval_wall_s": e["eval_wall_s"],
-                                     "eval_ms_per_policy_call": e["eval_ms_per_policy_call"]}  # fmt: skip
-    wall = run / "wall_s"
+        row = eval_row(out / "eval" / f"{arm}-{short}")
+        if row:
+            per_embodiment[short] = {"name": name, **row}
     found = [v["success"] for v in per_embodiment.values()]
     return {
         "train": train_summary(run),
-        "wall_minutes": round(int(wall.read_text()) / 60, 1) if wall.is_file() else None,
+        "wall_minutes": wall_minutes(run),
         "parameters": policy.num_parameters()["trainable"],
         "per_embodiment": per_embodiment,
         "mean_over_embodiments": round(sum(found) / len(found), 4) if found else None,

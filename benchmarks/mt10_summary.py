@@ -38,6 +38,22 @@ def eval_summary(eval_dir: Path) -> dict:
     }
 
 
+def eval_row(eval_dir: Path) -> dict:
+    """The per-task success of one evaluation with its size and timing (the rows of the
+    multi-robot summaries), or {} when `eval_dir` has no eval_info.json yet."""
+    if not (eval_dir / "eval_info.json").is_file():
+        return {}
+    e = eval_summary(eval_dir)
+    keys = ("per_task", "episodes_per_task", "eval_wall_s", "eval_ms_per_policy_call")
+    return {"success": e["mean_over_tasks"], **{k: e[k] for k in keys}}
+
+
+def wall_minutes(run: Path) -> float | None:
+    """Minutes in `run/wall_s` (whole seconds the benchmark script wrote), or None."""
+    wall = run / "wall_s"
+    return round(int(wall.read_text()) / 60, 1) if wall.is_file() else None
+
+
 def train_summary(run: Path) -> dict:
     """Steps, wall time, throughput and the last validation loss from a run's log.jsonl."""
     rows = read_log(run)

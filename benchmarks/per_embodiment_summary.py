@@ -15,27 +15,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mt10_summary import eval_summary, train_summary  # noqa: E402
+from mt10_summary import eval_row, train_summary, wall_minutes  # noqa: E402
 
 PARTS = {"robosuite": "robosuite Lift and Stack on five arms", "aloha": "ALOHA transfer-cube and insertion"}
 
 
 def part_summary(out: Path, part: str) -> dict:
-    run, ev = out / "runs" / part, out / "eval" / part
+    run = out / "runs" / part
     collect = json.loads((out / "data" / part / "meta" / "vlaforge_collect.json").read_text())
-    wall = run / "wall_s"
-    row = {
+    return {
         "name": PARTS[part],
         "expert_success_rate": collect["expert_success_rate"],
         "demos": sum(t["episodes"] for t in collect["tasks"].values()),
         "train": train_summary(run),
-        "wall_minutes": round(int(wall.read_text()) / 60, 1) if wall.is_file() else None,
+        "wall_minutes": wall_minutes(run),
+        **eval_row(out / "eval" / part),
     }
-    if (ev / "eval_info.json").is_file():
-        e = eval_summary(ev)
-        row.update(success=e["mean_over_tasks"], per_task=e["per_task"], episodes_per_task=e["episodes_per_task"],
-                   eval_wall_s=e["eval_wall_s"], eval_ms_per_policy_call=e["eval_ms_per_policy_call"])  # fmt: skip
-    return row
 
 
 def main() -> int:
