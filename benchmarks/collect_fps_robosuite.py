@@ -82,7 +82,7 @@ def ablation(n: int, size: int) -> list[dict]:
     from vlaforge.envs.robosuite import RobosuiteEnv
 
     rows = [{"setting": "robosuite default renderer (camera observables)", **robosuite_default(n, size)}]
-    env = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=size, mesh_keep=1.0)
+    env = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=size, mesh_keep=1.0, fast_control=False)
     quality = env.model.vis.quality
     flags = mujoco.mjtRndFlag
     steps = [
@@ -116,19 +116,28 @@ def ablation(n: int, size: int) -> list[dict]:
         )
         env._vopt.geomgroup[0], env._vopt.geomgroup[1] = 0, 1
         rows.append(
-            {"setting": "physics + expert only (no rendering)", **rate(n, _steps(env, n, render=False))}
-        )
+            {"setting": "physics + expert only (no rendering), robosuite's env.step",
+             **rate(n, _steps(env, n, render=False))}
+        )  # fmt: skip
     finally:
         env.close()
-    env = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=size)
-    try:
-        before, after = env.mesh_triangles
-        name = (f"+ visual meshes decimated to {MESH_KEEP:.0%}, the wrist camera's hand to {MESH_KEEP_NEAR:.0%} "
-                f"({before:,} -> {after:,} triangles) (= RobosuiteEnv)")  # fmt: skip
-        rows.insert(-2, {"setting": name, **rate(n, _steps(env, n, render=True))})
-        print(rows[-3], flush=True)
-    finally:
-        env.close()
+    for fast in (False, True):
+        env = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=size, fast_control=fast)
+        try:
+            before, after = env.mesh_triangles
+            name = (f"+ visual meshes decimated to {MESH_KEEP:.0%}, the wrist camera's hand to {MESH_KEEP_NEAR:.0%} "
+                    f"({before:,} -> {after:,} triangles)")  # fmt: skip
+            if fast:
+                name = "+ robosuite_step.ControlStep between policy steps (bitwise the same states) (= RobosuiteEnv)"
+            rows.insert(-2, {"setting": name, **rate(n, _steps(env, n, render=True))})
+            print(rows[-3], flush=True)
+            if fast:
+                rows.append(
+                    {"setting": "physics + expert only (no rendering), ControlStep",
+                     **rate(n, _steps(env, n, render=False))}
+                )  # fmt: skip
+        finally:
+            env.close()
     return rows
 
 

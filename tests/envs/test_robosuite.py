@@ -180,6 +180,58 @@ def test_decimated_meshes_change_the_pixels_a_little_and_the_physics_not_at_all(
         full.close()
 
 
+def _same_states_as_robosuite_step(task: str, seeds: tuple[int, ...], steps: int) -> int:
+    """Drive a ControlStep env and a robosuite-`env.step` env with the same expert actions."""
+    fast, slow = RobosuiteEnv(task, image_size=16), RobosuiteEnv(task, image_size=16, fast_control=False)
+    try:
+        assert fast._control is not None and slow._control is None
+        compared = 0
+        for seed in seeds:  # reset() makes new robosuite controllers: the second seed checks that
+            fast.reset(seed, render=False), slow.reset(seed, render=False)
+            for _ in range(steps):
+                action = slow.expert_action()
+                _, ok_fast, done, info_fast = fast.step(action, render=False)
+                _, ok_slow, _, info_slow = slow.step(action, render=False)
+                for field in ("qpos", "qvel", "ctrl", "qacc_warmstart"):
+                    np.testing.assert_array_equal(getattr(fast.data, field), getattr(slow.data, field))
+                assert ok_fast == ok_slow and info_fast == info_slow
+                assert fast._env.timestep == slow._env.timestep and fast._env.cur_time == slow._env.cur_time
+                compared += 1
+                if done:
+                    break
+        return compared
+    finally:
+        fast.close(), slow.close()
+
+
+@pytest.mark.parametrize("task", ["lift-panda", "stack-ur5e"])
+def test_fast_control_step_gives_bitwise_the_states_of_robosuites_step(task):
+    assert _same_states_as_robosuite_step(task, (0, 1), 60) > 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", TASKS)
+def test_fast_control_step_is_bitwise_robosuites_on_every_arm_and_task(task):
+    assert _same_states_as_robosuite_step(task, (2,), 150) > 30
+
+
+def test_fast_control_step_stands_aside_for_controllers_it_does_not_cover(env):
+    from vlaforge.envs.robosuite_step import ControlStep, supports
+
+    osc = env._env.robots[0].composite_controller.part_controllers["right"]
+    assert supports(env._env)
+    for attr, value in (("input_ref_frame", "world"), ("impedance_mode", "variable"), ("uncoupling", False)):
+        saved = getattr(osc, attr)
+        setattr(osc, attr, value)
+        try:
+            assert not supports(env._env)
+            with pytest.raises(ValueError, match="not plain single-arm OSC_POSE"):
+                ControlStep(env._env)
+        finally:
+            setattr(osc, attr, saved)
+    assert supports(env._env)
+
+
 def test_lift_expert_succeeds_and_actions_stay_in_the_box(env):
     env.reset(1, render=False)
     for _step in range(env.max_steps):
