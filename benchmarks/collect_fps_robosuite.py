@@ -82,7 +82,9 @@ def ablation(n: int, size: int) -> list[dict]:
     from vlaforge.envs.robosuite import RobosuiteEnv
 
     rows = [{"setting": "robosuite default renderer (camera observables)", **robosuite_default(n, size)}]
-    env = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=size, mesh_keep=1.0, fast_control=False)
+    env = RobosuiteEnv(
+        "lift-panda", cameras=CAMS, image_size=size, mesh_keep=1.0, fast_control=False, cull=False
+    )
     quality = env.model.vis.quality
     flags = mujoco.mjtRndFlag
     steps = [
@@ -121,17 +123,19 @@ def ablation(n: int, size: int) -> list[dict]:
         )  # fmt: skip
     finally:
         env.close()
-    for fast in (False, True):
-        env = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=size, fast_control=fast)
+    for fast, cull in ((False, False), (True, False), (True, True)):
+        env = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=size, fast_control=fast, cull=cull)
         try:
             before, after = env.mesh_triangles
-            name = (f"+ visual meshes decimated to {MESH_KEEP:.0%}, the wrist camera's hand to {MESH_KEEP_NEAR:.0%} "
-                    f"({before:,} -> {after:,} triangles)")  # fmt: skip
-            if fast:
-                name = "+ robosuite_step.ControlStep between policy steps (bitwise the same states) (= RobosuiteEnv)"
-            rows.insert(-2, {"setting": name, **rate(n, _steps(env, n, render=True))})
+            name = {
+                (False, False): f"+ visual meshes decimated to {MESH_KEEP:.0%}, the wrist camera's hand "
+                f"to {MESH_KEEP_NEAR:.0%} ({before:,} -> {after:,} triangles)",
+                (True, False): "+ robosuite_step.ControlStep between policy steps (bitwise the same states)",
+                (True, True): "+ geoms outside each camera's frustum left out (the same image) (= RobosuiteEnv)",
+            }  # fmt: skip
+            rows.insert(-2, {"setting": name[fast, cull], **rate(n, _steps(env, n, render=True))})  # fmt: skip
             print(rows[-3], flush=True)
-            if fast:
+            if fast and not cull:
                 rows.append(
                     {"setting": "physics + expert only (no rendering), ControlStep",
                      **rate(n, _steps(env, n, render=False))}

@@ -232,6 +232,23 @@ def test_fast_control_step_stands_aside_for_controllers_it_does_not_cover(env):
     assert supports(env._env)
 
 
+def test_frames_are_the_same_with_the_geoms_outside_the_view_left_out(env):
+    from vlaforge.envs import render as R
+
+    env.reset(4)
+    culled = {cam: 0 for cam in CAMS}
+    for _ in range(6):
+        for cam in CAMS:
+            env.cull = False
+            full = env.render(cam)
+            env.cull = True
+            np.testing.assert_array_equal(env.render(cam), full)
+            culled[cam] += int((~R.in_view(env._render_model, env.data, env.model.camera(cam).id)).sum())
+        for _ in range(5):
+            env.step(env.expert_action(), render=False)
+    assert all(culled.values()), culled  # both views leave some geoms out
+
+
 def test_lift_expert_succeeds_and_actions_stay_in_the_box(env):
     env.reset(1, render=False)
     for _step in range(env.max_steps):

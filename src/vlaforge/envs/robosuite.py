@@ -248,6 +248,8 @@ class RobosuiteEnv(RenderedEnv):
         fast_control: step through `robosuite_step.ControlStep` (robosuite's OSC_POSE between
             policy steps without its Python bookkeeping: bitwise the same states, ~2x faster
             physics); False runs robosuite's own `env.step`.
+        cull: leave out of each frame the geoms outside the camera's view (`render.update_scene`:
+            the same image); False draws every geom (for the benchmarks).
     """
 
     def __init__(
@@ -259,6 +261,7 @@ class RobosuiteEnv(RenderedEnv):
         max_steps: int = MAX_STEPS,
         mesh_keep: float = MESH_KEEP,
         fast_control: bool = True,
+        cull: bool = True,
     ):
         self.task = canonical(task)
         self.base, self.arm_name = split_task(self.task)
@@ -269,6 +272,7 @@ class RobosuiteEnv(RenderedEnv):
         self._env = _make_suite_env(self.base, self.arm_name)
         self.model, self.data = self._env.sim.model._model, self._env.sim.data._data
         self.arm = _Arm(self._env)
+        self.cull = bool(cull)
         self._control = _step.ControlStep(self._env) if fast_control and _step.supports(self._env) else None
         self._render_model, self.mesh_triangles = _render.render_copy(
             self.model, mesh_keep, keep_near=MESH_KEEP_NEAR
@@ -346,7 +350,7 @@ class RobosuiteEnv(RenderedEnv):
     def render(self, camera: str) -> np.ndarray:
         """An upright uint8 [H, W, 3] image of the current state from `camera`."""
         _render.sync_copy(self.model, self._render_model)
-        self._renderer.update_scene(self.data, camera=camera, scene_option=self._vopt)
+        _render.update_scene(self._renderer, self.data, camera, self._vopt, cull=self.cull)
         return self._renderer.render()  # [H, W, 3] uint8, top row first
 
     def _observation(self, render: bool = True) -> dict[str, Any]:
