@@ -133,8 +133,9 @@ def ablation(n: int, size: int) -> list[dict]:
                 (True, False): "+ robosuite_step.ControlStep between policy steps (bitwise the same states)",
                 (True, True): "+ geoms outside each camera's frustum left out (the same image) (= RobosuiteEnv)",
             }  # fmt: skip
-            rows.insert(-2, {"setting": name[fast, cull], **rate(n, _steps(env, n, render=True))})  # fmt: skip
-            print(rows[-3], flush=True)
+            at = next(i for i, row in enumerate(rows) if row["setting"].startswith("(not used)"))
+            rows.insert(at, {"setting": name[fast, cull], **rate(n, _steps(env, n, render=True))})
+            print(rows[at], flush=True)
             if fast and not cull:
                 rows.append(
                     {"setting": "physics + expert only (no rendering), ControlStep",

@@ -8,16 +8,19 @@
 # MT10_PROTOCOL=published collects and evaluates on the benchmark's 50 fixed placements per task
 # (docs/meta-world-protocols.md) and writes benchmarks/results/mt10_cpu_published.json instead.
 # A lever study changes the recipe with MT10_SET (extra --set overrides, space-separated) and
-# writes its own summary with MT10_RESULT (a path), leaving the recipe's JSON alone.
+# writes its own summary with MT10_RESULT (a path), leaving the recipe's JSON alone; MT10_IMAGE
+# (default 96) is the side of the collected frames and of the model's input.
 #   bash benchmarks/mt10_cpu.sh [OUT]
 #   MT10_PROTOCOL=published bash benchmarks/mt10_cpu.sh /tmp/mt10-published
 #   MT10_SET="model.history=1" MT10_RESULT=/tmp/h1.json bash benchmarks/mt10_cpu.sh /tmp/mt10-h1
+#   MT10_IMAGE=128 MT10_SET="model.history=1" MT10_RESULT=/tmp/h1-128.json bash benchmarks/mt10_cpu.sh /tmp/mt10-128
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 V="$repo/.venv/bin/vlaforge"
 OUT="${1:-/tmp/mt10}"
 STEPS="${MT10_STEPS:-20000}"
 PROTOCOL="${MT10_PROTOCOL:-heldout}"
+IMAGE="${MT10_IMAGE:-96}"
 case "$PROTOCOL" in
   heldout) RESULT="$repo/benchmarks/results/mt10_cpu.json" ;;
   published) RESULT="$repo/benchmarks/results/mt10_cpu_published.json" ;;
@@ -28,16 +31,16 @@ EXTRA=()
 for kv in ${MT10_SET:-}; do EXTRA+=(--set "$kv"); done
 mkdir -p "$OUT"
 [ -f "$OUT/data/meta/info.json" ] || \
-  "$V" collect metaworld --tasks mt10 --episodes-per-task 50 --image-size 96 --workers 2 \
+  "$V" collect metaworld --tasks mt10 --episodes-per-task 50 --image-size "$IMAGE" --workers 2 \
     --protocol "$PROTOCOL" --out "$OUT/data"
 if [ -f "$OUT/run/run.json" ]; then  # an interrupted run continues where it stopped
   "$V" train --resume "$OUT/run" --steps "$STEPS"
 else
   "$V" train --preset default --data "$OUT/data" --steps "$STEPS" --batch-size 64 --out "$OUT/run" \
-    --set model.image_size=96 --set train.max_minutes="${MT10_MAX_MINUTES:-60}" --set train.lr_follows_clock=true --set train.val_every=500 \
+    --set model.image_size="$IMAGE" --set train.max_minutes="${MT10_MAX_MINUTES:-60}" --set train.lr_follows_clock=true --set train.val_every=500 \
     --set train.save_every=1000 --set train.tensorboard=false ${EXTRA[@]+"${EXTRA[@]}"}
 fi
 "$V" eval --policy "$OUT/run/checkpoints/last" --suite mt10 --episodes-per-task 10 --workers 2 \
   --out "$OUT/eval" --overwrite
 "$repo/.venv/bin/python" "$repo/benchmarks/mt10_summary.py" cpu "$OUT" "$RESULT" \
-  --recipe "$PROTOCOL protocol; 50 demos/task at 96 px; default preset at 96 px, batch 64, ${MT10_MAX_MINUTES:-60} min with the lr following the clock (at most $STEPS steps)${MT10_SET:+; with $MT10_SET}; 10 eval episodes/task on seeds disjoint from training"
+  --recipe "$PROTOCOL protocol; 50 demos/task at $IMAGE px; default preset at $IMAGE px, batch 64, ${MT10_MAX_MINUTES:-60} min with the lr following the clock (at most $STEPS steps)${MT10_SET:+; with $MT10_SET}; 10 eval episodes/task on seeds disjoint from training"

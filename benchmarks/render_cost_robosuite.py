@@ -8,7 +8,10 @@ the minimum is the least noisy estimate on a shared machine, and the frame condi
 interleaved rounds so that their ratios are measured side by side. `frame_ms` rows time `env.render()`
 (`update_scene` + `mjr_render` + `mjr_readPixels`); the off-screen and empty rows re-render one
 agentview scene whose geoms were moved far away (their vertices are still processed) or dropped.
-`episode_steps_per_s_by_keep`: env steps/s of whole expert episodes (both cameras) per `mesh_keep`.
+`episode_steps_per_s_by_keep`: env steps/s of whole expert episodes (both cameras) per `mesh_keep`;
+`episode_steps_per_s_by_setting`: the same per arm (Lift) for robosuite's own `env.step` against
+`robosuite_step.ControlStep`, each drawing every geom or culling those outside the view (`SETTINGS`).
+`step_ms_*`: physics + controller + expert without rendering, through ControlStep and robosuite's step.
 
 Writes benchmarks/results/render_cost_robosuite.json.
 """
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import vlaforge  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
+from vlaforge.envs.robosuite import ARMS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "render_cost_robosuite.json"
 CAMS = ("agentview", "robot0_eye_in_hand")
@@ -38,42 +42,50 @@ def best_ms(fn: Callable[[], object], frames: int, repeats: int) -> float:
     return round(best * 1e3, 3)
 
 
-def _env(keep: float | None = None, size: int = 128):
+def _env(keep: float | None = None, size: int = 128, **kwargs):
     from vlaforge.envs.robosuite import MESH_KEEP, RobosuiteEnv
 
-    env = RobosuiteEnv(
-        "lift-panda", cameras=CAMS, image_size=size, mesh_keep=MESH_KEEP if keep is None else keep
-    )
+    keep = MESH_KEEP if keep is None else keep
+    env = RobosuiteEnv("lift-panda", cameras=CAMS, image_size=size, mesh_keep=keep, **kwargs)
     env.reset(3)
     for _ in range(20):  # arm over the cube: a typical frame
         env.step(env.expert_action(), render=False)
     return env
 
 
-def episodes_by_keep(seeds: int, keeps: tuple[float, ...] = (0.15, 0.08, 0.05)) -> dict[str, float]:
-    """Expert episodes of lift-panda rendering both cameras, per mesh fraction, seeds interleaved."""
+def episodes(settings: dict[str, dict], seeds: int, task: str = "lift-panda") -> dict[str, float]:
+    """Env steps/s of whole expert episodes rendering both cameras, per `RobosuiteEnv` setting
+    (label -> constructor arguments), seeds interleaved so that a slow spell hits every setting."""
     from vlaforge.envs.robosuite import RobosuiteEnv
 
-    envs = {k: RobosuiteEnv("lift-panda", cameras=CAMS, mesh_keep=k) for k in keeps}
-    steps, wall = dict.fromkeys(keeps, 0), dict.fromkeys(keeps, 0.0)
+    envs = {label: RobosuiteEnv(task, cameras=CAMS, **kwargs) for label, kwargs in settings.items()}
+    steps, wall = dict.fromkeys(envs, 0), dict.fromkeys(envs, 0.0)
     for seed in range(1, seeds + 1):
-        for k, env in envs.items():
+        for label, env in envs.items():
             start, done = time.perf_counter(), False
             env.reset(seed)
             while not done:
                 done = env.step(env.expert_action())[2]
-                steps[k] += 1
-            wall[k] += time.perf_counter() - start
+                steps[label] += 1
+            wall[label] += time.perf_counter() - start
     for env in envs.values():
         env.close()
-    return {f"keep {k}": round(steps[k] / wall[k], 1) for k in keeps}
+    return {label: round(steps[label] / wall[label], 1) for label in envs}
+
+
+#: The step and frame paths, oldest first (`episode_steps_per_s_by_setting`).
+SETTINGS = {
+    "robosuite env.step, every geom drawn": {"fast_control": False, "cull": False},
+    "ControlStep, every geom drawn": {"fast_control": True, "cull": False},
+    "ControlStep, frustum culling (= RobosuiteEnv)": {"fast_control": True, "cull": True},
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--frames", type=int, default=60)
-    parser.add_argument("--seeds", type=int, default=6, help="lift-panda episodes per mesh fraction")
+    parser.add_argument("--seeds", type=int, default=6, help="episodes per mesh fraction / setting and arm")
     args = parser.parse_args()
     core = sorted(os.sched_getaffinity(0))[-1]
     os.sched_setaffinity(0, [core])
@@ -81,15 +93,16 @@ def main() -> None:
                  "task": "lift-panda", "cameras": list(CAMS)}  # fmt: skip
     n, r = args.frames, args.repeats
 
-    env = _env()
-    env.reset(3, render=False)
+    for key, fast in (("step_ms_physics_controller_expert", True), ("step_ms_robosuite_env_step", False)):
+        env = _env(fast_control=fast)
+        env.reset(3, render=False)
 
-    def step() -> None:
-        if env.step(env.expert_action(), render=False)[2]:
-            env.reset(3, render=False)
+        def step(env=env) -> None:
+            if env.step(env.expert_action(), render=False)[2]:
+                env.reset(3, render=False)
 
-    out["step_ms_physics_controller_expert"] = best_ms(step, n, r)
-    env.close()
+        out[key] = best_ms(step, n, r)
+        env.close()
 
     conditions = [("128 px, keep 0.15 (= RobosuiteEnv)", None, 128), ("64 px", None, 64), ("256 px", None, 256),
                   ("keep 0.05", 0.05, 128), ("keep 0.4", 0.4, 128), ("keep 1.0 (full meshes)", 1.0, 128)]  # fmt: skip
@@ -105,8 +118,13 @@ def main() -> None:
         env.close()
     out["frame_ms"] = frame
 
-    out["episode_steps_per_s_by_keep"] = episodes_by_keep(args.seeds)
+    keeps = {f"keep {k}": {"mesh_keep": k} for k in (0.15, 0.08, 0.05)}
+    out["episode_steps_per_s_by_keep"] = episodes(keeps, args.seeds)
     print("episodes", out["episode_steps_per_s_by_keep"], flush=True)
+    out["episode_steps_per_s_by_setting"] = {
+        f"lift-{arm.lower()}": episodes(SETTINGS, args.seeds, f"lift-{arm.lower()}") for arm in ARMS
+    }
+    print("settings", out["episode_steps_per_s_by_setting"], flush=True)
 
     env = _env()
     renderer, cam = env._renderer, CAMS[0]
