@@ -10,7 +10,9 @@ the suite of every task on that arm; `all` is everything.
 Control: robosuite's BASIC composite controller with the arm's default OSC_POSE part (the values of
 robosuite's `default_<arm>.json`): 7-d actions in [-1, 1] = end-effector position delta (x, y, z;
 1 = 5 cm) and axis-angle rotation delta (1 = 0.5 rad), both in the robot base frame, plus the
-gripper (-1 open, +1 close). 20 Hz control, 500 Hz physics.
+gripper (-1 open, +1 close). 20 Hz control, 500 Hz physics. Steps go through
+`robosuite_step.ControlStep` (robosuite's controller between policy steps without its per-substep
+Python bookkeeping: bitwise the same states as robosuite's `env.step`, ~2x faster physics).
 
 Proprio (`observation.state`, 7, float32; the same for every arm):
     [0:3] end-effector (grip site) position, world frame, m
@@ -28,7 +30,7 @@ Cameras: `agentview` (role primary), `robot0_eye_in_hand` (wrist), `frontview`, 
 first, so they are upright (robosuite's own renders are bottom row first, i.e. upside down).
 Render settings (see `render.py`, measured in docs/robots-robosuite.md): no shadows, no
 multisampling, no reflections, no skybox, collision geoms (group 0) hidden, only the asked cameras,
-and the visual meshes decimated to `MESH_KEEP` of their triangles (`MESH_KEEP_NEAR` for the hand the
+geoms outside a camera's view left out of its scene (`render.update_scene`: the same image), and the visual meshes decimated to `MESH_KEEP` of their triangles (`MESH_KEEP_NEAR` for the hand the
 wrist camera rides on) in a render-only copy of the model (quadric error; the CAD meshes are
 ~130,000-285,000 triangles per arm, which a software rasterizer pays per camera and frame; the
 physics model is untouched). Deviation: robosuite renders the full meshes; the
