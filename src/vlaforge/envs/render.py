@@ -17,7 +17,7 @@ a frame), less so where a wrist camera looks at its own hand; the physics model 
 `update_scene(renderer, data, camera, option)` leaves out of the scene the geoms whose bounding sphere
 lies wholly outside the camera's view frustum (shadows and reflections are off, so such a geom puts
 no pixel in the image): the same image, bitwise (tested), for less of the rasterizer's per-vertex
-work (the arm links behind a wrist camera, the table legs below the agentview).
+work (the arm links behind a wrist camera, robosuite's side walls and pedestal outside its agentview).
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def make_renderer(model: mujoco.MjModel, size: int) -> mujoco.Renderer:
 #: Frustum culling's slack on a geom's bounding sphere (`geom_rbound`, computed for the full mesh):
 #: radius x 1.2 + 1 cm, for the vertices a decimated mesh may place a little outside it.
 CULL_SCALE, CULL_PAD = 1.2, 0.01
+_DEFAULT_OPTION = mujoco.MjvOption()  # what mujoco.Renderer.update_scene uses when given none
 
 
 def in_view(model: mujoco.MjModel, data: mujoco.MjData, camera: int) -> np.ndarray:
@@ -121,9 +122,6 @@ def update_scene(
         renderer.update_scene(data, camera=camera, scene_option=option)
     finally:
         model.geom_group[:] = groups
-
-
-_DEFAULT_OPTION = mujoco.MjvOption()
 
 
 def render(renderer: mujoco.Renderer, data: mujoco.MjData, camera: str) -> np.ndarray:
@@ -214,11 +212,12 @@ def _simplify(verts: np.ndarray, faces: np.ndarray, keep: float) -> tuple[np.nda
 
 
 #: Model fields a simulator may change at run time that change the picture (robosuite's `visualize()`
-#: sets geom and site colours at every reset); `sync_copy` carries them into a render copy.
+#: sets geom and site colours at every reset), and the bounding radii culling reads (`in_view`);
+#: `sync_copy` carries them into a render copy.
 APPEARANCE = (
     "geom_rgba", "geom_matid", "geom_size", "geom_pos", "geom_quat", "site_rgba", "site_size", "site_pos",
     "mat_rgba", "body_pos", "body_quat", "cam_pos", "cam_quat", "cam_fovy", "light_pos", "light_dir",
-    "light_diffuse", "light_active",
+    "light_diffuse", "light_active", "geom_rbound",
 )  # fmt: skip
 
 
