@@ -14,7 +14,8 @@ agentview scene whose geoms were moved far away (their vertices are still proces
 `agentview_frame_split_ms`: one agentview frame's scene update, draw calls (where llvmpipe does the
 vertex work) and draw + read-back (which waits for its rasterizer).
 `step_ms_*`: physics + controller + expert without rendering (seed 3's first 30 steps, resets not
-timed), through ControlStep and through robosuite's own step.
+timed), through ControlStep and through robosuite's own step; `step_ms_mujoco_substeps_only`: the 25
+`mj_step1` + `mj_step2` of a step alone (controls held), MuJoCo's share.
 
 Writes benchmarks/results/render_cost_robosuite.json.
 """
@@ -111,8 +112,18 @@ def main() -> None:
             for _ in range(30):
                 env.step(env.expert_action(), render=False)
             best[key] = min(best[key], (time.perf_counter() - start) / 30)
-    for key, env in envs.items():
-        out[key] = round(best[key] * 1e3, 3)
+    out.update({key: round(ms * 1e3, 3) for key, ms in best.items()})
+    env = envs["step_ms_physics_controller_expert"]  # MuJoCo alone: 25 substeps, controls held
+    substeps = env._control.substeps
+
+    def physics_only() -> None:
+        for _ in range(substeps):
+            mujoco.mj_step1(env.model, env.data)
+            mujoco.mj_step2(env.model, env.data)
+
+    env.reset(3, render=False)
+    out["step_ms_mujoco_substeps_only"] = best_ms(physics_only, 30, r)
+    for env in envs.values():
         env.close()
 
     conditions = [("128 px, keep 0.15 (= RobosuiteEnv)", None, 128), ("64 px", None, 64), ("256 px", None, 256),
