@@ -30,7 +30,8 @@ Cameras: `agentview` (role primary), `robot0_eye_in_hand` (wrist), `frontview`, 
 first, so they are upright (robosuite's own renders are bottom row first, i.e. upside down).
 Render settings (see `render.py`, measured in docs/robots-robosuite.md): no shadows, no
 multisampling, no reflections, no skybox, collision geoms (group 0) hidden, only the asked cameras,
-geoms outside a camera's view left out of its scene (`render.update_scene`: the same image), and the visual meshes decimated to `MESH_KEEP` of their triangles (`MESH_KEEP_NEAR` for the hand the
+geoms outside a camera's view left out of its scene (`render.update_scene`: the same image), and
+the visual meshes decimated to `MESH_KEEP` of their triangles (`MESH_KEEP_NEAR` for the hand the
 wrist camera rides on) in a render-only copy of the model (quadric error; the CAD meshes are
 ~130,000-285,000 triangles per arm, which a software rasterizer pays per camera and frame; the
 physics model is untouched). Deviation: robosuite renders the full meshes; the
