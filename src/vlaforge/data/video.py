@@ -34,7 +34,10 @@ DEFAULT_GOP = 8  # our loader never seeks; LeRobot's random access likes 2 (file
 def _codec_options(codec: str, crf: int, gop: int) -> dict[str, str]:
     options = {"g": str(gop), "crf": str(crf)}
     if codec == "libx264":
-        options.update({"preset": "veryfast", "bf": "0"})
+        # threads=1: x264's frame threads made the first video a collecting process wrote differ (in
+        # its bits and decoded pixels) from the same frames encoded later; one thread is repeatable,
+        # and our frames are small (the collector's main process encodes while the workers render).
+        options.update({"preset": "veryfast", "bf": "0", "threads": "1"})
     elif codec == "libsvtav1":
         options["preset"] = "12"
     return options

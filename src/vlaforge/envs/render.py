@@ -112,12 +112,12 @@ def update_scene(
     model = renderer.model
     option = option if option is not None else _DEFAULT_OPTION
     cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
-    hidden = [g for g in range(5, -1, -1) if not option.geomgroup[g]]
-    if not cull or cam < 0 or not hidden:  # an unknown name: let update_scene raise its own error
+    hidden = next((g for g in range(5, -1, -1) if not option.geomgroup[g]), None)  # a group it hides
+    if not cull or cam < 0 or hidden is None:  # an unknown name: let update_scene raise its own error
         renderer.update_scene(data, camera=camera, scene_option=option)
         return
     groups = model.geom_group.copy()  # [ngeom]
-    model.geom_group[:] = np.where(in_view(model, data, cam), groups, hidden[0])
+    model.geom_group[:] = np.where(in_view(model, data, cam), groups, hidden)
     try:
         renderer.update_scene(data, camera=camera, scene_option=option)
     finally:

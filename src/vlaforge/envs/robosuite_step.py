@@ -76,7 +76,7 @@ class ControlStep:
         self.base_site = env.sim.model.site_name2id(f"{osc.naming_prefix}{osc.part_name}_center")
         self.qpos_index = np.asarray(osc.qpos_index, dtype=np.intp)  # [n_arm]
         self.qvel_index = np.asarray(osc.qvel_index, dtype=np.intp)  # [n_arm]
-        self.actuators = list(robot._ref_actuators_indexes_dict["right"])
+        self.actuators = np.asarray(robot._ref_actuators_indexes_dict["right"], dtype=np.intp)  # [n_arm]
         self.ctrl_low = self.model.actuator_ctrlrange[self.actuators, 0].copy()  # [n_arm]
         self.ctrl_high = self.model.actuator_ctrlrange[self.actuators, 1].copy()  # [n_arm]
         nv = self.model.nv
@@ -95,16 +95,18 @@ class ControlStep:
         env.sim.step2()
         env._update_observables()
         osc = env.robots[0].composite_controller.part_controllers["right"]  # reset() makes new ones
+        gains = (np.array(osc.kp[0:3]), osc.kd[0:3], np.array(osc.kp[3:6]), osc.kd[3:6])  # fixed impedance
         for _ in range(self.substeps - 1):
             mujoco.mj_step1(m, d)
-            d.ctrl[self.actuators] = self._arm_ctrl(osc)  # [n_arm]
+            d.ctrl[self.actuators] = self._arm_ctrl(osc, gains)  # [n_arm]
             mujoco.mj_step2(m, d)
         env.cur_time += env.control_timestep
         reward, _, info = env._post_action(action)
         return float(reward), info
 
-    def _arm_ctrl(self, osc: Any) -> np.ndarray:
-        """`OperationalSpaceController.run_controller` for the current state, clipped to ctrlrange."""
+    def _arm_ctrl(self, osc: Any, gains: tuple[np.ndarray, ...]) -> np.ndarray:
+        """`OperationalSpaceController.run_controller` for the current state, clipped to ctrlrange;
+        `gains` = (kp, kd) of position, then of orientation, as robosuite slices them."""
         opspace_matrices, nullspace_torques, orientation_error = self._kernels
         m, d, qv = self.model, self.data, self.qvel_index
         origin_pos = np.array(d.site_xpos[self.base_site])  # [3] world
@@ -128,9 +130,10 @@ class ControlStep:
         ori_error = orientation_error(desired_ori, ref_ori)  # [3]
         position_error = desired_pos - ref_pos  # [3]
         vel_pos_error = -(ref_pos_vel - np.dot(self._base_jacp, d.qvel))  # [3]
-        force = np.multiply(position_error, np.array(osc.kp[0:3])) + np.multiply(vel_pos_error, osc.kd[0:3])
+        kp_pos, kd_pos, kp_ori, kd_ori = gains
+        force = np.multiply(position_error, kp_pos) + np.multiply(vel_pos_error, kd_pos)
         vel_ori_error = -(ref_ori_vel - np.dot(self._base_jacr, d.qvel))  # [3]
-        torque = np.multiply(ori_error, np.array(osc.kp[3:6])) + np.multiply(vel_ori_error, osc.kd[3:6])
+        torque = np.multiply(ori_error, kp_ori) + np.multiply(vel_ori_error, kd_ori)
 
         _, lambda_pos, lambda_ori, nullspace = opspace_matrices(mass, j_full, j_pos, j_ori)
         wrench = np.concatenate([np.dot(lambda_pos, force), np.dot(lambda_ori, torque)])  # [6]
