@@ -14,6 +14,8 @@
 #   MT10_PROTOCOL=published bash benchmarks/mt10_cpu.sh /tmp/mt10-published
 #   MT10_SET="model.history=1" MT10_RESULT=/tmp/h1.json bash benchmarks/mt10_cpu.sh /tmp/mt10-h1
 #   MT10_IMAGE=128 MT10_SET="model.history=1" MT10_RESULT=/tmp/h1-128.json bash benchmarks/mt10_cpu.sh /tmp/mt10-128
+# MT_SUITE=mt50 runs the same recipe on MT50 (benchmarks/mt50_cpu.sh sets it, with its own budget)
+# and writes benchmarks/results/mt50_cpu[_published].json.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 V="$repo/.venv/bin/vlaforge"
@@ -21,9 +23,14 @@ OUT="${1:-/tmp/mt10}"
 STEPS="${MT10_STEPS:-20000}"
 PROTOCOL="${MT10_PROTOCOL:-heldout}"
 IMAGE="${MT10_IMAGE:-96}"
+SUITE="${MT_SUITE:-mt10}"
+case "$SUITE" in
+  mt10 | mt50) ;;
+  *) echo "MT_SUITE must be mt10 or mt50, not '$SUITE'" >&2; exit 2 ;;
+esac
 case "$PROTOCOL" in
-  heldout) RESULT="$repo/benchmarks/results/mt10_cpu.json" ;;
-  published) RESULT="$repo/benchmarks/results/mt10_cpu_published.json" ;;
+  heldout) RESULT="$repo/benchmarks/results/${SUITE}_cpu.json" ;;
+  published) RESULT="$repo/benchmarks/results/${SUITE}_cpu_published.json" ;;
   *) echo "MT10_PROTOCOL must be heldout or published, not '$PROTOCOL'" >&2; exit 2 ;;
 esac
 RESULT="${MT10_RESULT:-$RESULT}"
@@ -31,7 +38,7 @@ EXTRA=()
 for kv in ${MT10_SET:-}; do EXTRA+=(--set "$kv"); done
 mkdir -p "$OUT"
 [ -f "$OUT/data/meta/info.json" ] || \
-  "$V" collect metaworld --tasks mt10 --episodes-per-task 50 --image-size "$IMAGE" --workers 2 \
+  "$V" collect metaworld --tasks "$SUITE" --episodes-per-task 50 --image-size "$IMAGE" --workers 2 \
     --protocol "$PROTOCOL" --out "$OUT/data"
 if [ -f "$OUT/run/run.json" ]; then  # an interrupted run continues where it stopped
   "$V" train --resume "$OUT/run" --steps "$STEPS"
@@ -40,7 +47,7 @@ else
     --set model.image_size="$IMAGE" --set train.max_minutes="${MT10_MAX_MINUTES:-60}" --set train.lr_follows_clock=true --set train.val_every=500 \
     --set train.save_every=1000 --set train.tensorboard=false ${EXTRA[@]+"${EXTRA[@]}"}
 fi
-"$V" eval --policy "$OUT/run/checkpoints/last" --suite mt10 --episodes-per-task 10 --workers 2 \
+"$V" eval --policy "$OUT/run/checkpoints/last" --suite "$SUITE" --episodes-per-task 10 --workers 2 \
   --out "$OUT/eval" --overwrite
-"$repo/.venv/bin/python" "$repo/benchmarks/mt10_summary.py" cpu "$OUT" "$RESULT" \
+"$repo/.venv/bin/python" "$repo/benchmarks/mt10_summary.py" cpu "$OUT" "$RESULT" --command "bash benchmarks/${SUITE}_cpu.sh" \
   --recipe "$PROTOCOL protocol; 50 demos/task at $IMAGE px; default preset at $IMAGE px, batch 64, ${MT10_MAX_MINUTES:-60} min with the lr following the clock (at most $STEPS steps)${MT10_SET:+; with $MT10_SET}; 10 eval episodes/task on seeds disjoint from training"

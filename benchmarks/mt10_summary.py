@@ -107,8 +107,8 @@ def recorded_val_episodes(metadata: dict, data: Path) -> list[int]:
     return [int(i) for i in match[0]["val_episodes"]]
 
 
-def cpu(out: Path, recipe: str) -> dict:
-    return {"command": "bash benchmarks/mt10_cpu.sh", "recipe": recipe,
+def cpu(out: Path, recipe: str, command: str = "bash benchmarks/mt10_cpu.sh") -> dict:
+    return {"command": command, "recipe": recipe,
             "train": train_summary(out / "run"), **eval_summary(out / "eval")}  # fmt: skip
 
 
@@ -144,11 +144,12 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("result", type=Path)
     parser.add_argument("--recipe", default="")
+    parser.add_argument("--command", default="bash benchmarks/mt10_cpu.sh", help="the command recorded (cpu)")
     args = parser.parse_args()
-    summary = cpu(args.out, args.recipe) if args.kind == "cpu" else heads(args.out, args.result)
+    summary = cpu(args.out, args.recipe, args.command) if args.kind == "cpu" else heads(args.out, args.result)
     args.result.write_text(json.dumps(summary, indent=2) + "\n")
     if args.kind == "cpu":
-        print(f"MT10: {100 * summary['mean_over_tasks']:.1f}% over tasks, "
+        print(f"{summary['suite'].upper()}: {100 * summary['mean_over_tasks']:.1f}% over tasks, "
               f"{100 * summary['mean_of_group_means']:.1f}% mean of group means -> {args.result}")  # fmt: skip
     else:
         for head, row in summary["heads"].items():

@@ -2,7 +2,11 @@
 Diffusion Policy trained on the same data for the same wall-clock, evaluated on the same seeds.
 
     python benchmarks/peers_summary.py OUT RESULT.json      # reads OUT/{ours,act,diffusion}
-    python benchmarks/peers_summary.py --train-minutes OUT/ours   # the quickstart's training minutes
+    python benchmarks/peers_summary.py OUT RESULT.json --ours MT10_OUT   # ours from benchmarks/mt10_cpu.sh
+    python benchmarks/peers_summary.py --train-minutes OURS   # ours' training minutes
+
+`ours` is a `vlaforge quickstart` folder (quickstart.json, run, eval) or a benchmarks/mt10_cpu.sh
+folder (run, eval).
 
 Columns: success (mean over tasks, and per task, with the episodes behind it), training samples/s
 (median over the run for ours; steps x batch / wall-clock for the peers, whose time includes
@@ -38,17 +42,44 @@ def _eval(path: Path) -> dict:
     }
 
 
+def train_minutes(out: Path) -> float:
+    """Ours' training minutes: the quickstart's own record, else the span of the run's log."""
+    if (out / "quickstart.json").is_file():
+        return round(_json(out / "quickstart.json")["seconds"]["train"] / 60, 2)
+    from vlaforge.train.log import read_log, train_records
+
+    steps = train_records(read_log(out / "run"))
+    return round((steps[-1]["time"] - steps[0]["time"]) / 60, 2)
+
+
+def _batch_size(out: Path) -> int:
+    """The batch of a `vlaforge train` run: its override, else the trainer's default."""
+    from vlaforge.train.config import TrainConfig
+
+    for item in _json(out / "run" / "run.json").get("overrides", []):
+        pairs = item.items() if isinstance(item, dict) else [item.split("=", 1)]
+        for key, value in pairs:
+            if key == "train.batch_size":
+                return int(value)
+    return TrainConfig().batch_size
+
+
+def _suite(out: Path) -> str:
+    suite = _json(out / "eval" / "eval_info.json")["suite"]
+    return suite.upper() if isinstance(suite, str) and "," not in suite else "multi-task"
+
+
 def ours(out: Path) -> dict:
     from vlaforge.train.log import read_log, train_records
 
-    quick = _json(out / "quickstart.json")
     steps = train_records(read_log(out / "run"))
     latency = _json(out / "latency.json")
+    quick = _json(out / "quickstart.json") if (out / "quickstart.json").is_file() else None
     return {
-        "name": "vlaforge quickstart (default preset, regression head)",
-        "train_minutes": round(quick["seconds"]["train"] / 60, 2),
-        "steps": quick["steps_trained"],
-        "batch_size": quick["config"]["batch_size"],
+        "name": f"vlaforge {'quickstart' if quick else _suite(out) + ' CPU tier'} (default preset, regression head)",
+        "train_minutes": train_minutes(out),
+        "steps": quick["steps_trained"] if quick else steps[-1]["step"],
+        "batch_size": quick["config"]["batch_size"] if quick else _batch_size(out),
         "samples_per_s": round(median(r["samples_per_s"] for r in steps[1:] or steps), 1),
         "latency_p50_ms": latency.get("p50_ms"),
         "parameters": latency["params_trainable"],
@@ -68,6 +99,7 @@ def peer(run: Path) -> dict:
         "latency_p50_ms": latency["p50_ms"],
         "parameters": train["parameters"],
         "config_overrides": train.get("config_overrides", {}),
+        "task_onehot": bool(train.get("task_onehot")),
         "final_loss": train["final_loss"],
         "eval": _eval(run / "eval"),
     }
@@ -90,14 +122,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("result", type=Path, nargs="?")
-    parser.add_argument(
-        "--train-minutes", action="store_true", help="print OUT's quickstart training minutes"
-    )
+    parser.add_argument("--train-minutes", action="store_true", help="print ours' (OUT's) training minutes")
+    parser.add_argument("--ours", type=Path, help="ours' folder (default OUT/ours)")
     args = parser.parse_args()
     if args.train_minutes:
-        print(round(_json(args.out / "quickstart.json")["seconds"]["train"] / 60, 2))
+        print(train_minutes(args.out))
         return 0
-    rows = [ours(args.out / "ours")]
+    rows = [ours(args.ours or args.out / "ours")]
     rows += [
         peer(args.out / p)
         for p in ("act", "diffusion")

@@ -14,7 +14,9 @@ connection keeps its own last `n_obs_steps` frames; at an episode's start the fi
 the window, as LeRobot's `populate_queues` does. A reply is the chunk LeRobot's `select_action`
 would execute: ACT's first `n_action_steps` (all 100 by default) of its predicted chunk, Diffusion
 Policy's `n_action_steps` (8) starting at the current step (`generate_actions`), unnormalized by the
-policy's postprocessor. A bad request is answered `{"error": ...}` and the connection stays up.
+policy's postprocessor. A policy trained with `--task-onehot` gets the one-hot of the request's
+instruction (`task`) appended to its normalized state, as in training; an instruction it was not
+trained on is an error reply. A bad request is answered `{"error": ...}` and the connection stays up.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lerobot_shim  # noqa: E402
+from lerobot_train import with_task_onehot  # noqa: E402
 
 
 class Peer:
@@ -51,6 +54,7 @@ class Peer:
         self.pre, self.post = make_pre_post_processors(self.cfg, pretrained_path=str(path))
         self.image_keys = list(self.cfg.image_features)
         self.history = int(self.cfg.n_obs_steps)
+        self.tasks = list(self.report.get("task_onehot") or [])
 
     def metadata(self) -> dict:
         data = Path(self.report["data"])
@@ -81,7 +85,9 @@ class Peer:
     def actions(self, frames: list[dict]) -> list:
         """Actions [n_action_steps, A] in robot units for the window `frames` (oldest first)."""
         torch = self.torch
-        batch = {"task": [frames[-1].get("task", "")]}
+        task = frames[-1].get("task", "")
+        index = self.task_index(task) if self.tasks else None  # before any work: a bad one is an error reply
+        batch = {"task": [task]}
         for key in self.image_keys:
             images = torch.stack([torch.as_tensor(f[key]) for f in frames])  # [T, H, W, C] uint8
             batch[key] = images.permute(0, 3, 1, 2).float().div(255).unsqueeze(0)  # [1, T, C, H, W]
@@ -91,6 +97,10 @@ class Peer:
         if self.history == 1:
             batch = {k: v[:, 0] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         batch = self.pre(batch)
+        if self.tasks:
+            batch["observation.state"] = with_task_onehot(
+                batch["observation.state"], torch.tensor([index]), len(self.tasks)
+            )
         with torch.no_grad():
             if self.kind == "act":
                 chunk = self.policy.predict_action_chunk(batch)[:, : self.cfg.n_action_steps]  # [1, H, A]
@@ -98,6 +108,13 @@ class Peer:
                 batch["observation.images"] = torch.stack([batch[k] for k in self.image_keys], dim=-4)
                 chunk = self.policy.diffusion.generate_actions(batch)  # [1, n_action_steps, A]
         return self.post(chunk)[0].cpu().numpy()
+
+    def task_index(self, instruction: str) -> int:
+        if instruction not in self.tasks:
+            raise ValueError(
+                f"instruction {instruction!r} is none of the {len(self.tasks)} tasks this policy knows"
+            )
+        return self.tasks.index(instruction)
 
 
 def _frames(message: dict) -> list[dict]:
@@ -152,7 +169,7 @@ def latency(peer: Peer, iters: int) -> dict:
         if v["dtype"] == "uint8"
     }
     frame["observation.state"] = np.zeros(meta["state_dim"], np.float32)
-    frame["task"] = ""
+    frame["task"] = peer.tasks[0] if peer.tasks else ""
     frames = [frame] * peer.history
     peer.actions(frames)
     times = []

@@ -17,6 +17,12 @@ only (the datasets also hold the simulator's privileged 39-d state, which LeRobo
 feed as `observation.environment_state`); the scheduler (Diffusion Policy's cosine with warm-up) is
 built after 10 calibration steps with the number of steps the budget then predicts, so those 10
 run at the base learning rate. Writes RUN/pretrained_model (policy + processors) and RUN/train.json.
+
+Multi-task data (MT10): neither policy reads language, so `--task-onehot` appends a one-hot of the
+frame's task (the dataset's `task_index`, K tasks) to the state after LeRobot's normalization (the
+state feature is then 4 + K wide; its statistics stay the 4-d ones). It is the usual stand-in for an
+instruction in a fixed task set, and it gives these peers the task identity vlaforge reads from
+the instruction; the server (lerobot_serve.py) maps each request's instruction to the same index.
 """
 
 from __future__ import annotations
@@ -34,8 +40,19 @@ import lerobot_shim  # noqa: E402
 CALIBRATION_STEPS = 10
 
 
-def policy_config(kind: str, meta, camera: str, overrides: dict):
-    """LeRobot's config for `kind` with its defaults (and `overrides`), on one camera + the state, CPU."""
+def with_task_onehot(state, task_index, num_tasks: int):
+    """`state` [B, S] or [B, T, S] with a one-hot of `task_index` [B] appended: [..., S + num_tasks]."""
+    import torch
+
+    onehot = torch.nn.functional.one_hot(task_index.long(), num_tasks).to(state.dtype)  # [B, K]
+    if state.ndim == 3:
+        onehot = onehot[:, None].expand(-1, state.shape[1], -1)  # [B, T, K]
+    return torch.cat([state, onehot], dim=-1)
+
+
+def policy_config(kind: str, meta, camera: str, overrides: dict, num_tasks: int = 0):
+    """LeRobot's config for `kind` with its defaults (and `overrides`), on one camera + the state
+    (widened by `num_tasks` one-hot entries), CPU."""
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.factory import make_policy_config
 
@@ -44,11 +61,10 @@ def policy_config(kind: str, meta, camera: str, overrides: dict):
     if image_key not in feats:
         raise SystemExit(f"--camera {camera}: the dataset has no {image_key} (it has {meta.camera_keys})")
     h, w, c = feats[image_key]["shape"]
+    (state_dim,) = feats["observation.state"]["shape"]
     inputs = {
         image_key: PolicyFeature(type=FeatureType.VISUAL, shape=(c, h, w)),
-        "observation.state": PolicyFeature(
-            type=FeatureType.STATE, shape=tuple(feats["observation.state"]["shape"])
-        ),
+        "observation.state": PolicyFeature(type=FeatureType.STATE, shape=(state_dim + num_tasks,)),
     }
     outputs = {"action": PolicyFeature(type=FeatureType.ACTION, shape=tuple(feats["action"]["shape"]))}
     extra = {"pretrained_backbone_weights": None} if kind == "act" else {}
@@ -68,6 +84,10 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="lerobot-train's default")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--task-onehot", action="store_true",
+        help="append a one-hot of the frame's task to the state (multi-task data; see the docstring)",
+    )  # fmt: skip
     parser.add_argument(
         "--config", action="append", default=[], metavar="KEY=JSON",
         help="a policy config field, e.g. num_inference_steps=10 or noise_scheduler_type='\"DDIM\"'",
@@ -95,7 +115,9 @@ def main() -> int:
 
     torch.manual_seed(args.seed)
     meta = LeRobotDatasetMetadata("local/vlaforge", root=args.data)
-    cfg = policy_config(args.policy, meta, args.camera, overrides)
+    # The instructions in task_index order (meta.tasks: index = instruction, column task_index).
+    tasks = list(meta.tasks.sort_values("task_index").index) if args.task_onehot else []
+    cfg = policy_config(args.policy, meta, args.camera, overrides, len(tasks))
     dataset = LeRobotDataset(
         "local/vlaforge",
         root=args.data,
@@ -112,7 +134,8 @@ def main() -> int:
     )  # fmt: skip
     params = sum(p.numel() for p in policy.parameters())
     print(
-        f"{args.policy}: {params / 1e6:.1f} M parameters, {len(dataset)} frames, budget {args.minutes} min",
+        f"{args.policy}: {params / 1e6:.1f} M parameters, {len(dataset)} frames, budget {args.minutes} min"
+        + (f", task one-hot over {len(tasks)} tasks" if tasks else ""),
         flush=True,
     )
 
@@ -121,7 +144,12 @@ def main() -> int:
     policy.train()
     while time.perf_counter() - start < budget_s:
         for batch in loader:
+            task_index = batch["task_index"]  # [B]
             batch = pre(batch)
+            if tasks:
+                batch["observation.state"] = with_task_onehot(
+                    batch["observation.state"], task_index, len(tasks)
+                )
             loss, _ = policy.forward(batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), optim.grad_clip_norm)
@@ -155,6 +183,7 @@ def main() -> int:
         "data": str(Path(args.data).resolve()),
         "camera": args.camera,
         "config_overrides": overrides,
+        "task_onehot": tasks,  # instructions in one-hot order; [] = no task input
         "parameters": params,
         "batch_size": args.batch_size,
         "dataloader_workers": args.workers,
