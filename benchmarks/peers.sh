@@ -8,7 +8,8 @@
 # PEERS="act diffusion" picks peers; PEER_MINUTES fixes their budget (default: the quickstart's
 # measured training minutes); PEER_EPISODES (default 10) evaluation episodes per task; DP_EPISODES
 # (default 2) episodes per task for Diffusion Policy, whose chunks take seconds each on a CPU (10
-# DDIM steps of a 263 M-parameter U-Net; LeRobot's default is 100 DDPM steps, minutes per episode); LEROBOT_VENV is the side venv (made if missing).
+# DDIM steps of a 263 M-parameter U-Net; LeRobot's default is 100 DDPM steps, minutes per episode);
+# LEROBOT_VENV is the side venv (made if missing).
 # OURS=DIR takes vlaforge's row from a finished run instead of the quickstart: a
 # benchmarks/mt10_cpu.sh folder (data, run, eval); the peers then train on DIR/data for its training
 # minutes, get a one-hot of the task in their state (neither reads language; PEER_TASK_ONEHOT=0
