@@ -39,6 +39,26 @@ def test_same_seed_same_frames_other_seed_other_scene(reach_env):
     assert not np.array_equal(other[CORNER2], first[CORNER2])
 
 
+def test_first_frame_shows_this_episodes_goal_not_the_last_ones():
+    """Meta-World moves the goal site after its last mj_forward; frame 0 must still show it there."""
+    env = MetaWorldEnv("reach-v3", image_size=96)
+    m, d = env._env.model, env._env.data
+    goal = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    try:
+        env.reset(3)
+        obs = env.reset(4)  # the previous episode's goal was elsewhere
+        np.testing.assert_allclose(d.site_xpos[goal], obs[ENV_STATE][36:39], atol=1e-6)
+        mujoco.mj_forward(m, d)  # every derived position up to date: the frame must not change
+        np.testing.assert_array_equal(env.render("corner2"), obs[CORNER2])
+        fresh = MetaWorldEnv("reach-v3", image_size=96)
+        try:  # and frame 0 is a function of the seed alone
+            np.testing.assert_array_equal(fresh.reset(4)[CORNER2], obs[CORNER2])
+        finally:
+            fresh.close()
+    finally:
+        env.close()
+
+
 def test_trajectories_repeat_exactly(reach_env):
     def run():
         obs = reach_env.reset(5)

@@ -17,6 +17,11 @@ Observation: `observation.state` = obs39[0:4] (hand xyz, gripper opening), float
 `observation.environment_state` = obs39 (39), float32; images upright uint8 [H, W, 3].
 Actions are clipped to [-1, 1] (the simulator would clip them anyway); `expert_action` returns the
 clipped scripted-expert action, which is what the collector records.
+
+Deviation from Meta-World's own reset: it writes the episode's goal into `model.site_pos` after its
+last `mj_forward`, so the frame it would render at reset shows the goal marker (reach, push,
+pick-place, ...) where the previous episode had it; `reset` recomputes the positions
+(`mj_kinematics`, which changes no state the physics reads) so that frame 0 shows the real goal.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ import pickle
 import warnings
 from typing import Any
 
+import mujoco
 import numpy as np
 
-from vlaforge.envs import render as _render  # sets MUJOCO_GL before mujoco is imported
+from vlaforge.envs import render as _render
 from vlaforge.envs import tasks as _tasks
 from vlaforge.envs.base import RenderedEnv, check_seed
 from vlaforge.envs.registry import ActionSpace, Camera, SimulatorSpec, StateSpace, register
@@ -126,6 +132,7 @@ class MetaWorldEnv(RenderedEnv):
             self._env._freeze_rand_vec = True
         self._env.seed(int(seed))
         self._obs39, _ = self._env.reset()
+        mujoco.mj_kinematics(self._env.model, self._env.data)  # the goal site's new position
         self.steps = 0
         return self._observation(render)
 
