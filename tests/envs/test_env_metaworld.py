@@ -39,20 +39,25 @@ def test_same_seed_same_frames_other_seed_other_scene(reach_env):
     assert not np.array_equal(other[CORNER2], first[CORNER2])
 
 
-def test_first_frame_shows_this_episodes_goal_not_the_last_ones():
-    """Meta-World moves the goal site after its last mj_forward; frame 0 must still show it there."""
-    env = MetaWorldEnv("reach-v3", image_size=96)
+@pytest.mark.parametrize("task", ["reach-v3", "drawer-open-v3"])
+def test_first_frame_shows_this_episodes_scene_not_the_last_ones(task):
+    """Meta-World moves the goal site (reach) and the object's body (drawer) after its last
+    mj_forward; frame 0 and the reset observation must still show them where they now are."""
+    env = MetaWorldEnv(task, image_size=96)
     m, d = env._env.model, env._env.data
     goal = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SITE, "goal")
     try:
         env.reset(3)
-        obs = env.reset(4)  # the previous episode's goal was elsewhere
+        obs = env.reset(4)  # the previous episode's placement was elsewhere
         np.testing.assert_allclose(d.site_xpos[goal], obs[ENV_STATE][36:39], atol=1e-6)
-        mujoco.mj_forward(m, d)  # every derived position up to date: the frame must not change
+        mujoco.mj_forward(m, d)  # every derived position up to date: frame and state must not change
         np.testing.assert_array_equal(env.render("corner2"), obs[CORNER2])
-        fresh = MetaWorldEnv("reach-v3", image_size=96)
+        np.testing.assert_allclose(env._env._get_curr_obs_combined_no_goal(), obs[ENV_STATE][:18], atol=1e-6)
+        fresh = MetaWorldEnv(task, image_size=96)
         try:  # and frame 0 is a function of the seed alone
-            np.testing.assert_array_equal(fresh.reset(4)[CORNER2], obs[CORNER2])
+            again = fresh.reset(4)
+            np.testing.assert_array_equal(again[CORNER2], obs[CORNER2])
+            np.testing.assert_array_equal(again[ENV_STATE], obs[ENV_STATE])
         finally:
             fresh.close()
     finally:

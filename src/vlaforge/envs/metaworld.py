@@ -18,10 +18,13 @@ Observation: `observation.state` = obs39[0:4] (hand xyz, gripper opening), float
 Actions are clipped to [-1, 1] (the simulator would clip them anyway); `expert_action` returns the
 clipped scripted-expert action, which is what the collector records.
 
-Deviation from Meta-World's own reset: it writes the episode's goal into `model.site_pos` after its
-last `mj_forward`, so the frame it would render at reset shows the goal marker (reach, push,
-pick-place, ...) where the previous episode had it; `reset` recomputes the positions
-(`mj_kinematics`, which changes no state the physics reads) so that frame 0 shows the real goal.
+Deviation from Meta-World's own reset: its tasks write the episode's goal site (reach, push,
+pick-place) and often the object's body (drawer, window, peg box) into `model.site_pos` /
+`model.body_pos` after its last `mj_forward`, so the frame rendered at reset, and the object and
+goal entries of the observation it returns, showed them where the previous episode (or the model
+file) had them: hundreds of pixels of the 96 px frame on drawer-open, peg-insert-side and the
+windows. `reset` recomputes the positions (`mj_kinematics`: no physics state changes) and the
+observation from them, so frame 0 and obs39 at reset describe this episode's scene.
 """
 
 from __future__ import annotations
@@ -131,8 +134,12 @@ class MetaWorldEnv(RenderedEnv):
             self._env._last_rand_vec = self._placements[int(seed) % len(self._placements)]
             self._env._freeze_rand_vec = True
         self._env.seed(int(seed))
-        self._obs39, _ = self._env.reset()
-        mujoco.mj_kinematics(self._env.model, self._env.data)  # the goal site's new position
+        self._env.reset()
+        mujoco.mj_kinematics(self._env.model, self._env.data)  # positions of the sites/bodies reset moved
+        obs = self._env._get_obs()  # [39] from those positions, stacked as Meta-World's reset does
+        self._env._prev_obs = obs[:18].copy()
+        obs[18:36] = self._env._prev_obs
+        self._obs39 = obs.astype(np.float64)
         self.steps = 0
         return self._observation(render)
 
