@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Meta-World MT50 on a 2-core CPU in about two hours: the MT10 CPU tier's recipe (benchmarks/mt10_cpu.sh:
 # 50 expert demos per task at 96 px, the default preset, batch 64, the lr following the clock) on all
-# 50 tasks, with 80 minutes of training (MT10_MAX_MINUTES) around ~20 min of collection and ~15 min
+# 50 tasks, with 80 minutes of training (MT10_MAX_MINUTES) around ~26 min of collection and ~15 min
 # of evaluation (10 episodes per task, 500 in all). Writes benchmarks/results/mt50_cpu.json, or
 # mt50_cpu_published.json with MT10_PROTOCOL=published (the protocol of the published MT50 table).
 #   bash benchmarks/mt50_cpu.sh [OUT]                                  # default OUT /tmp/mt50
