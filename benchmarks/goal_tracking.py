@@ -8,8 +8,9 @@ and correlations near 1; one that has learnt the mean motion ends at one place w
 
     python benchmarks/goal_tracking.py --policy RUN/checkpoints/last [--task reach-v3] [--episodes 12]
 
-Seeds 900,000 + i (heldout draws, not the collection's); the policy runs as `vlaforge eval` runs it
-(its history window fed every step, `execute_steps` actions per chunk). Writes
+Seeds: `vlaforge eval`'s block 0 (`eval_seeds`, heldout draws), checked disjoint from the
+checkpoint's training seeds; the policy runs as `vlaforge eval` runs it (its history window fed
+every step, `execute_steps` actions per chunk). Writes
 benchmarks/results/goal_tracking.json (or --out).
 """
 
@@ -26,7 +27,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "goal_tracking.json"
-FIRST_SEED = 900_000
 
 
 def rollout(policy, env, seed: int, steps: int) -> dict:
@@ -59,16 +59,19 @@ def main() -> int:
     from vlaforge.envs.metaworld import MetaWorldEnv
     from vlaforge.eval.config import EvalConfig
     from vlaforge.eval.policies import CheckpointPolicy
+    from vlaforge.eval.seeds import eval_seeds
     from vlaforge.models.policy import VLAPolicy
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     model = VLAPolicy.from_pretrained(args.policy).eval()
     policy = CheckpointPolicy(model, EvalConfig(policy=args.policy, suite=args.task, out="-"))
     env = MetaWorldEnv(args.task, cameras=policy.spec.cameras, image_size=policy.spec.image_size)
+    seeds = eval_seeds(0, args.episodes)
+    policy.spec.train_seeds.check([args.task], seeds, allow=False, instructions={args.task: env.instruction})
     rows = []
     try:
-        for i in range(args.episodes):
-            rows.append(rollout(policy, env, FIRST_SEED + i, args.steps))
+        for seed in seeds:
+            rows.append(rollout(policy, env, seed, args.steps))
             r = rows[-1]
             print(
                 f"seed {r['seed']}: goal {r['goal']} final hand {r['final_hand']} closest {r['closest_m']:.3f} m"

@@ -46,22 +46,18 @@ def train_minutes(out: Path) -> float:
     """Ours' training minutes: the quickstart's own record, else the span of the run's log."""
     if (out / "quickstart.json").is_file():
         return round(_json(out / "quickstart.json")["seconds"]["train"] / 60, 2)
-    from vlaforge.train.log import read_log, train_records
+    from mt10_summary import train_summary
 
-    steps = train_records(read_log(out / "run"))
-    return round((steps[-1]["time"] - steps[0]["time"]) / 60, 2)
+    return train_summary(out / "run")["train_minutes"]
 
 
 def _batch_size(out: Path) -> int:
-    """The batch of a `vlaforge train` run: its override, else the trainer's default."""
-    from vlaforge.train.config import TrainConfig
+    """The batch of a `vlaforge train` run, resolved from its run.json as the trainer resolves it."""
+    from vlaforge.config import apply_overrides
+    from vlaforge.train.config import TrainConfig, split_overrides
 
-    for item in _json(out / "run" / "run.json").get("overrides", []):
-        pairs = item.items() if isinstance(item, dict) else [item.split("=", 1)]
-        for key, value in pairs:
-            if key == "train.batch_size":
-                return int(value)
-    return TrainConfig().batch_size
+    _, train_over = split_overrides(_json(out / "run" / "run.json").get("overrides", []))
+    return apply_overrides(TrainConfig(), train_over).batch_size
 
 
 def _suite(out: Path) -> str:
