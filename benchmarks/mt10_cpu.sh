@@ -9,11 +9,13 @@
 # (docs/meta-world-protocols.md) and writes benchmarks/results/mt10_cpu_published.json instead.
 # A lever study changes the recipe with MT10_SET (extra --set overrides, space-separated) and
 # writes its own summary with MT10_RESULT (a path), leaving the recipe's JSON alone; MT10_IMAGE
-# (default 96) is the side of the collected frames and of the model's input.
+# (default 96) is the side of the collected frames and of the model's input; MT10_CAMERA (default
+# corner2) is the one camera collected and read (`workspace`: corner2 cropped to the workspace).
 #   bash benchmarks/mt10_cpu.sh [OUT]
 #   MT10_PROTOCOL=published bash benchmarks/mt10_cpu.sh /tmp/mt10-published
 #   MT10_SET="model.history=1" MT10_RESULT=/tmp/h1.json bash benchmarks/mt10_cpu.sh /tmp/mt10-h1
 #   MT10_IMAGE=128 MT10_SET="model.history=1" MT10_RESULT=/tmp/h1-128.json bash benchmarks/mt10_cpu.sh /tmp/mt10-128
+#   MT10_CAMERA=workspace MT10_RESULT=/tmp/ws.json bash benchmarks/mt10_cpu.sh /tmp/mt10-ws
 # MT_SUITE=mt50 runs the same recipe on MT50 (benchmarks/mt50_cpu.sh sets it, with its own budget)
 # and writes benchmarks/results/mt50_cpu[_published].json.
 set -euo pipefail
@@ -23,6 +25,7 @@ OUT="${1:-/tmp/mt10}"
 STEPS="${MT10_STEPS:-20000}"
 PROTOCOL="${MT10_PROTOCOL:-heldout}"
 IMAGE="${MT10_IMAGE:-96}"
+CAMERA="${MT10_CAMERA:-corner2}"
 SUITE="${MT_SUITE:-mt10}"
 case "$SUITE" in
   mt10 | mt50) ;;
@@ -39,15 +42,19 @@ for kv in ${MT10_SET:-}; do EXTRA+=(--set "$kv"); done
 mkdir -p "$OUT"
 [ -f "$OUT/data/meta/info.json" ] || \
   "$V" collect metaworld --tasks "$SUITE" --episodes-per-task 50 --image-size "$IMAGE" --workers 2 \
-    --protocol "$PROTOCOL" --out "$OUT/data"
+    --cameras "$CAMERA" --protocol "$PROTOCOL" --out "$OUT/data"
 if [ -f "$OUT/run/run.json" ]; then  # an interrupted run continues where it stopped
   "$V" train --resume "$OUT/run" --steps "$STEPS"
 else
   "$V" train --preset default --data "$OUT/data" --steps "$STEPS" --batch-size 64 --out "$OUT/run" \
-    --set model.image_size="$IMAGE" --set train.max_minutes="${MT10_MAX_MINUTES:-60}" --set train.lr_follows_clock=true --set train.val_every=500 \
+    --set model.image_size="$IMAGE" --set model.cameras="$CAMERA" --set train.max_minutes="${MT10_MAX_MINUTES:-60}" --set train.lr_follows_clock=true --set train.val_every=500 \
     --set train.save_every=1000 --set train.tensorboard=false ${EXTRA[@]+"${EXTRA[@]}"}
 fi
 "$V" eval --policy "$OUT/run/checkpoints/last" --suite "$SUITE" --episodes-per-task 10 --workers 2 \
   --out "$OUT/eval" --overwrite
-"$repo/.venv/bin/python" "$repo/benchmarks/mt10_summary.py" cpu "$OUT" "$RESULT" --command "bash benchmarks/${SUITE}_cpu.sh" \
-  --recipe "$PROTOCOL protocol; 50 demos/task at $IMAGE px; default preset at $IMAGE px, batch 64, ${MT10_MAX_MINUTES:-60} min with the lr following the clock (at most $STEPS steps)${MT10_SET:+; with $MT10_SET}; 10 eval episodes/task on seeds disjoint from training"
+COMMAND="bash benchmarks/${SUITE}_cpu.sh"  # with the variables this run set, so that the JSON says how to redo it
+for var in MT10_PROTOCOL MT10_IMAGE MT10_CAMERA MT10_SET; do  # minutes and steps: in the recipe
+  if [ -n "${!var:-}" ]; then COMMAND="$var=\"${!var}\" $COMMAND"; fi
+done
+"$repo/.venv/bin/python" "$repo/benchmarks/mt10_summary.py" cpu "$OUT" "$RESULT" --command "$COMMAND" \
+  --recipe "$PROTOCOL protocol; 50 demos/task at $IMAGE px from $CAMERA; default preset at $IMAGE px, batch 64, ${MT10_MAX_MINUTES:-60} min with the lr following the clock (at most $STEPS steps)${MT10_SET:+; with $MT10_SET}; 10 eval episodes/task on seeds disjoint from training"

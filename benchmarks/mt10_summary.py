@@ -2,9 +2,11 @@
 
     python benchmarks/mt10_summary.py cpu OUT RESULT.json [--recipe TEXT]
     python benchmarks/mt10_summary.py heads OUT RESULT.json
+    python benchmarks/mt10_summary.py views OUT RESULT.json [--recipe TEXT] [--command TEXT]
 
 `cpu` reads OUT/run and OUT/eval; `heads` reads OUT/heads/<head>/{run files, eval, latency.json} for
-every head trained there. Only figures and settings are kept (no checkpoints, no videos).
+every head trained there; `views` reads OUT/<camera>/{run, eval, goal.json} for every camera of
+benchmarks/view_ab.sh. Only figures and settings are kept (no checkpoints, no videos).
 """
 
 from __future__ import annotations
@@ -138,17 +140,39 @@ def heads(out: Path, previous: Path | None = None) -> dict:
     }
 
 
+def views(out: Path, recipe: str, command: str) -> dict:
+    """One row per camera folder of OUT that has an evaluation: training, success, reach's goal tracking."""
+    rows = {}
+    for arm in sorted(p for p in out.iterdir() if (p / "eval" / "eval_info.json").is_file()):
+        goal = arm / "goal.json"
+        rows[arm.name] = {
+            "train": train_summary(arm / "run"),
+            **eval_summary(arm / "eval"),
+            "reach_goal_tracking": json.loads(goal.read_text())["summary"] if goal.is_file() else None,
+        }
+    return {"command": command, "recipe": recipe, "views": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["cpu", "heads"])
+    parser.add_argument("kind", choices=["cpu", "heads", "views"])
     parser.add_argument("out", type=Path)
     parser.add_argument("result", type=Path)
     parser.add_argument("--recipe", default="")
     parser.add_argument("--command", default="bash benchmarks/mt10_cpu.sh", help="the command recorded (cpu)")
     args = parser.parse_args()
-    summary = cpu(args.out, args.recipe, args.command) if args.kind == "cpu" else heads(args.out, args.result)
+    if args.kind == "views":
+        summary = views(args.out, args.recipe, args.command)
+    elif args.kind == "cpu":
+        summary = cpu(args.out, args.recipe, args.command)
+    else:
+        summary = heads(args.out, args.result)
     args.result.write_text(json.dumps(summary, indent=2) + "\n")
-    if args.kind == "cpu":
+    if args.kind == "views":
+        for cam, row in summary["views"].items():
+            print(f"{cam:<10} {100 * row['mean_over_tasks']:5.1f}% over tasks  {row['per_task']}  "
+                  f"{row['train']['steps']} steps, val loss {row['train']['val_loss'][-1][1]}")  # fmt: skip
+    elif args.kind == "cpu":
         print(f"{summary['suite'].upper()}: {100 * summary['mean_over_tasks']:.1f}% over tasks, "
               f"{100 * summary['mean_of_group_means']:.1f}% mean of group means -> {args.result}")  # fmt: skip
     else:

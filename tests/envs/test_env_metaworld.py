@@ -156,3 +156,50 @@ def test_bad_camera_and_seed():
         MetaWorldEnv("reach-v3", cameras=("corner-2",))
     with pytest.raises(VlaforgeError, match="did you mean"):
         MetaWorldEnv("reech-v3")
+
+
+@pytest.mark.parametrize(
+    "view", [render.CropView("corner2", (0.2, 0.05), 0.6), render.CropView("topview", (-0.25, 0.5), 0.5)]
+)
+def test_crop_view_is_bitwise_the_crop_of_its_camera_rendered_larger(view):
+    """A flipped (corner2) and an upright (topview) camera: the view drawn at 48 px through the camera's
+    intrinsics is the matching 48 px window of the camera's own image at 48 / half px."""
+    size = 48
+    big_size = round(size / view.half)
+    big, small = MetaWorldEnv("reach-v3", image_size=big_size), MetaWorldEnv("reach-v3", image_size=size)
+    try:
+        big.reset(3), small.reset(3)
+        before = small.render(view.camera)
+        full = big.render(view.camera)  # [big, big, 3] upright
+        col0, row0 = (round((c - view.half + 1) / 2 * big_size) for c in view.center)
+        crop = full[row0 : row0 + size, col0 : col0 + size]
+        np.testing.assert_array_equal(render.render(small._renderer, small._env.data, view), crop)
+        np.testing.assert_array_equal(small.render(view.camera), before)  # the camera is itself again
+    finally:
+        big.close(), small.close()
+
+
+def test_workspace_view_shows_the_reach_goal_larger_than_corner2():
+    """Pixels that change when the goal site is hidden, over four placements: the workspace view
+    (corner2 through a 1 / 0.62 longer lens) gives the goal more than twice corner2's."""
+    env = MetaWorldEnv("reach-v3", cameras=("corner2", "workspace"), image_size=96)
+    goal = mujoco.mj_name2id(env._env.model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    rgba = env._env.model.site_rgba[goal].copy()
+    pixels = {"corner2": 0, "workspace": 0}
+    try:
+        for seed in range(4):
+            obs = env.reset(seed)
+            assert obs["observation.images.workspace"].shape == (96, 96, 3)
+            env._env.model.site_rgba[goal, 3] = 0.0
+            for cam in pixels:
+                hidden = env.render(cam)
+                pixels[cam] += int(np.any(hidden != obs[f"observation.images.{cam}"], axis=-1).sum())
+            env._env.model.site_rgba[goal] = rgba
+    finally:
+        env.close()
+    assert pixels["corner2"] > 0 and pixels["workspace"] > 2 * pixels["corner2"], pixels
+
+
+def test_crop_view_outside_the_image_is_refused():
+    with pytest.raises(ValueError, match="inside"):
+        render.CropView("corner2", (0.5, 0.0), 0.6)

@@ -13,6 +13,10 @@ Per-episode variation, two protocols (`PROTOCOLS`; docs/meta-world-protocols.md)
   the benchmark's MT1/MT10/MT50 (and LeRobot's metaworld_mt50 data, recorded on fixed positions) do.
   Evaluation placements are then placements that training saw.
 
+Cameras: Meta-World's seven, and `workspace` (`VIEWS`): corner2's image cropped to the workspace and
+drawn at full size (a longer lens, not a Meta-World camera; LeRobot and the published protocol use
+corner2).
+
 Observation: `observation.state` = obs39[0:4] (hand xyz, gripper opening), float32;
 `observation.environment_state` = obs39 (39), float32; images upright uint8 [H, W, 3].
 Actions are clipped to [-1, 1] (the simulator would clip them anyway); `expert_action` returns the
@@ -55,7 +59,12 @@ PROTOCOLS = {
     "heldout": "a fresh placement per seed from the task's random-reset space (no evaluation placement is a training one)",
     "published": f"the benchmark's {FIXED_PLACEMENTS} fixed placements per task (MT1 seed {PLACEMENT_SEED}); seed s -> placement s mod {FIXED_PLACEMENTS}",
 }
-CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV")
+#: Views that are crops of a camera's image (`render.CropView`): `workspace` is corner2 through a 1.6x
+#: longer lens framing where MT50's hand paths, objects and goals lie (projected from expert rollouts:
+#: all of MT10's and ~99% of MT50's; sweep's and stick-pull's off-table goals fall below it), so small
+#: targets (reach's goal, push's puck) cover ~2.6x the pixels of corner2 at the same image size.
+VIEWS = {"workspace": _render.CropView("corner2", center=(0.2, 0.05), half=0.62)}
+CAMERAS = ("topview", "corner", "corner2", "corner3", "corner4", "behindGripper", "gripperPOV", *VIEWS)
 #: Each camera's role in a mixture (see `vlaforge.envs.registry.Camera`).
 CAMERA_ROLES = {
     "topview": "top",
@@ -65,6 +74,7 @@ CAMERA_ROLES = {
     "corner4": "secondary",
     "behindGripper": "wrist",
     "gripperPOV": "wrist",
+    "workspace": "primary",
 }
 
 
@@ -169,7 +179,7 @@ class MetaWorldEnv(RenderedEnv):
 
     def render(self, camera: str) -> np.ndarray:
         """An upright uint8 [H, W, 3] image of the current state from `camera`."""
-        return _render.render(self._renderer, self._env.data, camera)
+        return _render.render(self._renderer, self._env.data, VIEWS.get(camera, camera))
 
     def _observation(self, render: bool = True) -> dict[str, Any]:
         obs: dict[str, Any] = {image_key(cam): self.render(cam) for cam in self.cameras} if render else {}

@@ -18,12 +18,18 @@ a frame), less so where a wrist camera looks at its own hand; the physics model 
 lies wholly outside the camera's view frustum (shadows and reflections are off, so such a geom puts
 no pixel in the image): the same image, bitwise (tested), for less of the rasterizer's per-vertex
 work (the arm links behind a wrist camera, robosuite's side walls and pedestal outside its agentview).
+
+`CropView(camera, center, half)` names a view that is a square crop of a fixed camera's upright image
+(a longer lens on the same camera): `render(renderer, data, view)` draws it straight at the renderer's
+size through the camera's intrinsics (sensor size and principal point), so it costs what the full
+view costs and is, bitwise, the crop of that camera rendered at `size / half` pixels (tested).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+from dataclasses import dataclass
 
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
@@ -124,12 +130,59 @@ def update_scene(
         model.geom_group[:] = groups
 
 
-def render(renderer: mujoco.Renderer, data: mujoco.MjData, camera: str) -> np.ndarray:
-    """One upright uint8 [H, W, 3] image from `camera`."""
+@dataclass(frozen=True)
+class CropView:
+    """A square crop of fixed camera `camera`'s upright image, rendered at the full output size.
+
+    `center` is the crop's centre (column, row) in the upright image, each in [-1, 1] (-1: the left
+    or top edge); `half` is its half-side as a fraction of the image's (0 < half <= 1; the crop must
+    lie inside the image). Magnification 1 / half; the camera's pose is unchanged.
+    """
+
+    camera: str
+    center: tuple[float, float]
+    half: float
+
+    def __post_init__(self) -> None:
+        col, row = self.center
+        if not 0 < self.half <= 1 or abs(col) + self.half > 1 + 1e-9 or abs(row) + self.half > 1 + 1e-9:
+            raise ValueError(f"crop {self} does not lie inside the camera's image")
+
+
+def render(renderer: mujoco.Renderer, data: mujoco.MjData, camera: str | CropView) -> np.ndarray:
+    """One upright uint8 [H, W, 3] image from `camera` (a camera name or a `CropView` of one)."""
+    if isinstance(camera, CropView):
+        return _render_crop(renderer, data, camera)
     update_scene(renderer, data, camera)
     image = renderer.render()  # [H, W, 3] uint8, raw orientation
     if camera in FLIPPED_CAMERAS:
         image = np.ascontiguousarray(image[::-1, ::-1])
+    return image
+
+
+def _render_crop(renderer: mujoco.Renderer, data: mujoco.MjData, view: CropView) -> np.ndarray:
+    """`view` through its camera's intrinsics, set for this frame only.
+
+    MuJoCo's intrinsics camera: focal length f, sensor side s, principal point (px, py) in one length
+    unit; its image spans tan = (+-s/2 + p) / f about the optical axis, with +py up in the raw image.
+    The camera's own fovy gives its full sensor side at f = 1 (2 tan(fovy / 2)); the crop keeps f and
+    takes `half` of that side, centred where the crop is (mirrored for the upside-down cameras).
+    """
+    model = renderer.model
+    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, view.camera)
+    if cam < 0 or model.cam_orthographic[cam] or np.any(model.cam_sensorsize[cam] > 0):
+        raise ValueError(f"{view}: its camera must be a perspective camera given by fovy")
+    side = 2 * np.tan(np.deg2rad(model.cam_fovy[cam]) / 2)  # full sensor side at focal length 1
+    col, row = view.center
+    if view.camera in FLIPPED_CAMERAS:  # upright = raw rotated by 180 degrees
+        col, row = -col, -row
+    sensor, intrinsic = model.cam_sensorsize[cam].copy(), model.cam_intrinsic[cam].copy()
+    model.cam_sensorsize[cam] = (view.half * side, view.half * side)
+    model.cam_intrinsic[cam] = (1.0, 1.0, col * side / 2, -row * side / 2)
+    try:
+        image = render(renderer, data, view.camera)  # [H, W, 3] uint8, upright
+    finally:
+        model.cam_sensorsize[cam], model.cam_intrinsic[cam] = sensor, intrinsic
     return image
 
 
