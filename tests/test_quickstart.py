@@ -47,6 +47,24 @@ def test_quickstart_rejects_bad_options(capsys):
     assert main(["quickstart", "--budget-minutes", "0"]) == 2
     assert main(["quickstart", "--eval-episodes", "0"]) == 2
     assert "--eval-episodes must be at least 1" in capsys.readouterr().err
+    assert main(["quickstart", "--cameras", "corner9"]) == 2
+    err = capsys.readouterr().err
+    assert "corner9" in err and "workspace" in err  # names the bad camera and lists the good ones
+
+
+def test_quickstart_cameras_reach_collection_and_the_policy(tmp_path):
+    from vlaforge.config import apply_overrides
+    from vlaforge.models.presets import get_preset
+    from vlaforge.quickstart import Quickstart, QuickstartConfig
+
+    qs = Quickstart(QuickstartConfig(out=str(tmp_path / "qs"), cameras="workspace"))
+    command = qs.train_command(10, tmp_path / "run")
+    assert apply_overrides(get_preset("default"), list(command.model)).cameras == ("workspace",)
+    assert qs._settings()["cameras"] == "workspace"
+    default = Quickstart(QuickstartConfig(out=str(tmp_path / "qs2")))
+    assert "cameras" not in default._settings()  # a run from before the option is still reused
+    default_model = default.train_command(10, tmp_path / "r").model
+    assert apply_overrides(get_preset("default"), list(default_model)).cameras == ("corner2",)
 
 
 def test_loss_curve_needs_two_points_and_draws_validation():

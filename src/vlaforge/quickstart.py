@@ -56,6 +56,9 @@ class QuickstartConfig:
     """Evaluation episodes per task, on seeds disjoint from the demonstrations."""
     image_size: int = 64
     """Collection and policy resolution in pixels."""
+    cameras: str = ""
+    """Cameras to collect and read, comma-separated (default: the simulator's default camera;
+    Meta-World's `workspace` is corner2 cropped to the workspace)."""
     preset: str = "default"
     """Model preset (`vlaforge presets`)."""
     batch_size: int = 64
@@ -98,7 +101,9 @@ def check(cfg: QuickstartConfig) -> None:
     from vlaforge.models.presets import get_preset
     from vlaforge.train.config import TrainConfig
 
-    get_simulator(cfg.simulator).resolve_tasks(cfg.tasks)
+    sim = get_simulator(cfg.simulator)
+    sim.resolve_tasks(cfg.tasks)
+    sim.check_cameras(_cameras(cfg) or sim.default_cameras)
     apply_overrides(get_preset(cfg.preset), list(cfg.model))  # a bad key fails now, not after collection
     apply_overrides(TrainConfig(), list(cfg.train))
     if cfg.budget_minutes <= 0:
@@ -116,6 +121,11 @@ def check(cfg: QuickstartConfig) -> None:
         raise VlaforgeError(
             f"--calibration-skip must be between 1 and --calibration-steps - 2, got {cfg.calibration_skip}"
         )
+
+
+def _cameras(cfg: QuickstartConfig) -> tuple[str, ...]:
+    """The `cameras` option as a tuple (empty: the simulator's default)."""
+    return tuple(dict.fromkeys(c.strip() for c in cfg.cameras.split(",") if c.strip()))
 
 
 def _say(command: str, cfg: Any, positional: tuple[str, ...] = ()) -> None:
@@ -165,7 +175,7 @@ class Quickstart:
         c = self.cfg
         cfg = CollectConfig(
             tasks=c.tasks, out=str(data), simulator=c.simulator, episodes_per_task=c.episodes_per_task,
-            image_size=c.image_size, workers=c.workers,
+            image_size=c.image_size, workers=c.workers, cameras=c.cameras,
         )  # fmt: skip
         _say("collect", cfg, ("simulator",))
         collect(cfg)
@@ -183,14 +193,21 @@ class Quickstart:
         loop_cfg = apply_overrides(base, [*self.cfg.train, *([loop] if loop else [])])
         return TrainCommand(
             data=(str(self.out / "data"),), out=str(out), device=self.cfg.device, preset=self.cfg.preset,
-            train=loop_cfg, model=(f"image_size={self.cfg.image_size}", *self.cfg.model),
+            train=loop_cfg, model=(f"image_size={self.cfg.image_size}", *self._camera_override(), *self.cfg.model),
         )  # fmt: skip
+
+    def _camera_override(self) -> tuple[str, ...]:
+        """`cameras=[...]` for the policy when the quickstart was given its cameras."""
+        cams = _cameras(self.cfg)
+        return (f"cameras=[{','.join(cams)}]",) if cams else ()
 
     def _settings(self) -> dict:
         """What decides the trained policy (a finished run with the same settings is reused)."""
         keys = ("tasks", "simulator", "episodes_per_task", "image_size", "preset", "batch_size", "steps")
         return {
             **{k: getattr(self.cfg, k) for k in keys},
+            # only when given, so that a run made before the option still matches
+            **({"cameras": self.cfg.cameras} if self.cfg.cameras else {}),
             "model": list(self.cfg.model),
             "train": list(self.cfg.train),
         }
