@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from vlaforge.config import apply_overrides, option, to_argv, to_dict
 from vlaforge.errors import VlaforgeError
+from vlaforge.eval.config import cameras_of
 
 # Easy tasks whose target object is large in the corner2 view at 64 px (a 1,500-step multi-task run
 # measured 100%, 100% and 90% on them; reach, whose goal marker is ~1 px at 64 px, reached 10%).
@@ -103,7 +104,7 @@ def check(cfg: QuickstartConfig) -> None:
 
     sim = get_simulator(cfg.simulator)
     sim.resolve_tasks(cfg.tasks)
-    sim.check_cameras(_cameras(cfg) or sim.default_cameras)
+    sim.check_cameras(cameras_of(cfg) or sim.default_cameras)
     apply_overrides(get_preset(cfg.preset), list(cfg.model))  # a bad key fails now, not after collection
     apply_overrides(TrainConfig(), list(cfg.train))
     if cfg.budget_minutes <= 0:
@@ -121,11 +122,6 @@ def check(cfg: QuickstartConfig) -> None:
         raise VlaforgeError(
             f"--calibration-skip must be between 1 and --calibration-steps - 2, got {cfg.calibration_skip}"
         )
-
-
-def _cameras(cfg: QuickstartConfig) -> tuple[str, ...]:
-    """The `cameras` option as a tuple (empty: the simulator's default)."""
-    return tuple(dict.fromkeys(c.strip() for c in cfg.cameras.split(",") if c.strip()))
 
 
 def _say(command: str, cfg: Any, positional: tuple[str, ...] = ()) -> None:
@@ -198,7 +194,7 @@ class Quickstart:
 
     def _camera_override(self) -> tuple[str, ...]:
         """`cameras=[...]` for the policy when the quickstart was given its cameras."""
-        cams = _cameras(self.cfg)
+        cams = cameras_of(self.cfg)
         return (f"cameras=[{','.join(cams)}]",) if cams else ()
 
     def _settings(self) -> dict:

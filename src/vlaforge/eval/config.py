@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from vlaforge.errors import VlaforgeError
 
@@ -130,6 +130,6 @@ def _at_least(cfg: EvalConfig, name: str, low: int) -> None:
         raise VlaforgeError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
 
 
-def cameras_of(cfg: EvalConfig) -> tuple[str, ...]:
-    """The `cameras` field as a tuple (empty: not given)."""
+def cameras_of(cfg: Any) -> tuple[str, ...]:
+    """The `cameras` field of a config (EvalConfig, QuickstartConfig) as a tuple (empty: not given)."""
     return tuple(dict.fromkeys(c.strip() for c in cfg.cameras.split(",") if c.strip()))
