@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vlaforge.errors import VlaforgeError
-from vlaforge.models.config import ImageEncoderConfig
-from vlaforge.models.encoders import GOAL_IMAGE, ImageStem
+from vlaforge.models.config import ImageEncoderConfig, validate
+from vlaforge.models.encoders import GOAL_IMAGE, ImageStem, SpatialSoftmax
 from vlaforge.models.language import TextEmbedder, load_text_model, resolve_model_dir
 from vlaforge.models.policy import VLAPolicy
 
@@ -104,3 +104,54 @@ def test_goal_image_joins_the_task_tokens(tiny_config, fake_batch):
     assert trunk.tokens.shape[1] == num_task + cfg.history * policy.obs_encoder.tokens_per_step
     other = dict(batch, **{GOAL_IMAGE: torch.zeros(2, 40, 40, 3, dtype=torch.uint8)})
     assert not torch.allclose(policy.sample_actions(other), policy.sample_actions(batch))
+
+
+def test_spatial_softmax_finds_a_bright_spot():
+    readout = SpatialSoftmax(channels=1, keypoints=1, width=4)
+    with torch.no_grad():
+        readout.maps.weight.fill_(1.0)
+        readout.maps.bias.zero_()
+        readout.log_temperature.fill_(np.log(0.05))  # logit 20 at the spot, 0 elsewhere
+    features = torch.zeros(1, 1, 24, 24)
+    features[0, 0, 5, 18] = 1.0  # row 5, column 18
+    xy = readout.coordinates(features)[0, 0]
+    cell = lambda i: -1 + (2 * i + 1) / 24  # noqa: E731 - the centre of cell i in [-1, 1]
+    torch.testing.assert_close(xy, torch.tensor([cell(18), cell(5)]), atol=1e-3, rtol=0)
+
+
+def test_keypoint_token_joins_the_patch_tokens_and_is_saved(tiny_config, fake_batch, tmp_path):
+    cfg = tiny_config(
+        image=ImageEncoderConfig(
+            stem_channels=(8, 8), patch_size=8, norm_groups=4, keypoints=4, keypoint_level=1
+        )
+    )
+    policy = VLAPolicy(cfg)
+    stem = policy.obs_encoder.stem
+    assert stem.num_patches == (cfg.image_size // 8) ** 2 + 1
+    frames = torch.zeros(2, 32, 32, 3, dtype=torch.uint8)
+    frames[0, 4:7, 20:23] = 255  # a small white square, only in the first frame
+    tokens = stem(frames)  # [2, P, D]
+    assert tokens.shape == (2, stem.num_patches, cfg.trunk.width)
+    assert not torch.allclose(tokens[0, -1], tokens[1, -1])  # the keypoint token sees the square
+    loss, _ = policy.compute_loss(fake_batch(cfg))
+    loss.backward()
+    assert stem.keypoints.maps.weight.grad.abs().sum() > 0  # trained through the trunk
+    policy.eval().save_pretrained(tmp_path / "ckpt")
+    loaded = VLAPolicy.from_pretrained(tmp_path / "ckpt")
+    torch.testing.assert_close(loaded.obs_encoder.stem(frames), stem(frames), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (
+            ImageEncoderConfig(stem_channels=(8, 8), patch_size=8, keypoints=4, keypoint_level=3),
+            "keypoint_level",
+        ),
+        (ImageEncoderConfig(stem_channels=(8, 8), patch_size=8, keypoints=-1), "keypoints must be >= 0"),
+        (ImageEncoderConfig(encoder="efficientnet-lite0", keypoints=4), "keypoints needs image.encoder=conv"),
+    ],
+)
+def test_keypoint_settings_are_checked(tiny_config, image, message):
+    with pytest.raises(VlaforgeError, match=message):
+        validate(tiny_config(image=image))

@@ -48,6 +48,15 @@ class ImageEncoderConfig:
     # Pixel normalization before the stem: "imagenet" = (x/255 - mean) / std with the ImageNet
     # mean/std; "signed" = x/255 * 2 - 1, i.e. [-1, 1] (Octo).
     pixel_norm: Literal["imagenet", "signed"] = "imagenet"
+    # Spatial-softmax keypoints (Levine et al. 2016; robomimic's and Diffusion Policy's image
+    # readout), conv stem only: a 1x1 conv makes `keypoints` maps of the stem's feature map after
+    # `keypoint_level` of its convs (stride 2**level), a softmax over each map's positions with a
+    # learned temperature gives its expected (x, y) in [-1, 1], and one linear token per camera and
+    # step carries the 2 * keypoints coordinates beside the patch tokens. 0 = off. A coordinate
+    # readout keeps where a small thing is at the finer map's precision, which the coarse patch
+    # tokens have to squeeze into their channels.
+    keypoints: int = 0
+    keypoint_level: int = 2
     # Goal-image conditioning (Octo): the batch key `goal_image`, uint8 [B, H, W, C], is encoded by
     # the same stem and joins the task tokens.
     goal_image: bool = False
@@ -281,6 +290,7 @@ def _image_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:
     icfg = cfg.image
     if icfg.encoder == "efficientnet-lite0":
         return [
+            (icfg.keypoints == 0, "image.keypoints needs image.encoder=conv (the conv stem's feature maps)"),
             (icfg.feature_stride in (16, 32), "image.feature_stride must be 16 or 32"),
             (
                 cfg.image_size % icfg.feature_stride == 0,
@@ -296,7 +306,13 @@ def _image_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:
             ),
         ]
     stem = 2 ** len(icfg.stem_channels)
+    levels = len(icfg.stem_channels)
     return [
         (icfg.patch_size % stem == 0, f"image.patch_size must be a multiple of 2**len(stem_channels)={stem}"),
         (cfg.image_size % icfg.patch_size == 0, "image_size must be a multiple of image.patch_size"),
+        (icfg.keypoints >= 0, "image.keypoints must be >= 0 (0 = off)"),
+        (
+            icfg.keypoints == 0 or 1 <= icfg.keypoint_level <= levels,
+            f"image.keypoint_level must be 1..len(stem_channels)={levels} (the stem convs before the keypoints)",
+        ),
     ]

@@ -3,7 +3,8 @@
 - Images (`ImageStem`): uint8 [B, T, H, W, C] -> float [B*T, C, S, S] (`vlaforge.image.resize` to
   `image_size` when the frame differs, the same resize the training frame cache used; pixels normalized per `image.pixel_norm`: ImageNet mean/std
   or [-1, 1]) -> stride-2 3x3 convs with GroupNorm + GELU -> a patch conv (kernel = stride) to the
-  trunk width -> P = (S / patch_size)**2 tokens per camera and step. With
+  trunk width -> P = (S / patch_size)**2 tokens per camera and step (+ 1 keypoint token with
+  `image.keypoints`: spatial-softmax coordinates of a finer stem map, `SpatialSoftmax`). With
   `image.encoder="efficientnet-lite0"` the convs are ImageNet EfficientNet-Lite0 up to
   `image.feature_stride` (pixels (x - 127) / 128, its training normalization) and a 1x1 conv
   projects its feature map: P = (S / feature_stride)**2 (`vlaforge.models.vision`). One stem is shared by all
@@ -51,6 +52,36 @@ def _conv_stem(cfg: PolicyConfig) -> tuple[nn.Module, nn.Module, int]:
     return nn.Sequential(*layers), nn.Conv2d(ch, cfg.trunk.width, kernel, stride=kernel), icfg.patch_size
 
 
+class SpatialSoftmax(nn.Module):
+    """Feature map [N, C, h, w] -> one token [N, D] of K keypoints' expected (x, y).
+
+    A 1x1 conv makes K maps; each map's softmax over its h * w positions (logits divided by a
+    learned per-keypoint temperature, initially 1) weights the positions' coordinates, x and y in
+    [-1, 1] (left/top = -1, cell centres); a linear layer maps the 2K coordinates to the trunk
+    width. As robomimic's SpatialSoftmax, without its noise and with one token instead of a flat
+    feature vector.
+    """
+
+    def __init__(self, channels: int, keypoints: int, width: int) -> None:
+        super().__init__()
+        self.maps = nn.Conv2d(channels, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(keypoints))
+        self.proj = nn.Linear(2 * keypoints, width)
+
+    def coordinates(self, features: torch.Tensor) -> torch.Tensor:
+        """[N, C, h, w] -> the keypoints' expected (x, y) [N, K, 2]."""
+        _, _, h, w = features.shape
+        logits = self.maps(features).flatten(2) / self.log_temperature.exp()[:, None]  # [N, K, h*w]
+        weights = logits.softmax(-1)  # [N, K, h*w]
+        ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=features.device)  # [h] cell centres
+        xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=features.device)  # [w]
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).view(h * w, 2)  # [h*w, 2] (x, y)
+        return weights @ grid.to(weights.dtype)  # [N, K, 2]
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.coordinates(features).flatten(1))  # [N, D]
+
+
 def _pretrained_stem(cfg: PolicyConfig) -> tuple[nn.Module, nn.Module, int]:
     """EfficientNet-Lite0 features and a 1x1 projection to the trunk width (`vlaforge.models.vision`)."""
     net = build_encoder(cfg.image, cfg.image_size)
@@ -81,7 +112,13 @@ class ImageStem(nn.Module):
         self.image_size, self.pixel_norm = cfg.image_size, icfg.pixel_norm
         build = _pretrained_stem if icfg.encoder == "efficientnet-lite0" else _conv_stem
         self.stem, self.patch, stride = build(cfg)
-        self.num_patches = (cfg.image_size // stride) ** 2
+        self.num_patches = (cfg.image_size // stride) ** 2  # tokens per camera and step
+        self.keypoints, self._tap = None, 0
+        if icfg.keypoints:  # conv stem only (validated): 3 modules per conv (conv, norm, GELU)
+            self._tap = 3 * icfg.keypoint_level
+            channels = icfg.stem_channels[icfg.keypoint_level - 1]
+            self.keypoints = SpatialSoftmax(channels, icfg.keypoints, cfg.trunk.width)
+            self.num_patches += 1
         scale, shift = _pixel_affine(cfg)  # folded into one multiply-add on [0, 255]
         self.register_buffer("pix_scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pix_shift", shift.view(1, 3, 1, 1), persistent=False)
@@ -96,8 +133,14 @@ class ImageStem(nn.Module):
         return torch.addcmul(self.pix_shift, x, self.pix_scale)  # [N, C, S, S]
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = self.patch(self.stem(self.preprocess(frames)))  # [N, D, s, s]
-        return x.flatten(2).transpose(1, 2)  # [N, P, D]
+        x = self.preprocess(frames)  # [N, C, S, S]
+        if self.keypoints is None:
+            x = self.patch(self.stem(x))  # [N, D, s, s]
+            return x.flatten(2).transpose(1, 2)  # [N, P, D]
+        fine = self.stem[: self._tap](x)  # [N, C_l, S / 2**l, S / 2**l]
+        x = self.patch(self.stem[self._tap :](fine))  # [N, D, s, s]
+        patches = x.flatten(2).transpose(1, 2)  # [N, P - 1, D]
+        return torch.cat([patches, self.keypoints(fine)[:, None]], dim=1)  # [N, P, D]
 
 
 class TaskEncoder(nn.Module):
