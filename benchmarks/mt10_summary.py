@@ -3,10 +3,11 @@
     python benchmarks/mt10_summary.py cpu OUT RESULT.json [--recipe TEXT]
     python benchmarks/mt10_summary.py heads OUT RESULT.json
     python benchmarks/mt10_summary.py views OUT RESULT.json [--recipe TEXT] [--command TEXT]
+    python benchmarks/mt10_summary.py arms OUT RESULT.json [--recipe TEXT] [--command TEXT]
 
 `cpu` reads OUT/run and OUT/eval; `heads` reads OUT/heads/<head>/{run files, eval, latency.json} for
 every head trained there; `views` reads OUT/<camera>/{run, eval, goal.json} for every camera of
-benchmarks/view_ab.sh. Only figures and settings are kept (no checkpoints, no videos).
+benchmarks/view_ab.sh, `arms` the same for every arm of benchmarks/lever_ab.sh. Only figures and settings are kept (no checkpoints, no videos).
 """
 
 from __future__ import annotations
@@ -140,8 +141,9 @@ def heads(out: Path, previous: Path | None = None) -> dict:
     }
 
 
-def views(out: Path, recipe: str, command: str) -> dict:
-    """One row per camera folder of OUT that has an evaluation: training, success, reach's goal tracking."""
+def views(out: Path, recipe: str, command: str, key: str = "views") -> dict:
+    """One row per arm folder of OUT that has an evaluation (a camera of view_ab.sh, an arm of
+    lever_ab.sh): training, success, reach's goal tracking; the rows under `key`."""
     rows = {}
     for arm in sorted(p for p in out.iterdir() if (p / "eval" / "eval_info.json").is_file()):
         goal = arm / "goal.json"
@@ -150,26 +152,26 @@ def views(out: Path, recipe: str, command: str) -> dict:
             **eval_summary(arm / "eval"),
             "reach_goal_tracking": json.loads(goal.read_text())["summary"] if goal.is_file() else None,
         }
-    return {"command": command, "recipe": recipe, "views": rows}
+    return {"command": command, "recipe": recipe, key: rows}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["cpu", "heads", "views"])
+    parser.add_argument("kind", choices=["cpu", "heads", "views", "arms"])
     parser.add_argument("out", type=Path)
     parser.add_argument("result", type=Path)
     parser.add_argument("--recipe", default="")
     parser.add_argument("--command", default="bash benchmarks/mt10_cpu.sh", help="the command recorded (cpu)")
     args = parser.parse_args()
-    if args.kind == "views":
-        summary = views(args.out, args.recipe, args.command)
+    if args.kind in ("views", "arms"):
+        summary = views(args.out, args.recipe, args.command, args.kind)
     elif args.kind == "cpu":
         summary = cpu(args.out, args.recipe, args.command)
     else:
         summary = heads(args.out, args.result)
     args.result.write_text(json.dumps(summary, indent=2) + "\n")
-    if args.kind == "views":
-        for cam, row in summary["views"].items():
+    if args.kind in ("views", "arms"):
+        for cam, row in summary[args.kind].items():
             print(f"{cam:<10} {100 * row['mean_over_tasks']:5.1f}% over tasks  {row['per_task']}  "
                   f"{row['train']['steps']} steps, val loss {row['train']['val_loss'][-1][1]}")  # fmt: skip
     elif args.kind == "cpu":
