@@ -18,6 +18,7 @@ CAMERA="${LEVER_CAMERA:-workspace}"
 MINUTES="${LEVER_MINUTES:-20}"
 TASKS="${LEVER_TASKS:-reach-v3,push-v3,pick-place-v3}"
 RESULT="${LEVER_RESULT:-$repo/benchmarks/results/lever_ab.json}"
+source "$repo/benchmarks/ab_arm.sh"
 mkdir -p "$OUT"
 [ -f "$OUT/data/meta/info.json" ] || \
   "$V" collect metaworld --tasks "$TASKS" --episodes-per-task 50 --image-size 96 --workers 2 \
@@ -30,19 +31,7 @@ for spec in $ARMS; do
     IFS=, read -ra kvs <<< "${spec#*:}"
     for kv in "${kvs[@]}"; do SETS+=(--set "$kv"); done
   fi
-  arm="$OUT/$name"
-  mkdir -p "$arm"
-  [ -f "$arm/run/run.json" ] || \
-    "$V" train --preset default --data "$OUT/data" --steps 20000 --batch-size 64 --out "$arm/run" \
-      --set model.image_size=96 --set model.cameras="$CAMERA" --set train.max_minutes="$MINUTES" \
-      --set train.lr_follows_clock=true --set train.val_every=500 --set train.save_every=1000 \
-      --set train.tensorboard=false ${SETS[@]+"${SETS[@]}"}
-  "$V" eval --policy "$arm/run/checkpoints/last" --suite "$TASKS" --episodes-per-task 10 --workers 2 \
-    --out "$arm/eval" --overwrite
-  case ",$TASKS," in
-    *,reach-v3,*) "$repo/.venv/bin/python" "$repo/benchmarks/goal_tracking.py" \
-      --policy "$arm/run/checkpoints/last" --out "$arm/goal.json" ;;
-  esac
+  ab_arm "$OUT/$name" "$OUT/data" "$CAMERA" "$MINUTES" "$TASKS" ${SETS[@]+"${SETS[@]}"}
 done
 "$repo/.venv/bin/python" "$repo/benchmarks/mt10_summary.py" arms "$OUT" "$RESULT" \
   --command "LEVER_ARMS=\"$ARMS\" LEVER_CAMERA=$CAMERA LEVER_MINUTES=$MINUTES LEVER_TASKS=$TASKS bash benchmarks/lever_ab.sh" \

@@ -15,23 +15,14 @@ CAMERAS="${VIEW_CAMERAS:-workspace corner2}"
 MINUTES="${VIEW_MINUTES:-20}"
 TASKS="${VIEW_TASKS:-reach-v3,push-v3,pick-place-v3}"
 RESULT="${VIEW_RESULT:-$repo/benchmarks/results/view_ab.json}"
+source "$repo/benchmarks/ab_arm.sh"
 for cam in $CAMERAS; do
   arm="$OUT/$cam"
   mkdir -p "$arm"
   [ -f "$arm/data/meta/info.json" ] || \
     "$V" collect metaworld --tasks "$TASKS" --episodes-per-task 50 --image-size 96 --workers 2 \
       --cameras "$cam" --out "$arm/data"
-  [ -f "$arm/run/run.json" ] || \
-    "$V" train --preset default --data "$arm/data" --steps 20000 --batch-size 64 --out "$arm/run" \
-      --set model.image_size=96 --set model.cameras="$cam" --set train.max_minutes="$MINUTES" \
-      --set train.lr_follows_clock=true --set train.val_every=500 --set train.save_every=1000 \
-      --set train.tensorboard=false
-  "$V" eval --policy "$arm/run/checkpoints/last" --suite "$TASKS" --episodes-per-task 10 --workers 2 \
-    --out "$arm/eval" --overwrite
-  case ",$TASKS," in
-    *,reach-v3,*) "$repo/.venv/bin/python" "$repo/benchmarks/goal_tracking.py" \
-      --policy "$arm/run/checkpoints/last" --out "$arm/goal.json" ;;
-  esac
+  ab_arm "$arm" "$arm/data" "$cam" "$MINUTES" "$TASKS"
 done
 "$repo/.venv/bin/python" "$repo/benchmarks/mt10_summary.py" views "$OUT" "$RESULT" \
   --command "VIEW_CAMERAS=\"$CAMERAS\" VIEW_MINUTES=$MINUTES VIEW_TASKS=$TASKS bash benchmarks/view_ab.sh" \
