@@ -1,4 +1,4 @@
-"""Fixtures for the export tests: tiny real checkpoints (regression and token heads)."""
+"""Fixtures for the export tests: tiny real checkpoints (regression and token heads; keypoints)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,8 @@ def regression_ckpt(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tokens_ckpt(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("deploy") / "tokens", "tokens", seed=2)
+
+
+@pytest.fixture(scope="session")
+def keypoints_ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("deploy") / "keypoints", "regression", seed=3, keypoints=4)

@@ -27,8 +27,10 @@ def tiny_stats(action_dim: int = 4, state_dim: int = 4) -> list[dict]:
     return [{"action": feature(action_dim, -1.0, 1.0), "observation.state": feature(state_dim, -0.5, 1.0)}]
 
 
-def make_checkpoint(directory: Path, head: str = "regression", *, history: int = 2, seed: int = 0) -> Path:
-    """A 32 px, 1-layer policy with `head`, saved to `directory`."""
+def make_checkpoint(
+    directory: Path, head: str = "regression", *, history: int = 2, seed: int = 0, keypoints: int = 0
+) -> Path:
+    """A 32 px, 1-layer policy with `head` (and `keypoints` spatial-softmax keypoints), saved to `directory`."""
     torch.manual_seed(seed)
     cfg = PolicyConfig(
         image_size=32,
@@ -36,7 +38,7 @@ def make_checkpoint(directory: Path, head: str = "regression", *, history: int =
         chunk=8,
         execute_steps=4,
         normalization="bounds",
-        image=ImageEncoderConfig(stem_channels=(8, 16), patch_size=8),
+        image=ImageEncoderConfig(stem_channels=(8, 16), patch_size=8, keypoints=keypoints, keypoint_level=1),
         trunk=TrunkConfig(width=32, depth=1, heads=2),
         head=HeadConfig(kind=head, hidden_dim=32, num_blocks=1, num_bins=32),
     )
