@@ -47,11 +47,8 @@ SUCCESS_RADIUS = {"reach-v3": 0.05, "push-v3": 0.05, "pick-place-v3": 0.07}
 def box_segment(
     origin: np.ndarray, direction: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[float, float]:
-    """[t0, t1] of the ray origin + t * direction (unit) inside the box [lo, hi] (slab method).
-
-    A flat axis (lo == hi, or within 1e-9) is given the thickness of the goal's own coordinate, so a
-    ray through a point of a flat box returns that point (t0 == t1).
-    """
+    """[t0, t1] of the ray origin + t * direction (unit) inside the box [lo, hi] (slab method; t0 > t1:
+    the ray misses it). A flat box needs a little thickness (`ray_bound` pads it)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         a, b = (lo - origin) / direction, (hi - origin) / direction  # [3] each
     t0 = float(np.max(np.minimum(a, b)))
