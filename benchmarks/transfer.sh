@@ -3,7 +3,7 @@
 # never saw better than a policy trained from scratch on the same demonstrations for the same steps?
 #   bash benchmarks/transfer.sh [OUT] [STEPS] [DEMOS]      # defaults: /tmp/transfer 1000 "10"
 # Targets held out of pretraining: (a) Meta-World ML45-test's 5 tasks, (b) robosuite UR5e on Lift
-# (an arm the generalist never saw; same OSC_POSE space as its Panda/IIWA/Kinova3).
+# (an arm the generalist never saw; same OSC_POSE space as its Panda/Sawyer/IIWA/Kinova3).
 # For each target and demo count: scratch (`vlaforge train --preset default`) and full fine-tuning
 # (`vlaforge finetune --from base`); at 10 demos on ML45-test also frozen (trunk + encoders frozen,
 # head trains) and LoRA (rank 8 on the trunk). Each trains STEPS steps of batch 64 at 64 px and is

@@ -8,9 +8,9 @@ episodes per task, mixture weight) and the training settings, at two `Tier`s:
 
 `base` (the only recipe today) follows the foundation-recipe issue: Meta-World ML45's 45 training
 tasks (ML45-test's 5 stay held out for transfer), robosuite Lift and Stack on three arms, ALOHA
-transfer-cube (insertion stays held out). Deviation: the issue names Panda and Sawyer; Sawyer was
-registered only after this recipe was fixed and measured (its expert needed a lower rotation gain,
-docs/robots-robosuite.md), so the arms are Panda, IIWA and Kinova3, and UR5e stays held out. Every
+transfer-cube (insertion stays held out). The issue names Panda and Sawyer; IIWA and Kinova3 join
+them (more arms under the same OSC_POSE space for the held-out UR5e to transfer from). Sawyer joined
+on 2026-12-04: the transfer study in the README was measured on the mixture without it. Every
 policy is the default preset with two camera slots (`primary`, `wrist`), each robot at its own rate
 (`train.mixed_fps`).
 """
@@ -59,11 +59,11 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "base": Recipe(
         name="base",
-        description="ML45-train (45 tasks) + robosuite Lift/Stack on Panda, IIWA, Kinova3 + ALOHA transfer-cube",
+        description="ML45-train (45 tasks) + robosuite Lift/Stack on Panda, Sawyer, IIWA, Kinova3 + ALOHA transfer-cube",
         sources=(
             Source("metaworld-ml45-train", "metaworld", "ml45-train", weight=0.6),
             Source(
-                "robosuite-lift-stack", "robosuite", "lift,stack", robots="Panda,IIWA,Kinova3", weight=0.25
+                "robosuite-lift-stack", "robosuite", "lift,stack", robots="Panda,Sawyer,IIWA,Kinova3", weight=0.25
             ),
             Source("aloha-transfer-cube", "aloha", "transfer-cube", weight=0.15),
         ),
