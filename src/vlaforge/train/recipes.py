@@ -63,7 +63,11 @@ RECIPES: dict[str, Recipe] = {
         sources=(
             Source("metaworld-ml45-train", "metaworld", "ml45-train", weight=0.6),
             Source(
-                "robosuite-lift-stack", "robosuite", "lift,stack", robots="Panda,Sawyer,IIWA,Kinova3", weight=0.25
+                "robosuite-lift-stack",
+                "robosuite",
+                "lift,stack",
+                robots="Panda,Sawyer,IIWA,Kinova3",
+                weight=0.25,
             ),
             Source("aloha-transfer-cube", "aloha", "transfer-cube", weight=0.15),
         ),
