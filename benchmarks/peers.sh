@@ -35,11 +35,11 @@ else
   [ -f "$ours/eval/eval_info.json" ] || "$V" quickstart --out "$ours"
 fi
 "$V" bench latency --policy "$ours/run/checkpoints/last" --threads 1 --iters 50 --json > "$ours/latency.json"
-read -r TASKS PROTOCOL < <("$PY" -c "import json,sys; i=json.load(open(sys.argv[1])); \
-print(','.join(i['per_task']), (i.get('env') or {}).get('protocol', 'heldout'))" "$ours/eval/eval_info.json")
+read -r TASKS PROTOCOL CAMERA < <("$PY" -c "import json,sys; i=json.load(open(sys.argv[1])); e=i.get('env') or {}; \
+print(','.join(i['per_task']), e.get('protocol', 'heldout'), (e.get('cameras') or ['corner2'])[0])" "$ours/eval/eval_info.json")
 MINUTES="${PEER_MINUTES:-$("$PY" "$repo/benchmarks/peers_summary.py" --train-minutes "$ours")}"
 task_arg=(); [ "$onehot" = 1 ] && task_arg=(--task-onehot)
-echo "peers get $MINUTES min of training each on $TASKS ($PROTOCOL protocol${task_arg:+, task one-hot})"
+echo "peers get $MINUTES min of training each on $TASKS ($PROTOCOL protocol, camera $CAMERA${task_arg:+, task one-hot})"
 
 port=8310
 for peer in $PEERS; do
@@ -51,7 +51,7 @@ for peer in $PEERS; do
     extra=(--config noise_scheduler_type=DDIM --config num_inference_steps=10)
   fi
   [ -f "$run/train.json" ] || HF_HUB_OFFLINE=1 "$LR/bin/python" "$repo/benchmarks/peers/lerobot_train.py" \
-    --policy "$peer" --data "$ours/data" --minutes "$MINUTES" --out "$run" ${task_arg[@]+"${task_arg[@]}"} ${extra[@]+"${extra[@]}"}
+    --policy "$peer" --data "$ours/data" --camera "$CAMERA" --minutes "$MINUTES" --out "$run" ${task_arg[@]+"${task_arg[@]}"} ${extra[@]+"${extra[@]}"}
   PYTHONPATH="$repo/src" "$LR/bin/python" "$repo/benchmarks/peers/lerobot_serve.py" --run "$run" \
     --threads 1 --latency "$([ "$peer" = diffusion ] && echo 5 || echo 30)" | tail -1 > "$run/latency.json"
   PYTHONPATH="$repo/src" "$LR/bin/python" "$repo/benchmarks/peers/lerobot_serve.py" --run "$run" --port "$port" \
