@@ -7,7 +7,7 @@ episodes per task, mixture weight) and the training settings, at two `Tier`s:
   batch 256), for a machine with a CUDA device (`torchrun` for data parallel, see docs/pretraining.md).
 
 `base` (the only recipe today) follows the foundation-recipe issue: Meta-World ML45's 45 training
-tasks (ML45-test's 5 stay held out for transfer), robosuite Lift and Stack on three arms, ALOHA
+tasks (ML45-test's 5 stay held out for transfer), robosuite Lift and Stack on four arms, ALOHA
 transfer-cube (insertion stays held out). The issue names Panda and Sawyer; IIWA and Kinova3 join
 them (more arms under the same OSC_POSE space for the held-out UR5e to transfer from). Sawyer joined
 on 2026-12-04: the transfer study in the README was measured on the mixture without it. Every
