@@ -3,9 +3,10 @@
 The stages call the library functions behind the public commands (`vlaforge.data.collect.run`,
 `vlaforge.train.command.run_train`, `vlaforge.eval.command.run`) with settings chosen for a small
 CPU; each stage prints the command line that reproduces it. The training length is fitted to the
-budget: a few calibration steps measure this machine's speed, and the run gets the steps that fit
-what the budget leaves after collection and a reserve for evaluation (`--steps` fixes it instead,
-`--train-minutes` caps it). The GPU tier is the same job at another size
+budget: the run trains for what the budget leaves after collection and a reserve for evaluation,
+its lr schedule following the clock (`train.lr_follows_clock`), and a few calibration steps beforehand
+say how many steps that is expected to be (`--steps` fixes the steps instead, `--train-minutes` caps
+the time). The GPU tier is the same job at another size
 (`benchmarks/gpu_mt50.sh`: `--tasks mt50 --episodes-per-task 50 --image-size 128 --batch-size 256
 --device cuda`). A rerun with the same `--out` reuses a finished dataset and a finished training run
 with the same settings, and resumes an interrupted one.
@@ -35,6 +36,8 @@ from vlaforge.eval.config import cameras_of
 # Easy tasks whose target object is large in the corner2 view at 64 px (a 1,500-step multi-task run
 # measured 100%, 100% and 90% on them; reach, whose goal marker is ~1 px at 64 px, reached 10%).
 DEFAULT_TASKS = "drawer-close-v3,door-open-v3,handle-press-v3"
+CLOCK_HEADROOM = 2
+"""A calibrated run's step cap, in multiples of the steps the calibration expects to fit."""
 SUMMARY_FILE = "quickstart.json"
 TRAIN_MARKER = "quickstart_train.json"
 
@@ -232,11 +235,18 @@ class Quickstart:
             self.steps = max(50, int(budget / self.seconds_per_step))
             print(
                 f"{self.seconds_per_step * 1000:.0f} ms per step here: "
-                f"training {self.steps} steps (~{budget / 60:.1f} min)"
+                f"~{self.steps} steps fit; training until the clock runs out (~{budget / 60:.1f} min)"
             )
+            # The clock decides, not the estimate: a few calibration steps misjudge a shared machine
+            # either way, so the run may take up to twice the estimate and its lr reaches the minimum
+            # when the time is up (train.lr_follows_clock).
+            cmd = self.train_command(
+                CLOCK_HEADROOM * self.steps, run_dir, minutes=max(0.0, budget / 60), lr_follows_clock=round(budget / 60, 2) > 0,
+                save_every=max(50, (self.steps + 3) // 4),
+            )  # fmt: skip
         else:
             self.steps = self.cfg.steps
-        cmd = self.train_command(self.steps, run_dir, minutes=max(0.0, 1.05 * budget / 60))
+            cmd = self.train_command(self.steps, run_dir, minutes=max(0.0, 1.05 * budget / 60))
         state = {"settings": self._settings(), "steps": self.steps, "finished": False}
         run_dir.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(state, indent=2) + "\n")

@@ -153,3 +153,61 @@ def test_camera_slot_mapping_rules_and_errors():
         map_slots(("primary", "wrist"), ["top"], {"top": "top"}, where="dataset A")
     with pytest.raises(VlaforgeError, match="must be CAMERA=SLOT"):
         parse_camera_map("top")
+
+
+@pytest.fixture(scope="module")
+def two_tasks(tmp_path_factory):
+    """Four episodes of two tasks (datagen alternates them), the simulator's names in the metadata."""
+    from datagen import TASKS, episode, features
+
+    from vlaforge.data.lerobot_v3 import LeRobotWriter
+
+    root = tmp_path_factory.mktemp("tasks") / "d"
+    writer = LeRobotWriter(root, fps=10, robot_type="sawyer", features=features(16))
+    for i, n in enumerate((10, 10, 10, 10)):
+        name = ("drawer-open-v3", "reach-v3")[i % 2]
+        writer.add_episode(episode(n, seed=i, size=16), TASKS[i % 2], {"seed": i, "metaworld_task": name})
+    writer.finalize()
+    return WindowDataset(root, WindowConfig(history=1, chunk=2))
+
+
+def test_task_weights_reweight_each_epoch(two_tasks):
+    from datagen import TASKS
+
+    from vlaforge.data.mixture import task_sample_weights
+
+    (weights,) = task_sample_weights([two_tasks], {"reach-v3": 3.0})  # by the simulator's name
+    by_instruction = task_sample_weights([two_tasks], {TASKS[1]: 3.0})[0]
+    np.testing.assert_array_equal(weights, by_instruction)
+    assert sorted(set(weights.tolist())) == [1.0, 3.0] and (weights == 3).sum() == 20
+
+    loader = MixtureLoader([two_tasks], batch_size=80, seed=0, sample_weights=[weights])
+    first = next(loader)  # one whole epoch: 20 drawer windows once, 20 reach windows thrice
+    reach = first[keys.TASK].count(TASKS[1])
+    assert reach == 60 and len(first[keys.TASK]) - reach == 20
+    pairs = [(int(e), int(f)) for e, f in zip(first["episode_index"], first["frame_index"], strict=True)]
+    assert len(set(pairs)) == 40  # every window, none left out
+
+    half = MixtureLoader(
+        [two_tasks], batch_size=400, seed=1, sample_weights=[np.where(weights == 3, 1.0, 0.5)]
+    )
+    share = next(half)[keys.TASK].count(TASKS[0]) / 400  # drawer at 0.5 against reach at 1
+    assert 0.25 < share < 0.42
+
+    state = json.loads(json.dumps(loader.state_dict()))
+    want = next(loader)
+    again = MixtureLoader([two_tasks], batch_size=80, seed=0, sample_weights=[weights])
+    again.load_state_dict(state)
+    assert torch.equal(next(again)["frame_index"], want["frame_index"])  # resume stays exact
+
+
+def test_task_weights_errors_name_the_problem(two_tasks):
+    from vlaforge.data.mixture import task_sample_weights
+    from vlaforge.train.config import parse_task_weights
+
+    assert parse_task_weights(" push-v3=3, Reach a goal=0.5 ") == {"push-v3": 3.0, "Reach a goal": 0.5}
+    for bad in ("push-v3", "push-v3=0", "push-v3=x", "=2", "a=1,a=2"):
+        with pytest.raises(VlaforgeError, match="task_weights"):
+            parse_task_weights(bad)
+    with pytest.raises(VlaforgeError, match="reach-v9.*reach-v3"):  # names it and lists the tasks there are
+        task_sample_weights([two_tasks], {"reach-v9": 2.0})

@@ -144,6 +144,11 @@ class WindowDataset:
     def __len__(self) -> int:
         return len(self._anchors)
 
+    @property
+    def window_episodes(self) -> np.ndarray:
+        """The episode index of each window (sample id 0..len-1)."""
+        return self.episode_index[self._anchors]  # [M]
+
     def sample_batch(self, indices: Sequence[int] | np.ndarray) -> dict:
         """The batch for samples `indices` (0..len-1), keys and shapes per `vlaforge.keys`."""
         return to_torch(self.gather(indices))

@@ -16,6 +16,12 @@ missing slot is masked by `camera_mask`). Image keys, image size, history and ch
 clear `VlaforgeError` names the disagreement). So must fps, unless `mixed_fps=True`: then every
 dataset keeps its own control rate (Octo's practice on Open X-Embodiment: a chunk is H steps of that
 robot's clock, and each embodiment is run at its own rate at evaluation); there is no resampling.
+
+Inside a dataset, `sample_weights` (one per window, `task_sample_weights`) reweight the tasks: an
+epoch holds each window floor(w) times and once more with probability frac(w), shuffled. So weight 3
+shows a task's windows three times per epoch and 0.5 half of them, still without replacement beyond
+those copies; the epoch's length follows. It is a sampling lever, not a loss weight: the gradient of
+each sample is unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import numpy as np
 
 from vlaforge import keys
 from vlaforge.data.dataset import WindowDataset, to_torch
-from vlaforge.errors import VlaforgeError
+from vlaforge.errors import VlaforgeError, unknown
 
 PADDED = (keys.ACTION, keys.STATE, keys.ENV_STATE)
 
@@ -41,10 +47,15 @@ class MixtureLoader:
         batch_size: int = 64,
         seed: int = 0,
         mixed_fps: bool = False,
+        sample_weights: Sequence[np.ndarray | None] | None = None,
     ):
         self.datasets = list(datasets)
         if not self.datasets:
             raise VlaforgeError("a mixture needs at least one dataset")
+        self._sample_weights = list(sample_weights or [None] * len(self.datasets))
+        for d, w in zip(self.datasets, self._sample_weights, strict=True):
+            if w is not None and (w.shape != (len(d),) or not np.all(w > 0)):
+                raise VlaforgeError(f"sample weights must be {len(d)} positive numbers, one per window")
         _check_compatible(self.datasets, mixed_fps)
         self.weights = _normalise(weights, len(self.datasets))
         if batch_size < 1:
@@ -68,8 +79,15 @@ class MixtureLoader:
         }
 
     def _permutation(self, i: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, i, self._epoch[i]])
-        return rng.permutation(len(self.datasets[i]))
+        weights = self._sample_weights[i]
+        while True:
+            rng = np.random.default_rng([self.seed, i, self._epoch[i]])
+            if weights is None:
+                return rng.permutation(len(self.datasets[i]))
+            copies = np.floor(weights).astype(np.int64) + (rng.random(len(weights)) < weights % 1)  # [M]
+            if copies.any():  # all weights below 1 can draw an empty epoch: take the next one
+                return rng.permutation(np.repeat(np.arange(len(weights)), copies))
+            self._epoch[i] += 1
 
     def _take(self, i: int, count: int) -> np.ndarray:
         """The next `count` sample ids of dataset i, rolling into new epochs as needed."""
@@ -190,3 +208,32 @@ def _check_compatible(datasets: list[WindowDataset], mixed_fps: bool) -> None:
                 f"{first.fps:g} fps, {str(d.root)!r} at {d.fps:g} fps; train each at its own rate with "
                 "--set train.mixed_fps=true (a chunk is then H steps of each robot's own clock)"
             )
+
+
+def task_sample_weights(
+    datasets: Sequence[WindowDataset], weights: dict[str, float]
+) -> list[np.ndarray | None]:
+    """Per-window weights from task weights: a task is named by its instruction or by the simulator's
+    task name in the episode metadata (`metaworld_task`: push-v3, ...); unnamed tasks weigh 1. A name
+    found in no dataset is refused, listing the names there are."""
+    if not weights:
+        return [None] * len(datasets)
+    out, seen = [], set()
+    for d in datasets:
+        per_episode = np.ones(int(d.episode_index.max()) + 1)  # [E] by episode index
+        for ep in d.episode_metadata:
+            names = set(ep.get("tasks", [])) | {
+                v for k, v in ep.items() if k.endswith("_task") and isinstance(v, str)
+            }
+            seen |= names
+            hit = [weights[n] for n in names if n in weights]
+            if len(set(hit)) > 1:
+                raise VlaforgeError(
+                    f"task_weights gives episode {ep['episode_index']} of {d.root} two weights ({names & set(weights)})"
+                )
+            per_episode[ep["episode_index"]] = hit[0] if hit else 1.0
+        out.append(per_episode[d.window_episodes])  # [M]
+    missing = sorted(set(weights) - seen)
+    if missing:
+        raise unknown("task in task_weights", missing[0], sorted(seen))
+    return out

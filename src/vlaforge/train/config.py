@@ -104,6 +104,10 @@ class TrainConfig:
     """Explicit camera -> slot mapping for the datasets, "CAMERA=SLOT,..." (e.g. "top=primary");
     otherwise a slot of `model.cameras` takes the camera of that name, else the first camera whose
     collected role is the slot's name (`vlaforge.data.slots`)."""
+    task_weights: str = ""
+    """Sampling weights of tasks, "TASK=WEIGHT,..." (e.g. "push-v3=3"): a task's windows are drawn
+    WEIGHT times as often as at 1 (`vlaforge.data.mixture`); TASK is the simulator's task name in the
+    episode metadata or the instruction; tasks not named weigh 1. Validation batches stay unweighted."""
     mixed_fps: bool = False
     """Accept a mixture of datasets with different fps, each kept at its own control rate (a chunk is
     H steps of that robot's clock; Octo's practice). Off: such a mixture is refused, naming the rates."""
@@ -138,6 +142,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         _number("train.betas", beta, 0.0, 1.0)
     if cfg.lr_follows_clock and cfg.max_minutes <= 0:
         raise VlaforgeError("train.lr_follows_clock=true needs a time budget: set train.max_minutes > 0")
+    parse_task_weights(cfg.task_weights)
     if cfg.fsdp and cfg.ema_decay > 0:
         raise VlaforgeError("train.fsdp=true needs train.ema_decay=0 (no EMA of sharded weights)")
     _integer("train.augment.shift", cfg.augment.shift, 0)
@@ -202,3 +207,24 @@ def _bare_key_hint(key: str) -> str:
 
     names = [f"train.{f.name}" for f in dataclasses.fields(TrainConfig)]
     return did_you_mean(f"train.{key}", names)
+
+
+def parse_task_weights(spec: str) -> dict[str, float]:
+    """ "push-v3=3,reach-v3=2" -> {"push-v3": 3.0, "reach-v3": 2.0} (`train.task_weights`)."""
+    out: dict[str, float] = {}
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        name, sep, value = (x.strip() for x in item.rpartition("="))
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = math.nan
+        if not sep or not name or not math.isfinite(weight) or weight <= 0:
+            raise VlaforgeError(
+                f"task_weights entry {item!r} must be TASK=WEIGHT with a positive weight (e.g. push-v3=3)"
+            )
+        if name in out:
+            raise VlaforgeError(f"task_weights names task {name!r} twice")
+        out[name] = weight
+    return out

@@ -22,7 +22,7 @@ from vlaforge.config import apply_overrides
 from vlaforge.data.slots import is_identity, map_slots, parse_camera_map
 from vlaforge.errors import VlaforgeError
 from vlaforge.train import checkpoint as ckpt
-from vlaforge.train.config import TrainConfig, split_overrides
+from vlaforge.train.config import TrainConfig, parse_task_weights, split_overrides
 from vlaforge.train.distributed import Dist, init_distributed, shutdown
 from vlaforge.train.trainer import Trainer
 
@@ -65,7 +65,7 @@ def build_data(sources: list[DataSource], policy_cfg, train_cfg: TrainConfig, di
     """Check every dataset fits the policy config, split episodes, and build the loaders."""
     from vlaforge.data.dataset import WindowConfig, WindowDataset, split_episodes
     from vlaforge.data.lerobot_v3 import LeRobotV3Dataset
-    from vlaforge.data.mixture import MixtureLoader
+    from vlaforge.data.mixture import MixtureLoader, task_sample_weights
 
     metas = [open_dataset(s.root, LeRobotV3Dataset) for s in sources]
     slot_maps = [
@@ -92,7 +92,10 @@ def build_data(sources: list[DataSource], policy_cfg, train_cfg: TrainConfig, di
     ]
     weights = [s.weight for s in sources]
     mixed = train_cfg.mixed_fps
-    loader = MixtureLoader(train_sets, weights, train_cfg.batch_size, train_cfg.seed, mixed_fps=mixed)
+    per_window = task_sample_weights(train_sets, parse_task_weights(train_cfg.task_weights))
+    loader = MixtureLoader(
+        train_sets, weights, train_cfg.batch_size, train_cfg.seed, mixed_fps=mixed, sample_weights=per_window
+    )
     action_dim = max(d.action_dim for d in train_sets)
     state_dim = max(d.state_dim for d in train_sets)
     val = None
