@@ -67,6 +67,19 @@ def test_quickstart_cameras_reach_collection_and_the_policy(tmp_path):
     assert apply_overrides(get_preset("default"), list(default_model)).cameras == ("corner2",)
 
 
+def test_a_calibrated_run_trains_until_its_time_is_up(tmp_path):
+    from vlaforge.quickstart import CLOCK_HEADROOM, Quickstart, QuickstartConfig
+    from vlaforge.train.config import validate
+
+    qs = Quickstart(QuickstartConfig(out=str(tmp_path / "qs")))
+    loop = validate(qs.clocked_command(400, tmp_path / "run", seconds=300.0).train)
+    # the clock stops it and drives the cosine; the step cap only guards against a bad estimate
+    assert loop.max_minutes == 5.0 and loop.lr_follows_clock and loop.steps == CLOCK_HEADROOM * 400
+    assert loop.save_every == 100
+    spent = validate(qs.clocked_command(50, tmp_path / "run", seconds=-20.0).train)
+    assert spent.max_minutes == 0 and not spent.lr_follows_clock and spent.steps == 50  # the floor
+
+
 def test_loss_curve_needs_two_points_and_draws_validation():
     assert "No loss curve" in loss_curve_svg([{"step": 1, "loss": 1.0}])
     svg = loss_curve_svg([{"step": 1, "loss": 1.0}, {"step": 9, "loss": 0.1}, {"step": 9, "val_loss": 0.2}])

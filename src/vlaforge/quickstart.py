@@ -195,6 +195,18 @@ class Quickstart:
             train=loop_cfg, model=(f"image_size={self.cfg.image_size}", *self._camera_override(), *self.cfg.model),
         )  # fmt: skip
 
+    def clocked_command(self, expected: int, out: Path, seconds: float):
+        """The training of a calibrated run: the clock decides, not the estimate (a few calibration
+        steps misjudge a shared machine either way). The run may take up to CLOCK_HEADROOM times the
+        `expected` steps in `seconds`, and its lr reaches the minimum when the time is up
+        (`train.lr_follows_clock`); checkpoints every quarter of the expected steps."""
+        minutes = max(0.0, seconds / 60)
+        clocked = round(minutes, 2) > 0  # else the budget is spent: the expected steps, no deadline
+        return self.train_command(
+            CLOCK_HEADROOM * expected if clocked else expected, out, minutes=minutes,
+            lr_follows_clock=clocked, save_every=max(50, (expected + 3) // 4),
+        )  # fmt: skip
+
     def _camera_override(self) -> tuple[str, ...]:
         """`cameras=[...]` for the policy when the quickstart was given its cameras."""
         cams = cameras_of(self.cfg)
@@ -237,13 +249,7 @@ class Quickstart:
                 f"{self.seconds_per_step * 1000:.0f} ms per step here: "
                 f"~{self.steps} steps fit; training until the clock runs out (~{budget / 60:.1f} min)"
             )
-            # The clock decides, not the estimate: a few calibration steps misjudge a shared machine
-            # either way, so the run may take up to twice the estimate and its lr reaches the minimum
-            # when the time is up (train.lr_follows_clock).
-            cmd = self.train_command(
-                CLOCK_HEADROOM * self.steps, run_dir, minutes=max(0.0, budget / 60), lr_follows_clock=round(budget / 60, 2) > 0,
-                save_every=max(50, (self.steps + 3) // 4),
-            )  # fmt: skip
+            cmd = self.clocked_command(self.steps, run_dir, budget)
         else:
             self.steps = self.cfg.steps
             cmd = self.train_command(self.steps, run_dir, minutes=max(0.0, 1.05 * budget / 60))
