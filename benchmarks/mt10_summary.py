@@ -4,10 +4,12 @@
     python benchmarks/mt10_summary.py heads OUT RESULT.json
     python benchmarks/mt10_summary.py views OUT RESULT.json [--recipe TEXT] [--command TEXT]
     python benchmarks/mt10_summary.py arms OUT RESULT.json [--recipe TEXT] [--command TEXT]
+    python benchmarks/mt10_summary.py quickstarts OUT RESULT.json [--recipe TEXT] [--command TEXT]
 
 `cpu` reads OUT/run and OUT/eval; `heads` reads OUT/heads/<head>/{run files, eval, latency.json} for
 every head trained there; `views` reads OUT/<camera>/{run, eval, goal.json} for every camera of
-benchmarks/view_ab.sh, `arms` the same for every arm of benchmarks/lever_ab.sh. Only figures and settings are kept (no checkpoints, no videos).
+benchmarks/view_ab.sh, `arms` the same for every arm of benchmarks/lever_ab.sh, `quickstarts` for
+every `vlaforge quickstart` folder of benchmarks/quickstart_arms.sh (plus its quickstart.json). Only figures and settings are kept (no checkpoints, no videos).
 """
 
 from __future__ import annotations
@@ -155,9 +157,24 @@ def views(out: Path, recipe: str, command: str, key: str = "views") -> dict:
     return {"command": command, "recipe": recipe, key: rows}
 
 
+def quickstarts(out: Path, recipe: str, command: str) -> dict:
+    """`views` over quickstart folders, each row with the job's own record: its options, the
+    minutes per stage and in all, the steps the calibration expected."""
+    summary = views(out, recipe, command, "quickstarts")
+    for name, row in summary["quickstarts"].items():
+        job = json.loads((out / name / "quickstart.json").read_text())
+        row["quickstart"] = {
+            "config": {k: v for k, v in job["config"].items() if k != "out"},
+            "minutes": {k: round(v / 60, 1) for k, v in job["seconds"].items()},
+            "total_minutes": round(job["total_seconds"] / 60, 1),
+            "steps_expected": job["steps_planned"],
+        }
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["cpu", "heads", "views", "arms"])
+    parser.add_argument("kind", choices=["cpu", "heads", "views", "arms", "quickstarts"])
     parser.add_argument("out", type=Path)
     parser.add_argument("result", type=Path)
     parser.add_argument("--recipe", default="")
@@ -165,12 +182,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.kind in ("views", "arms"):
         summary = views(args.out, args.recipe, args.command, args.kind)
+    elif args.kind == "quickstarts":
+        summary = quickstarts(args.out, args.recipe, args.command)
     elif args.kind == "cpu":
         summary = cpu(args.out, args.recipe, args.command)
     else:
         summary = heads(args.out, args.result)
     args.result.write_text(json.dumps(summary, indent=2) + "\n")
-    if args.kind in ("views", "arms"):
+    if args.kind in ("views", "arms", "quickstarts"):
         for cam, row in summary[args.kind].items():
             print(f"{cam:<10} {100 * row['mean_over_tasks']:5.1f}% over tasks  {row['per_task']}  "
                   f"{row['train']['steps']} steps, val loss {row['train']['val_loss'][-1][1]}")  # fmt: skip
