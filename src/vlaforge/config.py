@@ -367,3 +367,18 @@ def vlaforge_home() -> Path:
 def pretrained_dir(name: str) -> Path:
     """The published checkpoint directory of pretrained policy `name` (it may not exist yet)."""
     return vlaforge_home() / "pretrained" / name
+
+
+def key_value_pairs(spec: str, field: str, form: str) -> list[tuple[str, str]]:
+    """ "a=b, c=d" -> [("a", "b"), ("c", "d")]: the comma-separated KEY=VALUE options (`camera_map`,
+    `task_weights`, `key_map`), split at the first "=", blanks skipped; an entry without a key or a
+    value is refused as "`field` entry '...' must be `form`"."""
+    out = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        key, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or not key or not value:
+            raise VlaforgeError(f"{field} entry {item!r} must be {form}")
+        out.append((key, value))
+    return out

@@ -174,7 +174,7 @@ def test_a_server_without_metadata_is_described_by_the_key_map():
                                  get_simulator("metaworld"))  # fmt: skip
     assert ours_layout.send_reset and ours_layout.history == 2 and ours.image_size == 48
     assert ours_layout.keys["task"] == "prompt" and (ours.chunk, ours.execute_steps) == (8, 4)
-    with pytest.raises(VlaforgeError, match="is not ENV_KEY=SERVER_KEY"):
+    with pytest.raises(VlaforgeError, match="must be ENV_KEY=SERVER_KEY"):
         describe(
             {},
             EvalConfig(policy="ws://h:1", suite="reach", out="E", key_map="task"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from vlaforge.config import key_value_pairs
 from vlaforge.errors import VlaforgeError
 
 #: (slot, camera or None) per policy slot, in the policy's order.
@@ -28,12 +29,7 @@ SlotMap = tuple[tuple[str, str | None], ...]
 def parse_camera_map(spec: str) -> dict[str, str]:
     """ "top=primary,cam_wrist=wrist" -> {"top": "primary", "cam_wrist": "wrist"}."""
     out: dict[str, str] = {}
-    for item in (s.strip() for s in spec.split(",")):
-        if not item:
-            continue
-        camera, sep, slot = (x.strip() for x in item.partition("="))
-        if not sep or not camera or not slot:
-            raise VlaforgeError(f"camera_map entry {item!r} must be CAMERA=SLOT (e.g. top=primary)")
+    for camera, slot in key_value_pairs(spec, "camera_map", "CAMERA=SLOT (e.g. top=primary)"):
         if camera in out and out[camera] != slot:
             raise VlaforgeError(f"camera_map maps camera {camera!r} twice ({out[camera]!r} and {slot!r})")
         out[camera] = slot

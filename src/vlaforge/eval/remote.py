@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from vlaforge import keys as T
+from vlaforge.config import key_value_pairs
 from vlaforge.control.client import PolicyClient, ServerError
 from vlaforge.envs.registry import SimulatorSpec
 from vlaforge.errors import VlaforgeError
@@ -45,15 +46,7 @@ from vlaforge.eval.seeds import TrainSeeds
 
 def parse_key_map(text: str) -> dict[str, str]:
     """'a=b,c=d' -> {"a": "b", "c": "d"} (env key -> server key)."""
-    out: dict[str, str] = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        env_key, sep, server_key = (s.strip() for s in item.partition("="))
-        if not sep or not env_key or not server_key:
-            raise VlaforgeError(f"key_map entry {item!r} is not ENV_KEY=SERVER_KEY")
-        out[env_key] = server_key
-    return out
+    return dict(key_value_pairs(text, "key_map", "ENV_KEY=SERVER_KEY"))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from vlaforge.config import key_value_pairs
 from vlaforge.errors import VlaforgeError, did_you_mean
 
 NAMESPACES = ("model", "train")
@@ -211,19 +212,15 @@ def _bare_key_hint(key: str) -> str:
 
 def parse_task_weights(spec: str) -> dict[str, float]:
     """ "push-v3=3,reach-v3=2" -> {"push-v3": 3.0, "reach-v3": 2.0} (`train.task_weights`)."""
+    form = "TASK=WEIGHT with a positive weight (e.g. push-v3=3)"
     out: dict[str, float] = {}
-    for item in (s.strip() for s in spec.split(",")):
-        if not item:
-            continue
-        name, sep, value = (x.strip() for x in item.rpartition("="))
+    for name, value in key_value_pairs(spec, "task_weights", form):
         try:
             weight = float(value)
         except ValueError:
             weight = math.nan
-        if not sep or not name or not math.isfinite(weight) or weight <= 0:
-            raise VlaforgeError(
-                f"task_weights entry {item!r} must be TASK=WEIGHT with a positive weight (e.g. push-v3=3)"
-            )
+        if not math.isfinite(weight) or weight <= 0:
+            raise VlaforgeError(f"task_weights entry {f'{name}={value}'!r} must be {form}")
         if name in out:
             raise VlaforgeError(f"task_weights names task {name!r} twice")
         out[name] = weight
