@@ -1,4 +1,4 @@
-"""Fixtures for the export tests: tiny real checkpoints (regression and token heads; keypoints)."""
+"""Fixtures for the export tests: tiny real checkpoints (regression and token heads; keypoints; FiLM)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,8 @@ def tokens_ckpt(tmp_path_factory):
 @pytest.fixture(scope="session")
 def keypoints_ckpt(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("deploy") / "keypoints", "regression", seed=3, keypoints=4)
+
+
+@pytest.fixture(scope="session")
+def film_ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("deploy") / "film", "regression", seed=4, film=True)

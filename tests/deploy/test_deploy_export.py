@@ -59,9 +59,14 @@ def test_int8_export_is_close_to_fp32_and_served(regression_ckpt, tmp_path, caps
         client._ws.close()
 
 
-@pytest.mark.parametrize("head", ["regression", "tokens", "keypoints"])
-def test_onnx_parity(head, regression_ckpt, tokens_ckpt, keypoints_ckpt, tmp_path):
-    ckpt = {"regression": regression_ckpt, "tokens": tokens_ckpt, "keypoints": keypoints_ckpt}[head]
+@pytest.mark.parametrize("head", ["regression", "tokens", "keypoints", "film"])
+def test_onnx_parity(head, regression_ckpt, tokens_ckpt, keypoints_ckpt, film_ckpt, tmp_path):
+    ckpt = {
+        "regression": regression_ckpt,
+        "tokens": tokens_ckpt,
+        "keypoints": keypoints_ckpt,
+        "film": film_ckpt,
+    }[head]
     out = tmp_path / "onnx"
     assert (
         main(["export", "--policy", str(ckpt), "--onnx", "--out", str(out), "--task", "open the drawer"]) == 0
@@ -78,7 +83,7 @@ def test_onnx_parity(head, regression_ckpt, tokens_ckpt, keypoints_ckpt, tmp_pat
         batch = _batch(seed, [task], pad)
         ref = policy.sample_actions(batch).numpy()  # [1, H, A]
         got = onnx.sample_actions({**batch, "text_embedding": embeddings[task][None]})
-        if head in ("regression", "keypoints"):  # keypoints: a regression head on the keypoint stem
+        if head in ("regression", "keypoints", "film"):  # keypoints, film: regression heads on other stems
             np.testing.assert_allclose(got, ref, atol=1e-4)
         else:  # argmax of near-tied logits may pick a neighbouring bin: 1 bin = 2/32 here
             assert np.mean(np.abs(got - ref) < 1e-5) >= 0.95 and np.abs(got - ref).max() <= 2 / 32 + 1e-5

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from vlaforge import keys
 from vlaforge.errors import VlaforgeError
 from vlaforge.models.config import ImageEncoderConfig, validate
 from vlaforge.models.encoders import GOAL_IMAGE, ImageStem, SpatialSoftmax
@@ -155,3 +156,37 @@ def test_keypoint_token_joins_the_patch_tokens_and_is_saved(tiny_config, fake_ba
 def test_keypoint_settings_are_checked(tiny_config, image, message):
     with pytest.raises(VlaforgeError, match=message):
         validate(tiny_config(image=image))
+
+
+def test_film_starts_as_the_unmodulated_stem_and_then_depends_on_the_task(tiny_config, fake_batch, tmp_path):
+    film_cfg = tiny_config(
+        image=ImageEncoderConfig(stem_channels=(8, 8), patch_size=8, norm_groups=4, film=True)
+    )
+    plain, film = VLAPolicy(tiny_config()).eval(), VLAPolicy(film_cfg).eval()
+    missing, unexpected = film.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["task_encoder.film.bias", "task_encoder.film.weight"] and not unexpected
+    assert film.task_encoder.film.out_features == 2 * (8 + 8)  # (gamma, beta) per stem channel
+    batch = fake_batch(film_cfg)
+    # zero-initialised: the same function as the policy without FiLM (all other weights shared)
+    torch.testing.assert_close(film.encode(batch).tokens, plain.encode(batch).tokens, rtol=0, atol=0)
+    # trained through the task loss, the stem's features come to depend on the instruction
+    film.train()
+    loss, _ = film.compute_loss(batch)
+    loss.backward()
+    assert film.task_encoder.film.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        film.task_encoder.film.weight.normal_(0, 0.5)
+    film.eval()
+    frames = batch[keys.image_key(film_cfg.cameras[0])][:1, 0]  # [1, H, W, C]
+    params = film.task_encoder.film_params(["pick up the cube", "open the drawer"])  # [2, F]
+    stem = film.obs_encoder.stem
+    one, other = stem(frames, params[:1]), stem(frames, params[1:])  # [1, P, D] each
+    assert not torch.allclose(one, other)  # same pixels, different task -> different image tokens
+    film.save_pretrained(tmp_path / "ckpt")
+    loaded = VLAPolicy.from_pretrained(tmp_path / "ckpt")
+    torch.testing.assert_close(loaded.encode(batch).tokens, film.encode(batch).tokens, rtol=0, atol=0)
+
+
+def test_film_needs_the_conv_stem(tiny_config):
+    with pytest.raises(VlaforgeError, match="image.film needs image.encoder=conv"):
+        validate(tiny_config(image=ImageEncoderConfig(encoder="efficientnet-lite0", film=True)))

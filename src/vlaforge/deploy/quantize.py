@@ -40,7 +40,7 @@ COPIED = ("config.json", "stats.json", "metadata.json")
 # Linear layers kept fp32 (fnmatch patterns of module names): model code reads their `.weight` as a
 # tensor (`.weight.device` in the task encoder, `.weight.dtype` in the heads' time embedding), which
 # a quantized linear exposes as a method `weight()`. Both are tiny (one call per chunk).
-KEEP_FP32 = ("task_encoder.proj", "*time.mlp.0")
+KEEP_FP32 = ("task_encoder.proj", "task_encoder.film", "*time.mlp.0")
 
 
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:

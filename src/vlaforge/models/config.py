@@ -58,6 +58,12 @@ class ImageEncoderConfig:
     # benchmarks/lever_ab.sh): the same successes as without, 5% fewer steps; hence off by default.
     keypoints: int = 0
     keypoint_level: int = 2
+    # FiLM (Perez et al. 2018; RT-1's FiLM-EfficientNet), conv stem only: a linear map of the
+    # frozen instruction embedding gives each stem conv's GroupNorm output a per-channel scale and
+    # shift, x * (1 + gamma) + beta, so the image features themselves depend on the task (without it
+    # the instruction reaches the image only through the trunk's attention to the task tokens). The
+    # map starts at zero: a FiLM policy starts as the same function as one without. Off by default.
+    film: bool = False
     # Goal-image conditioning (Octo): the batch key `goal_image`, uint8 [B, H, W, C], is encoded by
     # the same stem and joins the task tokens.
     goal_image: bool = False
@@ -292,6 +298,10 @@ def _image_checks(cfg: PolicyConfig) -> list[tuple[bool, str]]:
     if icfg.encoder == "efficientnet-lite0":
         return [
             (icfg.keypoints == 0, "image.keypoints needs image.encoder=conv (the conv stem's feature maps)"),
+            (
+                not icfg.film,
+                "image.film needs image.encoder=conv (it modulates the conv stem's feature maps)",
+            ),
             (icfg.feature_stride in (16, 32), "image.feature_stride must be 16 or 32"),
             (
                 cfg.image_size % icfg.feature_stride == 0,

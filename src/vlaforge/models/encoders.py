@@ -4,14 +4,17 @@
   `image_size` when the frame differs, the same resize the training frame cache used; pixels normalized per `image.pixel_norm`: ImageNet mean/std
   or [-1, 1]) -> stride-2 3x3 convs with GroupNorm + GELU -> a patch conv (kernel = stride) to the
   trunk width -> P = (S / patch_size)**2 tokens per camera and step (+ 1 keypoint token with
-  `image.keypoints`: spatial-softmax coordinates of a finer stem map, `SpatialSoftmax`). With
+  `image.keypoints`: spatial-softmax coordinates of a finer stem map, `SpatialSoftmax`; with
+  `image.film` each GroupNorm output is scaled and shifted per channel from the instruction, FiLM). With
   `image.encoder="efficientnet-lite0"` the convs are ImageNet EfficientNet-Lite0 up to
   `image.feature_stride` (pixels (x - 127) / 128, its training normalization) and a 1x1 conv
   projects its feature map: P = (S / feature_stride)**2 (`vlaforge.models.vision`). One stem is shared by all
   cameras (and the goal image); learned per-camera, per-step position embeddings tell them apart.
   Octo gives each camera its own stem; sharing keeps small presets small.
 - Language (`TaskEncoder`): the frozen, cached sentence embedding (`vlaforge.models.language`)
-  -> a linear projection to `language.num_tokens` task tokens (+ goal-image tokens if enabled).
+  -> a linear projection to `language.num_tokens` task tokens (+ goal-image tokens if enabled);
+  with `image.film` a second, zero-initialised projection gives the stem's FiLM parameters (the
+  goal image goes through the stem unmodulated).
 - Proprio: one linear token per history step (one linear layer per embodiment with
   `embodiment_layers="separate"`, picked by the dataset index).
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vlaforge.errors import VlaforgeError
@@ -132,13 +136,38 @@ class ImageStem(nn.Module):
         x = self.pixels(frames).permute(0, 3, 1, 2).float()  # [N, C, S, S] in [0, 255]
         return torch.addcmul(self.pix_shift, x, self.pix_scale)  # [N, C, S, S]
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def run_stem(
+        self, x: torch.Tensor, film: torch.Tensor | None, lo: int = 0, hi: int | None = None
+    ) -> torch.Tensor:
+        """`self.stem[lo:hi]` on x [N, C, h, w]; with `film` [N, 2 * sum(stem_channels)] (the
+        (gamma, beta) of each conv in turn) every GroupNorm output becomes x * (1 + gamma) + beta."""
+        if film is None:
+            return self.stem[lo:hi](x)
+        offset = 0
+        for i, module in enumerate(self.stem):
+            if hi is not None and i >= hi:
+                break
+            if not isinstance(module, nn.GroupNorm):
+                x = module(x) if i >= lo else x
+                continue
+            c = module.num_channels
+            if i >= lo:  # GroupNorm's affine and FiLM folded into one multiply-add per sample
+                gamma, beta = film[:, offset : offset + c], film[:, offset + c : offset + 2 * c]  # [N, c]
+                scale = module.weight * (1 + gamma)  # [N, c]
+                shift = torch.addcmul(beta, module.bias, 1 + gamma)  # [N, c]
+                x = F.group_norm(x, module.num_groups, eps=module.eps)  # [N, c, h, w]
+                x = torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])  # [N, c, h, w]
+            offset += 2 * c
+        return x
+
+    def forward(self, frames: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 frames [N, H, W, C] (+ FiLM parameters [N, F], see `run_stem`) -> tokens [N, P, D]."""
         x = self.preprocess(frames)  # [N, C, S, S]
         if self.keypoints is None:
-            x = self.patch(self.stem(x))  # [N, D, s, s]
+            x = self.patch(self.run_stem(x, film))  # [N, D, s, s]
             return x.flatten(2).transpose(1, 2)  # [N, P, D]
-        fine = self.stem[: self._tap](x)  # [N, C_l, S / 2**l, S / 2**l]
-        x = self.patch(self.stem[self._tap :](fine))  # [N, D, s, s]
+        fine = self.run_stem(x, film, 0, self._tap)  # [N, C_l, S / 2**l, S / 2**l]
+        x = self.patch(self.run_stem(fine, film, self._tap))  # [N, D, s, s]
         patches = x.flatten(2).transpose(1, 2)  # [N, P - 1, D]
         return torch.cat([patches, self.keypoints(fine)[:, None]], dim=1)  # [N, P, D]
 
@@ -154,6 +183,11 @@ class TaskEncoder(nn.Module):
         self.proj = nn.Linear(self.text.dim, lcfg.num_tokens * width)
         self.pos = _init_pos(lcfg.num_tokens, width)
         self.goal = cfg.image.goal_image
+        self.film = None
+        if cfg.image.film:  # zero at init: the stem starts unmodulated
+            self.film = nn.Linear(self.text.dim, 2 * sum(cfg.image.stem_channels))
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
         self._stem = [stem]  # shared with the observation encoder; a list so it is not registered twice
         if self.goal:
             self.goal_pos = _init_pos(stem.num_patches, width)
@@ -161,6 +195,12 @@ class TaskEncoder(nn.Module):
     @property
     def num_tokens(self) -> int:
         return self.num_text + (self._stem[0].num_patches if self.goal else 0)
+
+    def film_params(self, texts: list[str]) -> torch.Tensor | None:
+        """The stem's FiLM parameters [B, 2 * sum(stem_channels)] (None without `image.film`)."""
+        if self.film is None:
+            return None
+        return self.film(self.text(list(texts)).to(self.pos.device))  # [B, F]
 
     def forward(self, texts: list[str], goal_image: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.text(list(texts)).to(self.pos.device)  # [B, E]
@@ -204,9 +244,13 @@ class ObservationEncoder(nn.Module):
         images: list[torch.Tensor],
         state: torch.Tensor | None,
         embodiment: torch.Tensor | None = None,
+        film: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """`film` [B, F]: the task's FiLM parameters (`TaskEncoder.film_params`), the same for every
+        camera and step."""
         b, t = images[0].shape[:2]
-        tokens = torch.stack([self.stem(im.flatten(0, 1)) for im in images])  # [C, B*T, P, D]
+        film = None if film is None else film.repeat_interleave(t, dim=0)  # [B*T, F]
+        tokens = torch.stack([self.stem(im.flatten(0, 1), film) for im in images])  # [C, B*T, P, D]
         tokens = tokens.view(len(images), b, t, self.stem.num_patches, -1)  # [C, B, T, P, D]
         tokens = tokens + self.image_pos[:, None, -t:]  # the last t steps' embeddings
         groups = list(tokens.unbind(0))  # C x [B, T, P, D]
