@@ -62,7 +62,8 @@ class ImageEncoderConfig:
     # frozen instruction embedding gives each stem conv's GroupNorm output a per-channel scale and
     # shift, x * (1 + gamma) + beta, so the image features themselves depend on the task (without it
     # the instruction reaches the image only through the trunk's attention to the task tokens). The
-    # map starts at zero: a FiLM policy starts as the same function as one without. Off by default.
+    # map starts at zero: a FiLM policy starts as the same function as one without. Measured on
+    # MT10 step-matched (README): 73.0% against 67.0%, all of it push, one run each; off by default.
     film: bool = False
     # Goal-image conditioning (Octo): the batch key `goal_image`, uint8 [B, H, W, C], is encoded by
     # the same stem and joins the task tokens.
