@@ -39,7 +39,8 @@ FORMAT = "vlaforge-int8-dynamic"
 COPIED = ("config.json", "stats.json", "metadata.json")
 # Linear layers kept fp32 (fnmatch patterns of module names): model code reads their `.weight` as a
 # tensor (`.weight.device` in the task encoder, `.weight.dtype` in the heads' time embedding), which
-# a quantized linear exposes as a method `weight()`. Both are tiny (one call per chunk).
+# a quantized linear exposes as a method `weight()`. Both are tiny (one call per chunk); so is the
+# task encoder's FiLM map (`image.film`), kept fp32 beside its projection.
 KEEP_FP32 = ("task_encoder.proj", "task_encoder.film", "*time.mlp.0")
 
 
