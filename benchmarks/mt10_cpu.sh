@@ -55,7 +55,7 @@ fi
 "$V" eval --policy "$OUT/run/checkpoints/last" --suite "$SUITE" --episodes-per-task 10 --workers 2 \
   --out "$OUT/eval" --overwrite
 COMMAND="bash benchmarks/${SUITE}_cpu.sh"  # with the variables this run set, so that the JSON says how to redo it
-for var in MT10_PROTOCOL MT10_IMAGE MT10_CAMERA MT10_SET; do  # minutes and steps: in the recipe
+for var in MT10_PROTOCOL MT10_IMAGE MT10_CAMERA MT10_SET MT10_STEPS MT10_MAX_MINUTES; do
   if [ -n "${!var:-}" ]; then COMMAND="$var=\"${!var}\" $COMMAND"; fi
 done
 "$repo/.venv/bin/python" "$repo/benchmarks/mt10_summary.py" cpu "$OUT" "$RESULT" --command "$COMMAND" \
