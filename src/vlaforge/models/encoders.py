@@ -141,8 +141,8 @@ class ImageStem(nn.Module):
     ) -> torch.Tensor:
         """`self.stem[lo:hi]` on x [N, C, h, w]; with `film` [N, 2 * sum(stem_channels)] (the
         (gamma, beta) of each conv in turn) every GroupNorm output becomes x * (1 + gamma) + beta."""
-        if film is None:
-            return self.stem[lo:hi](x)
+        if film is None:  # the pretrained encoder is not a Sequential: sliced only with keypoints
+            return self.stem(x) if lo == 0 and hi is None else self.stem[lo:hi](x)
         offset = 0
         for i, module in enumerate(self.stem):
             if hi is not None and i >= hi:
