@@ -178,7 +178,7 @@ def test_film_starts_as_the_unmodulated_stem_and_then_depends_on_the_task(tiny_c
         film.task_encoder.film.weight.normal_(0, 0.5)
     film.eval()
     frames = batch[keys.image_key(film_cfg.cameras[0])][:1, 0]  # [1, H, W, C]
-    params = film.task_encoder.film_params(["pick up the cube", "open the drawer"])  # [2, F]
+    params = film.task_encoder.encode(["pick up the cube", "open the drawer"])[1]  # [2, F]
     stem = film.obs_encoder.stem
     one, other = stem(frames, params[:1]), stem(frames, params[1:])  # [1, P, D] each
     assert not torch.allclose(one, other)  # same pixels, different task -> different image tokens
@@ -190,3 +190,22 @@ def test_film_starts_as_the_unmodulated_stem_and_then_depends_on_the_task(tiny_c
 def test_film_needs_the_conv_stem(tiny_config):
     with pytest.raises(VlaforgeError, match="image.film needs image.encoder=conv"):
         validate(tiny_config(image=ImageEncoderConfig(encoder="efficientnet-lite0", film=True)))
+
+
+def test_film_with_keypoints_modulates_both_halves_of_the_sliced_stem(tiny_config):
+    image = dict(stem_channels=(8, 8), patch_size=8, norm_groups=4, keypoints=4, keypoint_level=1)
+    plain = VLAPolicy(tiny_config(image=ImageEncoderConfig(**image))).eval()
+    film = VLAPolicy(tiny_config(image=ImageEncoderConfig(**image, film=True))).eval()
+    film.load_state_dict(plain.state_dict(), strict=False)
+    frames = torch.randint(0, 256, (1, 32, 32, 3), dtype=torch.uint8)
+    stem, n = film.obs_encoder.stem, film.task_encoder.film.out_features  # n = 2 * (8 + 8)
+    zero = torch.zeros(1, n)
+    torch.testing.assert_close(stem(frames, zero), plain.obs_encoder.stem(frames), rtol=0, atol=0)
+    for half in (slice(0, 16), slice(16, 32)):  # the first conv's (gamma, beta), then the second's
+        params = zero.clone()
+        params[:, half] = 0.5
+        tokens = stem(frames, params)  # [1, P, D]
+        patches_moved = not torch.allclose(tokens[:, :-1], stem(frames, zero)[:, :-1])
+        keypoint_moved = not torch.allclose(tokens[:, -1], stem(frames, zero)[:, -1])
+        assert patches_moved  # both convs feed the patch tokens
+        assert keypoint_moved == (half.start == 0)  # the keypoints tap the map after the first conv

@@ -123,6 +123,11 @@ class ImageStem(nn.Module):
             channels = icfg.stem_channels[icfg.keypoint_level - 1]
             self.keypoints = SpatialSoftmax(channels, icfg.keypoints, cfg.trunk.width)
             self.num_patches += 1
+        # image.film (conv stem only): stem index of each GroupNorm -> where its (gamma, beta) start
+        # in the FiLM parameters, one (gamma, beta) pair of its channels per conv in turn
+        # (3 modules per conv: conv, GroupNorm, GELU)
+        levels = range(len(icfg.stem_channels)) if icfg.film else ()
+        self._film_at = {3 * lv + 1: 2 * sum(icfg.stem_channels[:lv]) for lv in levels}
         scale, shift = _pixel_affine(cfg)  # folded into one multiply-add on [0, 255]
         self.register_buffer("pix_scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pix_shift", shift.view(1, 3, 1, 1), persistent=False)
@@ -143,21 +148,16 @@ class ImageStem(nn.Module):
         (gamma, beta) of each conv in turn) every GroupNorm output becomes x * (1 + gamma) + beta."""
         if film is None:  # the pretrained encoder is not a Sequential: sliced only with keypoints
             return self.stem(x) if lo == 0 and hi is None else self.stem[lo:hi](x)
-        offset = 0
-        for i, module in enumerate(self.stem):
-            if hi is not None and i >= hi:
-                break
-            if not isinstance(module, nn.GroupNorm):
-                x = module(x) if i >= lo else x
+        for i, module in enumerate(self.stem[lo:hi], start=lo):
+            if i not in self._film_at:
+                x = module(x)
                 continue
-            c = module.num_channels
-            if i >= lo:  # GroupNorm's affine and FiLM folded into one multiply-add per sample
-                gamma, beta = film[:, offset : offset + c], film[:, offset + c : offset + 2 * c]  # [N, c]
-                scale = module.weight * (1 + gamma)  # [N, c]
-                shift = torch.addcmul(beta, module.bias, 1 + gamma)  # [N, c]
-                x = F.group_norm(x, module.num_groups, eps=module.eps)  # [N, c, h, w]
-                x = torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])  # [N, c, h, w]
-            offset += 2 * c
+            offset, c = self._film_at[i], module.num_channels  # GroupNorm's affine and FiLM folded:
+            gamma, beta = film[:, offset : offset + c], film[:, offset + c : offset + 2 * c]  # [N, c]
+            scale = module.weight * (1 + gamma)  # [N, c]
+            shift = torch.addcmul(beta, module.bias, 1 + gamma)  # [N, c]
+            x = F.group_norm(x, module.num_groups, eps=module.eps)  # [N, c, h, w]
+            x = torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])  # [N, c, h, w]
         return x
 
     def forward(self, frames: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
@@ -196,23 +196,26 @@ class TaskEncoder(nn.Module):
     def num_tokens(self) -> int:
         return self.num_text + (self._stem[0].num_patches if self.goal else 0)
 
-    def film_params(self, texts: list[str]) -> torch.Tensor | None:
-        """The stem's FiLM parameters [B, 2 * sum(stem_channels)] (None without `image.film`)."""
-        if self.film is None:
-            return None
-        return self.film(self.text(list(texts)).to(self.pos.device))  # [B, F]
-
-    def forward(self, texts: list[str], goal_image: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self, texts: list[str], goal_image: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Task tokens [B, L, D] and the stem's FiLM parameters [B, 2 * sum(stem_channels)] (None
+        without `image.film`), both from one lookup of the instruction embeddings."""
         emb = self.text(list(texts)).to(self.pos.device)  # [B, E]
+        film = None if self.film is None else self.film(emb)  # [B, F]
         tokens = self.proj(emb).view(len(texts), self.num_text, -1) + self.pos  # [B, L, D]
         if not self.goal:
-            return tokens
+            return tokens, film
         if goal_image is None:
             raise VlaforgeError(
                 f"this policy is goal-conditioned: the batch needs {GOAL_IMAGE!r} [B, H, W, C]"
             )
         goal = self._stem[0](goal_image) + self.goal_pos  # [B, P, D]
-        return torch.cat([tokens, goal], dim=1)  # [B, L + P, D]
+        return torch.cat([tokens, goal], dim=1), film  # [B, L + P, D]
+
+    def forward(self, texts: list[str], goal_image: torch.Tensor | None = None) -> torch.Tensor:
+        """Task tokens [B, L, D] (`encode` without the FiLM parameters)."""
+        return self.encode(texts, goal_image)[0]
 
 
 class ObservationEncoder(nn.Module):
@@ -246,7 +249,7 @@ class ObservationEncoder(nn.Module):
         embodiment: torch.Tensor | None = None,
         film: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`film` [B, F]: the task's FiLM parameters (`TaskEncoder.film_params`), the same for every
+        """`film` [B, F]: the task's FiLM parameters (`TaskEncoder.encode`), the same for every
         camera and step."""
         b, t = images[0].shape[:2]
         film = None if film is None else film.repeat_interleave(t, dim=0)  # [B*T, F]

@@ -28,8 +28,7 @@ class TrunkBackbone(Backbone):
     def encode(
         self, images, texts, state, obs_is_pad=None, goal=None, camera_mask=None, embodiment=None
     ) -> BackboneOutput:
-        task_tokens = self.task_encoder(texts, goal)  # [B, L, D]
-        film = self.task_encoder.film_params(texts)  # [B, F] or None
+        task_tokens, film = self.task_encoder.encode(texts, goal)  # [B, L, D], [B, F] or None
         obs_tokens = self.obs_encoder(images, state, embodiment, film)  # [B, T, K, D]
         step_mask = None if camera_mask is None else self.obs_encoder.token_mask(camera_mask)  # [B, K]
         out = self.trunk(task_tokens, obs_tokens, obs_is_pad, step_mask)
